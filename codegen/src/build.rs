@@ -1,0 +1,235 @@
+//! The build integration: a builder, a one-call function for `build.rs`, and file output
+//! that is deterministic and only touches files whose content changed.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::diagnostic::Diagnostics;
+use crate::{render, validate};
+
+/// Why generation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The schema has mistakes; the value prints them all, rustc-style.
+    #[error("{0}")]
+    Schema(Diagnostics),
+    /// A file could not be read or written.
+    #[error("could not {action} `{}`: {source}", path.display())]
+    Io {
+        /// `read` or `write`.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// No output directory: neither set on the builder nor `OUT_DIR` (outside `build.rs`).
+    #[error(
+        "no output directory: `OUT_DIR` is not set (is this running outside build.rs?); \
+         call `Generator::out_dir` to choose one"
+    )]
+    NoOutDir,
+    /// The generator produced invalid Rust: a bug in celerity-codegen, not in the schema.
+    #[error(
+        "internal error in celerity-codegen while generating from `{schema}`: {message}{}\n\
+         This is a bug in celerity-codegen; please report it with the schema.",
+        raw.as_ref().map(|p| format!("\nthe unformatted output is in `{}`", p.display())).unwrap_or_default()
+    )]
+    Internal {
+        /// The schema being generated.
+        schema: String,
+        /// What went wrong.
+        message: String,
+        /// Where the raw output was saved.
+        raw: Option<PathBuf>,
+    },
+}
+
+/// One generated file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedFile {
+    /// The schema it came from.
+    pub schema: PathBuf,
+    /// Where it was written.
+    pub path: PathBuf,
+    /// Whether this run changed it (false when the content was already current).
+    pub written: bool,
+}
+
+/// Configures and runs the generator.
+///
+/// ```no_run
+/// let files = celerity_codegen::Generator::new()
+///     .schema("schemas/tasks.yaml")
+///     .out_dir("target/generated")
+///     .generate()?;
+/// # Ok::<(), celerity_codegen::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Generator {
+    schemas: Vec<PathBuf>,
+    out_dir: Option<PathBuf>,
+    rerun_if_changed: bool,
+}
+
+impl Generator {
+    /// A generator with no schemas, writing under `$OUT_DIR/celerity`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a schema file. Relative paths are resolved against `CARGO_MANIFEST_DIR` when it
+    /// is set (as in `build.rs`), else against the current directory.
+    pub fn schema(mut self, path: impl Into<PathBuf>) -> Self {
+        self.schemas.push(path.into());
+        self
+    }
+
+    /// Writes into `dir` instead of `$OUT_DIR/celerity`.
+    pub fn out_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.out_dir = Some(dir.into());
+        self
+    }
+
+    /// Prints `cargo:rerun-if-changed` for each schema read (on by default in [`compile`]).
+    pub fn rerun_if_changed(mut self, enabled: bool) -> Self {
+        self.rerun_if_changed = enabled;
+        self
+    }
+
+    /// Generates one `<stem>.rs` per schema. Every schema is checked before anything is
+    /// written, so a mistake in one leaves every output as it was.
+    pub fn generate(&self) -> Result<Vec<GeneratedFile>, Error> {
+        let out_dir = match &self.out_dir {
+            Some(dir) => dir.clone(),
+            None => PathBuf::from(std::env::var_os("OUT_DIR").ok_or(Error::NoOutDir)?)
+                .join("celerity"),
+        };
+        let base = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+        let mut outputs = Vec::new();
+        for schema in &self.schemas {
+            let full = match &base {
+                Some(base) if schema.is_relative() => base.join(schema),
+                _ => schema.clone(),
+            };
+            if self.rerun_if_changed {
+                println!("cargo:rerun-if-changed={}", full.display());
+            }
+            let source = std::fs::read_to_string(&full).map_err(|source| Error::Io {
+                action: "read",
+                path: full.clone(),
+                source,
+            })?;
+            let display = schema.display().to_string();
+            let file_name = full
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| display.clone());
+            let stem = full
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "tasks".into());
+            let code = generate_named(&source, &display, &file_name).or_else(|failure| {
+                Err(match failure {
+                    Failure::Schema(error) => error,
+                    Failure::Render(error) => {
+                        // Keep the raw text beside the output so the bug can be looked at.
+                        let raw = error.raw.and_then(|text| {
+                            let path = out_dir.join(format!("{stem}.rs.raw"));
+                            std::fs::create_dir_all(&out_dir).ok()?;
+                            std::fs::write(&path, text).ok().map(|()| path)
+                        });
+                        Error::Internal { schema: display.clone(), message: error.message, raw }
+                    }
+                })
+            });
+            outputs.push((schema.clone(), out_dir.join(format!("{stem}.rs")), code, source));
+        }
+        let mut files = Vec::new();
+        let mut first_error = None;
+        for (schema, path, code, _) in outputs {
+            match code {
+                Ok(code) => files.push((schema, path, code)),
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(error) = first_error {
+            return Err(error);
+        }
+        std::fs::create_dir_all(&out_dir).map_err(|source| Error::Io {
+            action: "write",
+            path: out_dir.clone(),
+            source,
+        })?;
+        files
+            .into_iter()
+            .map(|(schema, path, code)| {
+                let written = write_if_changed(&path, &code)?;
+                Ok(GeneratedFile { schema, path, written })
+            })
+            .collect()
+    }
+}
+
+fn write_if_changed(path: &Path, content: &str) -> Result<bool, Error> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
+        return Ok(false);
+    }
+    std::fs::write(path, content).map_err(|source| Error::Io {
+        action: "write",
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(true)
+}
+
+/// Generates Rust source from the text of a schema. `file` names the schema in
+/// diagnostics and in the generated header.
+pub fn generate_str(source: &str, file: &str) -> Result<String, Error> {
+    let name = Path::new(file)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| file.to_owned());
+    generate_named(source, file, &name).map_err(|failure| match failure {
+        Failure::Schema(error) => error,
+        Failure::Render(error) => Error::Internal {
+            schema: file.to_owned(),
+            message: error.message,
+            raw: None,
+        },
+    })
+}
+
+enum Failure {
+    Schema(Error),
+    Render(render::RenderError),
+}
+
+fn generate_named(source: &str, display: &str, file_name: &str) -> Result<String, Failure> {
+    let model = validate::check(source, file_name).map_err(|items| {
+        Failure::Schema(Error::Schema(Diagnostics {
+            file: display.to_owned(),
+            source: source.to_owned(),
+            items,
+        }))
+    })?;
+    render::render(&model).map_err(Failure::Render)
+}
+
+/// The one call a `build.rs` needs: generates code for `schema` into `$OUT_DIR/celerity`,
+/// tells cargo to rerun when the schema changes and, on any error, prints it and exits
+/// the build script with status 1 (so the user sees the diagnostics, not a panic).
+pub fn compile(schema: impl Into<PathBuf>) {
+    let generator = Generator::new().schema(schema).rerun_if_changed(true);
+    if let Err(error) = generator.generate() {
+        exit_with(error);
+    }
+}
+
+fn exit_with(error: impl fmt::Display) -> ! {
+    eprintln!("{error}");
+    std::process::exit(1)
+}

@@ -1,0 +1,41 @@
+//! Generates typed Celerity code from YAML task schemas.
+//!
+//! A schema declares a service's background tasks: names, typed arguments and results,
+//! queues, retry policy and limits. From it this crate generates, at build time:
+//!
+//! - the schema's named types, with serde and schemars derives;
+//! - `TasksRegistry`, a typed client with one method per task;
+//! - one worker trait per component, one `async` method per task;
+//! - the dispatch glue that decodes a Celery message into a trait method call.
+//!
+//! Call it from `build.rs`:
+//!
+//! ```no_run
+//! // build.rs
+//! fn main() {
+//!     celerity_codegen::compile("schemas/tasks.yaml");
+//! }
+//! ```
+//!
+//! and bring the result into the crate with `celerity::include_tasks!("tasks")`.
+//!
+//! A mistake in the schema fails the build with every problem listed rustc-style: file,
+//! line, column, key path and, where it can, the fix.
+
+mod build;
+mod diagnostic;
+mod locate;
+mod model;
+mod names;
+mod render;
+mod schema;
+mod types;
+mod validate;
+
+pub use build::{Error, GeneratedFile, Generator, compile, generate_str};
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use locate::Position;
+pub use schema::{
+    BackoffKind, FieldDef, FieldSpec, RetrySpec, SchemaFile, TaskDef, TaskOptions, TypeDef,
+    json_schema,
+};

@@ -1,0 +1,122 @@
+//! The resolved model: every name is a valid Rust identifier, every type expression is a
+//! Rust type, every option is merged with `defaults:` and checked. Templates render this and
+//! nothing else, so they never have to make a decision.
+
+use serde::Serialize;
+
+/// Everything generated from one schema file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Model {
+    /// The schema file's name, for the header (no directories: output must not depend on
+    /// where the project is checked out).
+    pub source_name: String,
+    /// Module documentation lines.
+    pub doc: Vec<String>,
+    /// Named types, in declaration order.
+    pub structs: Vec<StructModel>,
+    /// String enums, in declaration order.
+    pub enums: Vec<EnumModel>,
+    /// Tasks, in declaration order.
+    pub tasks: Vec<TaskModel>,
+    /// Worker components, in order of first use.
+    pub components: Vec<ComponentModel>,
+}
+
+/// A generated struct (a named type, or a task's argument struct).
+#[derive(Debug, Clone, Serialize)]
+pub struct StructModel {
+    /// Rust name.
+    pub name: String,
+    /// Documentation lines.
+    pub doc: Vec<String>,
+    /// Fields in order.
+    pub fields: Vec<FieldModel>,
+}
+
+/// A field of a generated struct, or a task argument.
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldModel {
+    /// Rust identifier (may be raw, e.g. `r#type`).
+    pub name: String,
+    /// Name on the wire, as a Rust string literal, when it differs from the identifier.
+    pub rename: Option<String>,
+    /// Name on the wire, as a Rust string literal.
+    pub wire_literal: String,
+    /// Rust type.
+    pub ty: String,
+    /// Documentation lines.
+    pub doc: Vec<String>,
+    /// The function that supplies the default, when there is a default.
+    pub default_fn: Option<String>,
+    /// Rust expression of the default value.
+    pub default_expr: Option<String>,
+    /// `T?` without a default: absent means `None`.
+    pub optional: bool,
+    /// The caller must supply it (no default and not optional).
+    pub required: bool,
+}
+
+/// A generated string enum.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnumModel {
+    /// Rust name.
+    pub name: String,
+    /// Documentation lines.
+    pub doc: Vec<String>,
+    /// Variants in order.
+    pub variants: Vec<VariantModel>,
+}
+
+/// One enum variant.
+#[derive(Debug, Clone, Serialize)]
+pub struct VariantModel {
+    /// Rust name.
+    pub name: String,
+    /// Wire value as a Rust string literal.
+    pub wire_literal: String,
+}
+
+/// A task.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskModel {
+    /// Wire name as a Rust string literal.
+    pub wire_literal: String,
+    /// Wire name, for documentation.
+    pub wire_name: String,
+    /// Method name on the client and the worker trait.
+    pub method: String,
+    /// Name of the static `TaskSpec`.
+    pub spec: String,
+    /// The argument struct.
+    pub args: StructModel,
+    /// Rust type of the result.
+    pub result: String,
+    /// Documentation lines.
+    pub doc: Vec<String>,
+    /// The worker trait that hosts the task.
+    pub component: String,
+    /// `TaskSpec` builder calls, each a Rust expression suffix such as `.queue("email")`.
+    pub spec_calls: Vec<String>,
+}
+
+/// A worker component: one generated trait.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentModel {
+    /// Trait name.
+    pub name: String,
+    /// Registration function name.
+    pub register_fn: String,
+    /// Indexes into `Model::tasks`.
+    pub tasks: Vec<TaskModel>,
+}
+
+/// Documentation text split into lines for `///` comments.
+pub fn doc_lines(text: Option<&str>) -> Vec<String> {
+    text.map(|t| t.trim_end().lines().map(|l| l.trim_end().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+/// A Rust string literal for `text`.
+pub fn literal(text: &str) -> String {
+    format!("{text:?}")
+}

@@ -1,0 +1,149 @@
+//! Turning schema names into Rust identifiers.
+//!
+//! Dashes, dots and spaces become word breaks and keywords get a raw identifier or a
+//! trailing underscore: those are safe rewrites, and the wire name is kept through a serde
+//! rename. A name that cannot be made into an identifier without guessing (empty, starting
+//! with a digit, other punctuation) is an error.
+
+/// Rust keywords, strict and reserved (2024 edition).
+const KEYWORDS: &[&str] = &[
+    "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum",
+    "extern", "false", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod",
+    "move", "mut", "pub", "ref", "return", "self", "Self", "static", "struct", "super", "trait",
+    "true", "type", "unsafe", "use", "where", "while", "abstract", "become", "box", "do",
+    "final", "macro", "override", "priv", "try", "typeof", "unsized", "virtual", "yield",
+];
+
+/// Keywords that cannot be raw identifiers.
+const NOT_RAW: &[&str] = &["crate", "self", "Self", "super", "_"];
+
+/// Why a name cannot become an identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameError {
+    /// What is wrong.
+    pub message: String,
+    /// A suggested fix.
+    pub help: String,
+}
+
+fn words(name: &str) -> Result<Vec<String>, NameError> {
+    if name.trim().is_empty() {
+        return Err(NameError {
+            message: "an empty name cannot become a Rust identifier".into(),
+            help: "give it a name made of letters, digits and underscores".into(),
+        });
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ' ')))
+    {
+        return Err(NameError {
+            message: format!("`{name}` cannot become a Rust identifier: it contains `{bad}`"),
+            help: "use letters, digits, `_`, `-` or `.`; set `name:` to keep another wire name"
+                .into(),
+        });
+    }
+    if name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(NameError {
+            message: format!("`{name}` cannot become a Rust identifier: it starts with a digit"),
+            help: "start the name with a letter".into(),
+        });
+    }
+    // Split on separators and on lower→upper case changes ("sendEmail" → send, Email).
+    let mut out = Vec::new();
+    for part in name.split(['_', '-', '.', ' ']).filter(|p| !p.is_empty()) {
+        let mut word = String::new();
+        let mut previous_lower = false;
+        for c in part.chars() {
+            if c.is_ascii_uppercase() && previous_lower && !word.is_empty() {
+                out.push(std::mem::take(&mut word));
+            }
+            previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+            word.push(c);
+        }
+        if !word.is_empty() {
+            out.push(word);
+        }
+    }
+    if out.is_empty() {
+        return Err(NameError {
+            message: format!("`{name}` cannot become a Rust identifier"),
+            help: "use letters, digits and underscores".into(),
+        });
+    }
+    Ok(out)
+}
+
+fn escape_keyword(ident: String) -> String {
+    if NOT_RAW.contains(&ident.as_str()) {
+        format!("{ident}_")
+    } else if KEYWORDS.contains(&ident.as_str()) {
+        format!("r#{ident}")
+    } else {
+        ident
+    }
+}
+
+/// `send-email`, `sendEmail`, `send_email` → `send_email`; `type` → `r#type`.
+pub fn snake_case(name: &str) -> Result<String, NameError> {
+    let words = words(name)?;
+    let joined = words
+        .iter()
+        .map(|w| w.to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join("_");
+    Ok(escape_keyword(joined))
+}
+
+/// `email_result`, `email-result`, `EmailResult` → `EmailResult`.
+pub fn pascal_case(name: &str) -> Result<String, NameError> {
+    let words = words(name)?;
+    let joined: String = words
+        .iter()
+        .map(|w| {
+            let mut chars = w.chars();
+            let first = chars.next().map(|c| c.to_ascii_uppercase());
+            first.into_iter().chain(chars).collect::<String>()
+        })
+        .collect();
+    Ok(escape_keyword(joined))
+}
+
+/// `send_email` → `SEND_EMAIL`.
+pub fn shouty_snake_case(name: &str) -> Result<String, NameError> {
+    Ok(snake_case(name)?
+        .trim_start_matches("r#")
+        .trim_end_matches('_')
+        .to_ascii_uppercase())
+}
+
+/// The identifier without a raw prefix, for building other names from it.
+pub fn bare(ident: &str) -> &str {
+    ident.trim_start_matches("r#")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitises_dashes_case_and_keywords() {
+        assert_eq!(snake_case("send-email").unwrap(), "send_email");
+        assert_eq!(snake_case("sendEmail").unwrap(), "send_email");
+        assert_eq!(snake_case("type").unwrap(), "r#type");
+        assert_eq!(snake_case("self").unwrap(), "self_");
+        assert_eq!(pascal_case("email_result").unwrap(), "EmailResult");
+        assert_eq!(pascal_case("in-progress").unwrap(), "InProgress");
+        assert_eq!(pascal_case("HTTPError").unwrap(), "HTTPError");
+        assert_eq!(pascal_case("self").unwrap(), "Self_");
+        assert_eq!(shouty_snake_case("type").unwrap(), "TYPE");
+    }
+
+    #[test]
+    fn reports_names_that_cannot_be_identifiers() {
+        assert!(snake_case("2fa").unwrap_err().message.contains("starts with a digit"));
+        assert!(snake_case("a/b").unwrap_err().message.contains("contains `/`"));
+        assert!(snake_case("").is_err());
+        assert!(snake_case("--").is_err());
+    }
+}

@@ -1,0 +1,983 @@
+//! Parse and validate a schema file, collecting every error, and build the [`Model`].
+//!
+//! The walk happens in three passes so that one mistake never hides another:
+//! 1. YAML syntax (`serde_yaml`), the only error that stops everything;
+//! 2. structure: unknown keys at every level (with suggestions), then each task and type
+//!    deserialised on its own, so a bad task does not hide the next one;
+//! 3. meaning: type references, names, defaults, durations, options.
+
+use std::collections::{BTreeMap, HashMap};
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde_yaml::Value;
+
+use crate::diagnostic::{Diagnostic, did_you_mean};
+use crate::locate::{KeyPath, Locations, Position, Segment, display_path};
+use crate::model::{
+    ComponentModel, EnumModel, FieldModel, Model, StructModel, TaskModel, VariantModel, doc_lines,
+    literal,
+};
+use crate::names::{self, NameError};
+use crate::schema::{
+    BackoffKind, FieldDef, FieldSpec, RetrySpec, SchemaFile, TaskDef, TaskOptions, TypeDef,
+};
+use crate::types::{self, BUILTINS, CONSTRUCTORS, Scalar, TypeExpr};
+
+/// The only version of the schema language.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Component used by tasks that name none, when `defaults.component` is not set either.
+pub const DEFAULT_COMPONENT: &str = "Tasks";
+
+/// Celery's default queue (`task_default_queue`).
+pub const DEFAULT_QUEUE: &str = "celery";
+
+/// Checks `source` and builds its model; `source_name` is the file name for the header.
+pub fn check(source: &str, source_name: &str) -> Result<Model, Vec<Diagnostic>> {
+    let root: Value = match serde_yaml::from_str(source) {
+        Ok(Value::Null) => Value::Mapping(Default::default()),
+        Ok(value) => value,
+        Err(error) => return Err(vec![syntax_error(&error)]),
+    };
+    let mut checker = Checker {
+        locations: Locations::index(source),
+        source,
+        diagnostics: Vec::new(),
+    };
+    let model = checker.schema(&root, source_name);
+    let mut diagnostics = checker.diagnostics;
+    if diagnostics.is_empty() {
+        if let Some(model) = model {
+            return Ok(model);
+        }
+    }
+    diagnostics.sort_by_key(|d| d.position);
+    diagnostics.dedup();
+    Err(diagnostics)
+}
+
+fn syntax_error(error: &serde_yaml::Error) -> Diagnostic {
+    let position = error.location().map_or(Position { line: 1, column: 1 }, |l| Position {
+        line: l.line(),
+        column: l.column(),
+    });
+    let text = error.to_string();
+    let message = text.split(" at line ").next().unwrap_or(&text).to_owned();
+    Diagnostic::new(position, "", format!("invalid YAML: {message}"))
+        .with_help("check the indentation and quoting around this position")
+}
+
+/// The property names of a schema-language type, read from its JSON Schema so that the
+/// list can never drift from the Rust definition.
+fn known_keys<T: JsonSchema>() -> Vec<String> {
+    let schema = schemars::schema_for!(T);
+    schema
+        .as_object()
+        .and_then(|o| o.get("properties"))
+        .and_then(|p| p.as_object())
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn child(path: &[Segment], key: &str) -> KeyPath {
+    let mut path = path.to_vec();
+    path.push(Segment::Key(key.to_owned()));
+    path
+}
+
+fn describe(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
+    }
+}
+
+/// A type table entry: what a name under `types:` is.
+#[derive(Clone)]
+enum Named {
+    Struct {
+        rust: String,
+        fields: IndexMap<String, (TypeExpr, bool)>,
+    },
+    Enum {
+        rust: String,
+        variants: Vec<(String, String)>,
+    },
+}
+
+impl Named {
+    fn rust(&self) -> &str {
+        match self {
+            Named::Struct { rust, .. } | Named::Enum { rust, .. } => rust,
+        }
+    }
+}
+
+struct Checker<'a> {
+    locations: Locations,
+    source: &'a str,
+    diagnostics: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error_at_key(&mut self, path: &[Segment], message: impl Into<String>, help: Option<String>) {
+        let position = self.locations.key(path);
+        self.diagnostics
+            .push(Diagnostic::new(position, display_path(path), message).with_optional_help(help));
+    }
+
+    fn error_at_value(&mut self, path: &[Segment], message: impl Into<String>, help: Option<String>) {
+        let position = self.locations.value(path);
+        self.diagnostics
+            .push(Diagnostic::new(position, display_path(path), message).with_optional_help(help));
+    }
+
+    fn name_error(&mut self, path: &[Segment], error: NameError) {
+        self.error_at_key(path, error.message, Some(error.help));
+    }
+
+    /// Reports every key of `mapping` that `T` does not have; false if there were any.
+    fn check_keys<T: JsonSchema>(&mut self, path: &[Segment], value: &Value, what: &str) -> bool {
+        let Value::Mapping(mapping) = value else {
+            self.error_at_value(path, format!("expected {what} (a mapping), found {}", describe(value)), None);
+            return false;
+        };
+        let known = known_keys::<T>();
+        let mut ok = true;
+        for key in mapping.keys() {
+            let Some(key) = key.as_str() else {
+                self.error_at_value(path, format!("keys of {what} must be strings"), None);
+                ok = false;
+                continue;
+            };
+            if !known.iter().any(|k| k == key) {
+                let help = did_you_mean(key, known.iter().map(String::as_str)).or_else(|| {
+                    Some(format!("the keys of {what} are: {}", known.join(", ")))
+                });
+                self.error_at_key(&child(path, key), format!("unknown key `{key}` in {what}"), help);
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    /// Deserialises one piece of the document, reporting a type mismatch at the exact key.
+    fn deserialize<T: DeserializeOwned>(&mut self, path: &[Segment], value: &Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(parsed) => Some(parsed),
+            Err(error) => {
+                let mut full = path.to_vec();
+                for segment in error.path().iter() {
+                    match segment {
+                        serde_path_to_error::Segment::Map { key } => full.push(Segment::Key(key.clone())),
+                        serde_path_to_error::Segment::Seq { index } => full.push(Segment::Index(*index)),
+                        _ => {}
+                    }
+                }
+                let message = error.into_inner().to_string();
+                let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+                self.error_at_value(&full, message, None);
+                None
+            }
+        }
+    }
+
+    fn check_options_keys(&mut self, path: &[Segment], value: &Value) -> bool {
+        let mut ok = self.check_keys::<TaskOptions>(path, value, "task options");
+        if let Some(retry) = value.get("retry") {
+            ok &= self.check_keys::<RetrySpec>(&child(path, "retry"), retry, "a retry policy");
+        }
+        ok
+    }
+
+    fn check_fields_keys(&mut self, path: &[Segment], value: &Value, what: &str) -> bool {
+        let Value::Mapping(fields) = value else {
+            self.error_at_value(path, format!("expected {what} (a mapping of name to type), found {}", describe(value)), None);
+            return false;
+        };
+        let mut ok = true;
+        for (name, field) in fields {
+            let Some(name) = name.as_str() else { continue };
+            let path = child(path, name);
+            match field {
+                Value::String(_) => {}
+                Value::Mapping(m) => {
+                    ok &= self.check_keys::<FieldSpec>(&path, field, "a field definition");
+                    if !m.contains_key("type") {
+                        self.error_at_key(&path, format!("`{name}` has no `type`"), Some("add `type: <type expression>`".into()));
+                        ok = false;
+                    }
+                }
+                other => {
+                    self.error_at_value(
+                        &path,
+                        format!("expected a type expression or a field definition, found {}", describe(other)),
+                        Some("write `name: string` or `name: {type: string, default: \"…\"}`".into()),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok
+    }
+
+    fn schema(&mut self, root: &Value, source_name: &str) -> Option<Model> {
+        let root_path: KeyPath = Vec::new();
+        if !self.check_keys::<SchemaFile>(&root_path, root, "the schema file") && !root.is_mapping() {
+            return None;
+        }
+        match root.get("version") {
+            None => self.error_at_key(&root_path, "the schema has no `version`", Some("add `version: 1` at the top of the file".into())),
+            Some(Value::Number(n)) if n.as_u64() == Some(SCHEMA_VERSION) => {}
+            Some(other) => {
+                let shown = serde_yaml::to_string(other).unwrap_or_default();
+                self.error_at_value(
+                    &child(&root_path, "version"),
+                    format!("unsupported schema version `{}`", shown.trim()),
+                    Some(format!("this celerity-codegen reads version {SCHEMA_VERSION}")),
+                );
+            }
+        }
+        let description: Option<String> = match root.get("description") {
+            Some(value) => self.deserialize(&child(&root_path, "description"), value),
+            None => None,
+        };
+
+        let defaults_path = child(&root_path, "defaults");
+        let defaults = match root.get("defaults") {
+            Some(value) if self.check_options_keys(&defaults_path, value) => {
+                self.deserialize::<TaskOptions>(&defaults_path, value)
+            }
+            _ => None,
+        }
+        .unwrap_or_default();
+
+        let types = self.collect::<TypeDef>(root, "types", |checker, path, value| {
+            let mut ok = checker.check_keys::<TypeDef>(path, value, "a type definition");
+            if let Some(fields) = value.get("fields") {
+                ok &= checker.check_fields_keys(&child(path, "fields"), fields, "`fields`");
+            }
+            ok
+        });
+        let tasks = self.collect::<TaskDef>(root, "tasks", |checker, path, value| {
+            let mut ok = checker.check_keys::<TaskDef>(path, value, "a task");
+            if let Some(args) = value.get("args") {
+                ok &= checker.check_fields_keys(&child(path, "args"), args, "`args`");
+            }
+            if let Some(options) = value.get("options") {
+                ok &= checker.check_options_keys(&child(path, "options"), options);
+            }
+            ok
+        });
+
+        let table = self.type_table(&types);
+        let (structs, enums) = self.named_types(&types, &table);
+        let (tasks, components) = self.tasks(&tasks, &defaults, &table);
+        Some(Model {
+            source_name: source_name.to_owned(),
+            doc: doc_lines(description.as_deref()),
+            structs,
+            enums,
+            tasks,
+            components,
+        })
+    }
+
+    /// Checks and deserialises each entry of the top-level mapping `section` on its own.
+    fn collect<T: DeserializeOwned>(
+        &mut self,
+        root: &Value,
+        section: &str,
+        check: impl Fn(&mut Self, &[Segment], &Value) -> bool,
+    ) -> Vec<(KeyPath, String, T)> {
+        let section_path = vec![Segment::Key(section.to_owned())];
+        let mut out = Vec::new();
+        match root.get(section) {
+            None | Some(Value::Null) => {}
+            Some(Value::Mapping(entries)) => {
+                for (key, value) in entries {
+                    let Some(key) = key.as_str() else {
+                        self.error_at_value(&section_path, format!("the keys of `{section}` must be strings"), None);
+                        continue;
+                    };
+                    let path = child(&section_path, key);
+                    if check(self, &path, value) {
+                        if let Some(parsed) = self.deserialize::<T>(&path, value) {
+                            out.push((path, key.to_owned(), parsed));
+                        }
+                    }
+                }
+            }
+            Some(other) => self.error_at_value(&section_path, format!("expected `{section}` to be a mapping, found {}", describe(other)), None),
+        }
+        out
+    }
+
+    /// Parses a type expression, reporting syntax errors at the character they occur.
+    fn type_expr(&mut self, path: &[Segment], text: &str, table: &HashMap<String, Named>) -> Option<TypeExpr> {
+        let expr = match types::parse(text) {
+            Ok(expr) => expr,
+            Err(error) => {
+                let mut position = self.locations.value(path);
+                let line = self.source.lines().nth(position.line.saturating_sub(1)).unwrap_or("");
+                let quoted = matches!(line.chars().nth(position.column.saturating_sub(1)), Some('"' | '\''));
+                position.column += error.offset + usize::from(quoted);
+                self.diagnostics.push(
+                    Diagnostic::new(position, display_path(path), format!("invalid type `{text}`: {}", error.message))
+                        .with_optional_help(error.help),
+                );
+                return None;
+            }
+        };
+        let mut referenced = Vec::new();
+        expr.named(&mut referenced);
+        let mut ok = true;
+        for name in referenced {
+            if !table.contains_key(&name) {
+                let candidates: Vec<&str> = table
+                    .keys()
+                    .map(String::as_str)
+                    .chain(BUILTINS.iter().map(|(n, _)| *n))
+                    .chain(CONSTRUCTORS.iter().copied())
+                    .collect();
+                let help = did_you_mean(&name, candidates).or_else(|| {
+                    Some("declare it under `types:`, or use a built-in type (bool, i32, i64, u32, u64, f64, string, bytes, uuid, datetime, date, json)".into())
+                });
+                self.error_at_value(path, format!("unknown type `{name}`"), help);
+                ok = false;
+            }
+        }
+        ok.then_some(expr)
+    }
+
+    fn type_table(&mut self, types: &[(KeyPath, String, TypeDef)]) -> HashMap<String, Named> {
+        let mut table = HashMap::new();
+        let mut rust_names: HashMap<String, String> = HashMap::new();
+        for (path, key, def) in types {
+            let rust = match names::pascal_case(key) {
+                Ok(rust) => rust,
+                Err(error) => {
+                    self.name_error(path, error);
+                    continue;
+                }
+            };
+            if let Some(first) = rust_names.insert(rust.clone(), key.clone()) {
+                self.error_at_key(path, format!("types `{first}` and `{key}` both become the Rust type `{rust}`"), Some("rename one of them".into()));
+            }
+            let named = match (&def.fields, &def.variants) {
+                (Some(_), Some(_)) | (None, None) => {
+                    self.error_at_key(path, format!("type `{key}` must have either `fields` (a struct) or `enum` (a string enum)"), Some("a struct: `fields: {name: string}`; an enum: `enum: [low, high]`".into()));
+                    continue;
+                }
+                (Some(_), None) => Named::Struct { rust, fields: IndexMap::new() },
+                (None, Some(values)) => {
+                    let variants = self.variants(&child(path, "enum"), values);
+                    Named::Enum { rust, variants }
+                }
+            };
+            table.insert(key.clone(), named);
+        }
+        // Field types are resolved once every name is known, so order does not matter.
+        let snapshot = table.clone();
+        for (path, key, def) in types {
+            let Some(fields) = &def.fields else { continue };
+            let mut resolved = IndexMap::new();
+            for (name, field) in fields {
+                let field_path = child(&child(path, "fields"), name);
+                let type_path = if matches!(field, FieldDef::Full(_)) { child(&field_path, "type") } else { field_path };
+                if let Some(expr) = self.type_expr(&type_path, field.ty(), &snapshot) {
+                    resolved.insert(name.clone(), (expr, field.default().is_some()));
+                }
+            }
+            if let Some(Named::Struct { fields, .. }) = table.get_mut(key) {
+                *fields = resolved;
+            }
+        }
+        self.check_recursion(types, &table);
+        table
+    }
+
+    fn variants(&mut self, path: &[Segment], values: &[String]) -> Vec<(String, String)> {
+        if values.is_empty() {
+            self.error_at_value(path, "an enum needs at least one value", None);
+        }
+        let mut seen: HashMap<String, &str> = HashMap::new();
+        let mut out = Vec::new();
+        for (index, value) in values.iter().enumerate() {
+            let mut item = path.to_vec();
+            item.push(Segment::Index(index));
+            match names::pascal_case(value) {
+                Ok(rust) => {
+                    if let Some(first) = seen.insert(rust.clone(), value) {
+                        self.error_at_value(&item, format!("enum values `{first}` and `{value}` both become the variant `{rust}`"), Some("remove or rename one of them".into()));
+                    }
+                    out.push((rust, value.clone()));
+                }
+                Err(error) => self.error_at_value(&item, error.message, Some(error.help)),
+            }
+        }
+        out
+    }
+
+    /// A struct that contains itself without a list or map in between has infinite size.
+    fn check_recursion(&mut self, types: &[(KeyPath, String, TypeDef)], table: &HashMap<String, Named>) {
+        fn direct(expr: &TypeExpr) -> Option<&str> {
+            match expr {
+                TypeExpr::Named(name) => Some(name),
+                TypeExpr::Optional(inner) => direct(inner),
+                _ => None,
+            }
+        }
+        for (path, key, _) in types {
+            let mut stack = vec![(key.as_str(), vec![key.as_str()])];
+            let mut visited = std::collections::HashSet::new();
+            while let Some((name, trail)) = stack.pop() {
+                let Some(Named::Struct { fields, .. }) = table.get(name) else { continue };
+                for (expr, _) in fields.values() {
+                    let Some(next) = direct(expr) else { continue };
+                    if next == key {
+                        let cycle = [trail.clone(), vec![next]].concat().join(" → ");
+                        self.error_at_key(path, format!("type `{key}` contains itself ({cycle}) and would have infinite size"), Some("put the recursive field inside `list<…>` or `map<string, …>`".into()));
+                        stack.clear();
+                        break;
+                    }
+                    if visited.insert(next) {
+                        stack.push((next, [trail.clone(), vec![next]].concat()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn named_types(&mut self, types: &[(KeyPath, String, TypeDef)], table: &HashMap<String, Named>) -> (Vec<StructModel>, Vec<EnumModel>) {
+        let mut structs = Vec::new();
+        let mut enums = Vec::new();
+        for (path, key, def) in types {
+            match table.get(key) {
+                Some(Named::Struct { rust, .. }) => {
+                    let fields = def.fields.as_ref().expect("a struct has fields");
+                    let fields = self.fields(&child(path, "fields"), rust, fields, table);
+                    structs.push(StructModel { name: rust.clone(), doc: doc_lines(def.description.as_deref()), fields });
+                }
+                Some(Named::Enum { rust, variants }) => enums.push(EnumModel {
+                    name: rust.clone(),
+                    doc: doc_lines(def.description.as_deref()),
+                    variants: variants
+                        .iter()
+                        .map(|(name, wire)| VariantModel { name: name.clone(), wire_literal: literal(wire) })
+                        .collect(),
+                }),
+                None => {}
+            }
+        }
+        (structs, enums)
+    }
+
+    /// Builds the fields of a struct (a named type or an argument struct).
+    fn fields(&mut self, path: &[Segment], owner: &str, fields: &IndexMap<String, FieldDef>, table: &HashMap<String, Named>) -> Vec<FieldModel> {
+        let mut out = Vec::new();
+        let mut seen: HashMap<String, &str> = HashMap::new();
+        for (wire, field) in fields {
+            let field_path = child(path, wire);
+            let name = match names::snake_case(wire) {
+                Ok(name) => name,
+                Err(error) => {
+                    self.name_error(&field_path, error);
+                    continue;
+                }
+            };
+            if let Some(first) = seen.insert(name.clone(), wire) {
+                self.error_at_key(&field_path, format!("`{first}` and `{wire}` both become the Rust field `{name}`"), Some("rename one of them".into()));
+            }
+            let type_path = if matches!(field, FieldDef::Full(_)) { child(&field_path, "type") } else { field_path.clone() };
+            let Some(expr) = self.type_expr(&type_path, field.ty(), table) else { continue };
+            let (default_fn, default_expr) = match field.default() {
+                Some(value) => {
+                    let default_path = child(&field_path, "default");
+                    match check_value(value, &expr, table) {
+                        Ok(()) => {
+                            let function = format!("__default_{}_{}", names::snake_case(owner).unwrap_or_default().trim_start_matches("r#"), names::bare(&name));
+                            (Some(function), Some(default_expr(value, &expr, table)))
+                        }
+                        Err(problem) => {
+                            self.error_at_value(&default_path, format!("default does not match the type `{expr}`: {problem}"), Some(format!("give a value of type `{expr}`, or remove `default`")));
+                            (None, None)
+                        }
+                    }
+                }
+                None => (None, None),
+            };
+            let optional = expr.is_optional() && default_fn.is_none();
+            let required = default_fn.is_none() && !expr.is_optional();
+            let bare = names::bare(&name);
+            out.push(FieldModel {
+                rename: (bare != wire).then(|| literal(wire)),
+                wire_literal: literal(wire),
+                name,
+                ty: rust_type(&expr, table),
+                doc: doc_lines(field.description()),
+                default_fn,
+                default_expr,
+                optional,
+                required,
+            });
+        }
+        out
+    }
+
+    fn tasks(&mut self, tasks: &[(KeyPath, String, TaskDef)], defaults: &TaskOptions, table: &HashMap<String, Named>) -> (Vec<TaskModel>, Vec<ComponentModel>) {
+        let mut out = Vec::new();
+        let mut wire_names: HashMap<String, (String, Position)> = HashMap::new();
+        let mut methods: HashMap<String, String> = HashMap::new();
+        let type_names: HashMap<&str, &str> = table.iter().map(|(k, v)| (v.rust(), k.as_str())).collect();
+        let mut components: IndexMap<String, Vec<TaskModel>> = IndexMap::new();
+        let mut component_paths: HashMap<String, KeyPath> = HashMap::new();
+
+        for (path, key, def) in tasks {
+            let wire = def.name.clone().unwrap_or_else(|| key.clone());
+            let wire_path = if def.name.is_some() { child(path, "name") } else { path.clone() };
+            if wire.trim().is_empty() {
+                self.error_at_value(&wire_path, "a task's wire name cannot be empty", None);
+            }
+            let position = self.locations.key(path);
+            if let Some((first, at)) = wire_names.get(&wire) {
+                self.error_at_value(&wire_path, format!("duplicate wire name `{wire}`: task `{first}` (line {}) already uses it", at.line), Some("give each task a distinct `name:`".into()));
+            } else {
+                wire_names.insert(wire.clone(), (key.clone(), position));
+            }
+            // `tasks.send_email` → `send_email`: the module prefix is Celery's naming habit,
+            // not part of the Rust name.
+            let last = key.rsplit('.').next().unwrap_or(key);
+            let method = match names::snake_case(last) {
+                Ok(method) => method,
+                Err(error) => {
+                    self.name_error(path, error);
+                    continue;
+                }
+            };
+            if let Some(first) = methods.insert(method.clone(), key.clone()) {
+                self.error_at_key(path, format!("tasks `{first}` and `{key}` both become the Rust method `{method}`"), Some("rename one task's key; set `name:` to keep its wire name".into()));
+                continue;
+            }
+            let bare = names::bare(&method);
+            let args_name = names::pascal_case(&format!("{bare}_args")).unwrap_or_default();
+            if let Some(type_key) = type_names.get(args_name.as_str()) {
+                self.error_at_key(path, format!("task `{key}` generates the argument struct `{args_name}`, which collides with type `{type_key}`"), Some(format!("rename the type `{type_key}` or the task")));
+            }
+
+            let component_path = if def.component.is_some() { child(path, "component") } else { path.clone() };
+            let component_key = def.component.clone().or_else(|| defaults.component.clone()).unwrap_or_else(|| DEFAULT_COMPONENT.to_owned());
+            let component = match names::pascal_case(&component_key) {
+                Ok(component) => component,
+                Err(error) => {
+                    self.error_at_value(&component_path, error.message, Some(error.help));
+                    continue;
+                }
+            };
+            if let Some(type_key) = type_names.get(component.as_str()) {
+                self.error_at_value(&component_path, format!("component `{component}` has the same name as type `{type_key}`"), Some("rename the component or the type".into()));
+            }
+            component_paths.entry(component.clone()).or_insert(component_path);
+
+            let args = self.fields(&child(path, "args"), &args_name, &def.args, table);
+            let result = match &def.result {
+                Some(text) => match self.type_expr(&child(path, "result"), text, table) {
+                    Some(expr) => rust_type(&expr, table),
+                    None => continue,
+                },
+                None => "()".to_owned(),
+            };
+            let options = merge(defaults, def.options.as_ref());
+            let spec_calls = self.spec_calls(&child(path, "options"), def.options.as_ref(), &options);
+            let task = TaskModel {
+                wire_literal: literal(&wire),
+                wire_name: wire.clone(),
+                spec: names::shouty_snake_case(last).unwrap_or_default(),
+                args: StructModel {
+                    name: args_name,
+                    doc: vec![format!("Arguments of `{wire}`, in positional order.")],
+                    fields: args,
+                },
+                method,
+                result,
+                doc: doc_lines(def.description.as_deref()),
+                component: component.clone(),
+                spec_calls,
+            };
+            components.entry(component).or_default().push(task.clone());
+            out.push(task);
+        }
+        let components = components
+            .into_iter()
+            .map(|(name, tasks)| ComponentModel {
+                register_fn: format!("register_{}", names::snake_case(&name).map(|n| n.trim_start_matches("r#").to_owned()).unwrap_or_default()),
+                name,
+                tasks,
+            })
+            .collect();
+        (out, components)
+    }
+
+    /// The `TaskSpec` builder calls for the merged options; errors point into the task's
+    /// own `options` when the value came from there, else into `defaults`.
+    fn spec_calls(&mut self, task_path: &[Segment], own: Option<&TaskOptions>, options: &TaskOptions) -> Vec<String> {
+        let defaults_path = vec![Segment::Key("defaults".into())];
+        let where_ = |key: &str, own_has: bool| if own_has { child(task_path, key) } else { child(&defaults_path, key) };
+        let own = own.cloned().unwrap_or_default();
+        let mut calls = Vec::new();
+        let queue = options.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
+        if queue.trim().is_empty() {
+            self.error_at_value(&where_("queue", own.queue.is_some()), "a queue name cannot be empty", None);
+        }
+        if queue != DEFAULT_QUEUE {
+            calls.push(format!(".queue({})", literal(&queue)));
+        }
+        if let Some(key) = &options.routing_key {
+            calls.push(format!(".routing_key({})", literal(key)));
+        }
+        if let Some(priority) = options.priority {
+            if priority > 9 {
+                self.error_at_value(&where_("priority", own.priority.is_some()), format!("priority {priority} is out of range"), Some("use a priority from 0 to 9".into()));
+            }
+            calls.push(format!(".priority({priority})"));
+        }
+        let mut durations = BTreeMap::new();
+        for (key, value, own_has) in [
+            ("expires", &options.expires, own.expires.is_some()),
+            ("soft_time_limit", &options.soft_time_limit, own.soft_time_limit.is_some()),
+            ("time_limit", &options.time_limit, own.time_limit.is_some()),
+        ] {
+            let Some(value) = value else { continue };
+            match duration_ms(value) {
+                Ok(ms) => {
+                    durations.insert(key, ms);
+                    calls.push(format!(".{key}({})", duration_expr(ms)));
+                }
+                Err(message) => self.error_at_value(&where_(key, own_has), message, Some(DURATION_HELP.into())),
+            }
+        }
+        if let (Some(soft), Some(hard)) = (durations.get("soft_time_limit"), durations.get("time_limit")) {
+            if soft > hard {
+                self.error_at_value(&where_("soft_time_limit", own.soft_time_limit.is_some()), "the soft time limit is longer than the hard time limit", Some("the soft limit warns the task before the hard limit aborts it: make it shorter".into()));
+            }
+        }
+        for (flag, value) in [("acks_late", options.acks_late), ("ignore_result", options.ignore_result), ("track_started", options.track_started)] {
+            if value == Some(true) {
+                calls.push(format!(".{flag}(true)"));
+            }
+        }
+        if let Some(rate) = &options.rate_limit {
+            match parse_rate(rate) {
+                Some((count, per)) => calls.push(format!(".rate_limit({count}, {})", duration_expr(per))),
+                None => self.error_at_value(&where_("rate_limit", own.rate_limit.is_some()), format!("invalid rate limit `{rate}`"), Some("write a count per unit: `10/s`, `100/m`, `1000/h`".into())),
+            }
+        }
+        if let Some(retry) = &options.retry {
+            let retry_path = where_("retry", own.retry.is_some());
+            if let Some(call) = self.retry_call(&retry_path, retry) {
+                calls.push(call);
+            }
+        }
+        calls
+    }
+
+    fn retry_call(&mut self, path: &[Segment], retry: &RetrySpec) -> Option<String> {
+        let mut parts = vec![format!(".max_retries({})", retry.max_retries.unwrap_or(3))];
+        let mut ok = true;
+        let mut delay_ms = 180_000;
+        for (key, value) in [("delay", &retry.delay), ("max_delay", &retry.max_delay)] {
+            let Some(value) = value else { continue };
+            match duration_ms(value) {
+                Ok(ms) => {
+                    if key == "delay" {
+                        delay_ms = ms;
+                    }
+                    parts.push(format!(".{key}({})", duration_expr(ms)));
+                }
+                Err(message) => {
+                    self.error_at_value(&child(path, key), message, Some(DURATION_HELP.into()));
+                    ok = false;
+                }
+            }
+        }
+        if let Some(max) = retry.max_delay.as_ref().and_then(|v| duration_ms(v).ok()) {
+            if max < delay_ms {
+                self.error_at_value(&child(path, "max_delay"), "`max_delay` is shorter than `delay`", Some("raise `max_delay` or lower `delay`".into()));
+            }
+        }
+        match retry.backoff {
+            Some(BackoffKind::Exponential) => parts.push(".exponential()".into()),
+            Some(BackoffKind::Fixed) | None => {}
+        }
+        if let Some(jitter) = retry.jitter {
+            parts.push(format!(".jitter({jitter})"));
+        }
+        if let Some(on) = &retry.on {
+            for (index, name) in on.iter().enumerate() {
+                if name.trim().is_empty() || name.contains(char::is_whitespace) {
+                    let mut item = child(path, "on");
+                    item.push(Segment::Index(index));
+                    self.error_at_value(&item, format!("`{name}` is not an error type name"), Some("list the `exc_type` names to retry, e.g. `ConnectionError`".into()));
+                    ok = false;
+                }
+            }
+            let names: Vec<String> = on.iter().map(|n| literal(n)).collect();
+            parts.push(format!(".on(&[{}])", names.join(", ")));
+        }
+        ok.then(|| format!(".retry(__celerity::RetryPolicy::new(){})", parts.concat()))
+    }
+}
+
+const DURATION_HELP: &str = "write seconds as a number, or a number with a unit: 500ms, 30s, 5m, 2h, 1d";
+
+/// Task options merged key by key: the task's own value wins over `defaults:`.
+fn merge(defaults: &TaskOptions, own: Option<&TaskOptions>) -> TaskOptions {
+    let Some(own) = own else { return defaults.clone() };
+    let retry = match (&defaults.retry, &own.retry) {
+        (Some(base), Some(own)) => Some(RetrySpec {
+            max_retries: own.max_retries.or(base.max_retries),
+            backoff: own.backoff.or(base.backoff),
+            delay: own.delay.clone().or_else(|| base.delay.clone()),
+            max_delay: own.max_delay.clone().or_else(|| base.max_delay.clone()),
+            jitter: own.jitter.or(base.jitter),
+            on: own.on.clone().or_else(|| base.on.clone()),
+        }),
+        (base, own) => own.clone().or_else(|| base.clone()),
+    };
+    TaskOptions {
+        component: own.component.clone().or_else(|| defaults.component.clone()),
+        queue: own.queue.clone().or_else(|| defaults.queue.clone()),
+        routing_key: own.routing_key.clone().or_else(|| defaults.routing_key.clone()),
+        priority: own.priority.or(defaults.priority),
+        retry,
+        expires: own.expires.clone().or_else(|| defaults.expires.clone()),
+        soft_time_limit: own.soft_time_limit.clone().or_else(|| defaults.soft_time_limit.clone()),
+        time_limit: own.time_limit.clone().or_else(|| defaults.time_limit.clone()),
+        acks_late: own.acks_late.or(defaults.acks_late),
+        ignore_result: own.ignore_result.or(defaults.ignore_result),
+        track_started: own.track_started.or(defaults.track_started),
+        rate_limit: own.rate_limit.clone().or_else(|| defaults.rate_limit.clone()),
+    }
+}
+
+/// A duration in milliseconds: a number of seconds, or `500ms`, `30s`, `5m`, `2h`, `1d`.
+pub fn duration_ms(value: &Value) -> Result<u64, String> {
+    let shown = || serde_yaml::to_string(value).unwrap_or_default().trim().to_owned();
+    let (number, unit_ms) = match value {
+        Value::Number(n) => (n.as_f64().unwrap_or(-1.0), 1000.0),
+        Value::String(text) => {
+            let text = text.trim();
+            let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+            let (digits, unit) = text.split_at(split);
+            let unit_ms = match unit.trim() {
+                "ms" => 1.0,
+                "s" | "" => 1000.0,
+                "m" => 60_000.0,
+                "h" => 3_600_000.0,
+                "d" => 86_400_000.0,
+                _ => return Err(format!("invalid duration `{text}`: unknown unit `{}`", unit.trim())),
+            };
+            match digits.parse::<f64>() {
+                Ok(number) => (number, unit_ms),
+                Err(_) => return Err(format!("invalid duration `{text}`")),
+            }
+        }
+        _ => return Err(format!("invalid duration `{}`: expected a number or a string", shown())),
+    };
+    if !(number.is_finite() && number >= 0.0) {
+        return Err(format!("invalid duration `{}`: it must be a positive number", shown()));
+    }
+    Ok((number * unit_ms).round() as u64)
+}
+
+fn duration_expr(ms: u64) -> String {
+    if ms % 1000 == 0 {
+        format!("::core::time::Duration::from_secs({})", ms / 1000)
+    } else {
+        format!("::core::time::Duration::from_millis({ms})")
+    }
+}
+
+/// Celery's rate limit syntax: `10`, `10/s`, `10/m`, `10/h`. Returns (count, period in ms).
+fn parse_rate(text: &str) -> Option<(u32, u64)> {
+    let (count, per) = text.trim().split_once('/').unwrap_or((text.trim(), "s"));
+    let count: u32 = count.trim().parse().ok().filter(|c| *c > 0)?;
+    let per = match per.trim() {
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    Some((count, per))
+}
+
+/// The Rust type of an expression.
+fn rust_type(expr: &TypeExpr, table: &HashMap<String, Named>) -> String {
+    match expr {
+        TypeExpr::Scalar(scalar) => match scalar {
+            Scalar::Bool => "bool",
+            Scalar::I32 => "i32",
+            Scalar::I64 => "i64",
+            Scalar::U32 => "u32",
+            Scalar::U64 => "u64",
+            Scalar::F64 => "f64",
+            Scalar::String => "::std::string::String",
+            Scalar::Bytes => "__celerity::Bytes",
+            Scalar::Uuid => "__celerity::Uuid",
+            Scalar::DateTime => "__celerity::DateTime",
+            Scalar::Date => "__celerity::Date",
+            Scalar::Json => "__celerity::Json",
+        }
+        .to_owned(),
+        TypeExpr::Optional(inner) => format!("::core::option::Option<{}>", rust_type(inner, table)),
+        TypeExpr::List(inner) => format!("::std::vec::Vec<{}>", rust_type(inner, table)),
+        TypeExpr::Map(inner) => format!(
+            "::std::collections::BTreeMap<::std::string::String, {}>",
+            rust_type(inner, table)
+        ),
+        TypeExpr::Named(name) => table.get(name).map_or(name.clone(), |n| n.rust().to_owned()),
+    }
+}
+
+/// Checks that a YAML default value fits a type; returns what is wrong otherwise.
+fn check_value(value: &Value, expr: &TypeExpr, table: &HashMap<String, Named>) -> Result<(), String> {
+    let found = || format!("found {}", describe(value));
+    match expr {
+        TypeExpr::Optional(inner) => match value {
+            Value::Null => Ok(()),
+            _ => check_value(value, inner, table),
+        },
+        TypeExpr::List(inner) => match value {
+            Value::Sequence(items) => items.iter().enumerate().try_for_each(|(i, item)| {
+                check_value(item, inner, table).map_err(|e| format!("item {i}: {e}"))
+            }),
+            _ => Err(format!("expected a list, {}", found())),
+        },
+        TypeExpr::Map(inner) => match value {
+            Value::Mapping(entries) => entries.iter().try_for_each(|(key, item)| {
+                let key = key.as_str().ok_or("map keys must be strings")?;
+                check_value(item, inner, table).map_err(|e| format!("key `{key}`: {e}"))
+            }),
+            _ => Err(format!("expected a mapping, {}", found())),
+        },
+        TypeExpr::Named(name) => match table.get(name) {
+            Some(Named::Enum { variants, .. }) => match value.as_str() {
+                Some(text) if variants.iter().any(|(_, wire)| wire == text) => Ok(()),
+                Some(text) => {
+                    let values: Vec<&str> = variants.iter().map(|(_, w)| w.as_str()).collect();
+                    Err(format!("`{text}` is not one of {}", values.join(", ")))
+                }
+                None => Err(format!("expected one of the values of `{name}`, {}", found())),
+            },
+            Some(Named::Struct { fields, .. }) => {
+                let Value::Mapping(entries) = value else {
+                    return Err(format!("expected a mapping for `{name}`, {}", found()));
+                };
+                for key in entries.keys() {
+                    let key = key.as_str().unwrap_or_default();
+                    if !fields.contains_key(key) {
+                        return Err(format!("`{name}` has no field `{key}`"));
+                    }
+                }
+                for (field, (ty, has_default)) in fields {
+                    match entries.get(field.as_str()) {
+                        Some(item) => check_value(item, ty, table).map_err(|e| format!("field `{field}`: {e}"))?,
+                        None if *has_default || ty.is_optional() => {}
+                        None => return Err(format!("missing field `{field}` of `{name}`")),
+                    }
+                }
+                Ok(())
+            }
+            None => Err(format!("unknown type `{name}`")),
+        },
+        TypeExpr::Scalar(scalar) => check_scalar(value, *scalar),
+    }
+}
+
+fn check_scalar(value: &Value, scalar: Scalar) -> Result<(), String> {
+    let found = format!("found {}", describe(value));
+    let integer = |min: i128, max: i128, name: &str| -> Result<(), String> {
+        let Value::Number(n) = value else { return Err(format!("expected {name}, {found}")) };
+        let v = n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from));
+        match v {
+            Some(v) if (min..=max).contains(&v) => Ok(()),
+            Some(v) => Err(format!("{v} does not fit in {name}")),
+            None => Err(format!("expected {name}, found the number {n}")),
+        }
+    };
+    let text = |what: &str, valid: fn(&str) -> bool| -> Result<(), String> {
+        match value.as_str() {
+            Some(s) if valid(s) => Ok(()),
+            Some(s) => Err(format!("`{s}` is not {what}")),
+            None => Err(format!("expected {what}, {found}")),
+        }
+    };
+    match scalar {
+        Scalar::Bool => value.as_bool().map(|_| ()).ok_or(format!("expected a boolean, {found}")),
+        Scalar::I32 => integer(i32::MIN.into(), i32::MAX.into(), "i32"),
+        Scalar::I64 => integer(i64::MIN.into(), i64::MAX.into(), "i64"),
+        Scalar::U32 => integer(0, u32::MAX.into(), "u32"),
+        Scalar::U64 => integer(0, u64::MAX.into(), "u64"),
+        Scalar::F64 => match value {
+            Value::Number(_) => Ok(()),
+            _ => Err(format!("expected a number, {found}")),
+        },
+        Scalar::String => value.as_str().map(|_| ()).ok_or(format!("expected a string, {found}")),
+        Scalar::Json => Ok(()),
+        Scalar::Bytes => text("base64 text", |s| {
+            s.len() % 4 == 0
+                && s.trim_end_matches('=').chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+        }),
+        Scalar::Uuid => text("a UUID", |s| {
+            let groups: Vec<&str> = s.split('-').collect();
+            groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+                && groups.iter().all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+        }),
+        Scalar::Date => text("a date (YYYY-MM-DD)", is_date),
+        Scalar::DateTime => text("a date-time with an offset (2026-01-31T12:00:00Z)", |s| {
+            let Some((date, time)) = s.split_once('T') else { return false };
+            let zoned = time.ends_with('Z') || time.rfind(['+', '-']).is_some_and(|i| i >= 8);
+            is_date(date) && time.len() >= 8 && time.as_bytes()[2] == b':' && zoned
+        }),
+    }
+}
+
+fn is_date(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([4, 2, 2])
+        && parts.iter().all(|p| p.chars().all(|c| c.is_ascii_digit()))
+        && matches!(parts[1].parse::<u8>(), Ok(1..=12))
+        && matches!(parts[2].parse::<u8>(), Ok(1..=31))
+}
+
+/// The Rust expression of a (checked) default value.
+fn default_expr(value: &Value, expr: &TypeExpr, table: &HashMap<String, Named>) -> String {
+    match (expr, value) {
+        (TypeExpr::Optional(_), Value::Null) => "::core::option::Option::None".into(),
+        (TypeExpr::Optional(inner), _) => format!("::core::option::Option::Some({})", default_expr(value, inner, table)),
+        (TypeExpr::Scalar(Scalar::Bool), Value::Bool(b)) => b.to_string(),
+        (TypeExpr::Scalar(Scalar::F64), Value::Number(n)) => format!("{:?}_f64", n.as_f64().unwrap_or_default()),
+        (TypeExpr::Scalar(Scalar::I32 | Scalar::I64 | Scalar::U32 | Scalar::U64), Value::Number(n)) => n.to_string(),
+        (TypeExpr::Scalar(Scalar::String), Value::String(s)) => format!("::std::string::String::from({})", literal(s)),
+        (TypeExpr::List(_), Value::Sequence(items)) if items.is_empty() => "::std::vec::Vec::new()".into(),
+        (TypeExpr::Map(_), Value::Mapping(entries)) if entries.is_empty() => "::std::collections::BTreeMap::new()".into(),
+        (TypeExpr::Named(name), Value::String(s)) if matches!(table.get(name), Some(Named::Enum { .. })) => {
+            let Some(Named::Enum { rust, variants }) = table.get(name) else { unreachable!() };
+            let variant = variants.iter().find(|(_, wire)| wire == s).map(|(v, _)| v.as_str()).unwrap_or_default();
+            format!("{rust}::{variant}")
+        }
+        _ => {
+            // Composite values are decoded from their JSON form, which the build already
+            // checked against the type.
+            let json = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
+            format!("__celerity::default_value(r#\"{json}\"#)")
+        }
+    }
+}

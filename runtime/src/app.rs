@@ -1,0 +1,108 @@
+//! The application: one broker and one result backend, shared by clients and workers.
+
+use std::sync::Arc;
+
+use crate::backend::{MemoryBackend, ResultBackend};
+use crate::broker::{Broker, MemoryBroker};
+use crate::client::Client;
+use crate::error::{Error, ErrorKind, Result};
+use crate::worker::WorkerBuilder;
+
+/// A broker and a result backend: the entry point for sending and running tasks.
+///
+/// ```
+/// # async fn demo() -> celerity::Result<()> {
+/// let app = celerity::App::memory();
+/// let client = app.client();
+/// let worker = app.worker();
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct App {
+    broker: Arc<dyn Broker>,
+    backend: Arc<dyn ResultBackend>,
+    client: Client,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("broker", &self.broker.describe())
+            .field("backend", &self.backend.describe())
+            .finish()
+    }
+}
+
+impl App {
+    /// An app on the embedded in-memory broker and backend: producer and worker in one
+    /// process, nothing to install.
+    pub fn memory() -> App {
+        App::new(MemoryBroker::new(), MemoryBackend::new())
+    }
+
+    /// An app on the given broker and backend.
+    pub fn new(broker: impl Broker, backend: impl ResultBackend) -> App {
+        App::from_parts(Arc::new(broker), Arc::new(backend))
+    }
+
+    /// An app on shared broker and backend handles.
+    pub fn from_parts(broker: Arc<dyn Broker>, backend: Arc<dyn ResultBackend>) -> App {
+        let client = Client::new(broker.clone(), backend.clone());
+        App { broker, backend, client }
+    }
+
+    /// An app configured by URL: `memory://` for both is the embedded default.
+    pub fn from_urls(broker_url: &str, backend_url: &str) -> Result<App> {
+        let broker: Arc<dyn Broker> = match scheme(broker_url)? {
+            "memory" => Arc::new(MemoryBroker::new()),
+            other => return Err(unsupported("broker", other, broker_url)),
+        };
+        let backend: Arc<dyn ResultBackend> = match scheme(backend_url)? {
+            "memory" => Arc::new(MemoryBackend::new()),
+            other => return Err(unsupported("result backend", other, backend_url)),
+        };
+        Ok(App::from_parts(broker, backend))
+    }
+
+    /// The broker and backend URLs from `CELERITY_BROKER_URL` and
+    /// `CELERITY_RESULT_BACKEND` (Celery's setting names), defaulting to `memory://`.
+    pub fn from_env() -> Result<App> {
+        let broker = std::env::var("CELERITY_BROKER_URL").unwrap_or_else(|_| "memory://".into());
+        let backend = std::env::var("CELERITY_RESULT_BACKEND").unwrap_or_else(|_| "memory://".into());
+        App::from_urls(&broker, &backend)
+    }
+
+    /// A client sending through this app.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// A worker builder consuming through this app.
+    pub fn worker(&self) -> WorkerBuilder {
+        WorkerBuilder::new(self.client.clone())
+    }
+
+    /// The broker.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
+    /// The result backend.
+    pub fn backend(&self) -> &Arc<dyn ResultBackend> {
+        &self.backend
+    }
+}
+
+fn scheme(url: &str) -> Result<&str> {
+    url.split_once("://")
+        .map(|(scheme, _)| scheme)
+        .ok_or_else(|| Error::new(ErrorKind::Config, format!("`{url}` is not a URL (expected scheme://…)")))
+}
+
+fn unsupported(what: &str, scheme: &str, url: &str) -> Error {
+    let shown = url.split('@').next_back().unwrap_or(url);
+    Error::new(
+        ErrorKind::Config,
+        format!("unsupported {what} scheme `{scheme}` in `…{shown}`; this build supports memory://"),
+    )
+}

@@ -1,0 +1,174 @@
+//! The embedded in-process broker: the default with no configuration, and the broker for
+//! users' tests. It keeps AMQP's delivery semantics: a delivery dropped without an ack or
+//! reject goes back to the head of its queue, as if the connection had closed.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use tokio::sync::Notify;
+
+use super::{Acknowledger, Broker, Consumer, Delivery};
+use crate::error::Result;
+use crate::protocol::RawMessage;
+
+/// An in-memory broker; clones share the same queues.
+#[derive(Clone, Default)]
+pub struct MemoryBroker {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    queues: Mutex<HashMap<String, VecDeque<Entry>>>,
+    published: Notify,
+}
+
+struct Entry {
+    message: RawMessage,
+    redelivered: bool,
+}
+
+impl MemoryBroker {
+    /// An empty broker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Messages waiting in `queue` (not counting deliveries in progress).
+    pub fn len(&self, queue: &str) -> usize {
+        self.lock().get(queue).map_or(0, VecDeque::len)
+    }
+
+    /// Whether `queue` has no waiting messages.
+    pub fn is_empty(&self, queue: &str) -> bool {
+        self.len(queue) == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Entry>>> {
+        // A panic while holding this lock cannot leave the map inconsistent (every
+        // operation is a single push or pop), so a poisoned lock is still usable.
+        self.shared.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, queue: &str, entry: Entry, front: bool) {
+        let mut queues = self.lock();
+        let list = queues.entry(queue.to_owned()).or_default();
+        if front {
+            list.push_front(entry);
+        } else {
+            list.push_back(entry);
+        }
+        drop(queues);
+        self.shared.published.notify_waiters();
+    }
+}
+
+impl std::fmt::Debug for MemoryBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryBroker")
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn publish<'a>(&'a self, queue: &'a str, message: RawMessage) -> BoxFuture<'a, Result<()>> {
+        self.push(queue, Entry { message, redelivered: false }, false);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn consume<'a>(&'a self, queues: &'a [String]) -> BoxFuture<'a, Result<Box<dyn Consumer>>> {
+        let consumer = MemoryConsumer {
+            broker: self.clone(),
+            queues: queues.to_vec(),
+            next_queue: 0,
+        };
+        Box::pin(async move { Ok(Box::new(consumer) as Box<dyn Consumer>) })
+    }
+
+    fn describe(&self) -> String {
+        "memory://".into()
+    }
+}
+
+struct MemoryConsumer {
+    broker: MemoryBroker,
+    queues: Vec<String>,
+    /// Round-robin start, so a busy queue never starves the others.
+    next_queue: usize,
+}
+
+impl MemoryConsumer {
+    fn try_take(&mut self) -> Option<Delivery> {
+        let mut queues = self.broker.lock();
+        let count = self.queues.len();
+        for step in 0..count {
+            let index = (self.next_queue + step) % count;
+            let name = &self.queues[index];
+            if let Some(entry) = queues.get_mut(name).and_then(VecDeque::pop_front) {
+                self.next_queue = (index + 1) % count;
+                let acker = MemoryAcker {
+                    broker: self.broker.clone(),
+                    queue: name.clone(),
+                    message: Some(entry.message.clone()),
+                };
+                return Some(Delivery::new(entry.message, name.clone(), entry.redelivered, Box::new(acker)));
+            }
+        }
+        None
+    }
+}
+
+impl Consumer for MemoryConsumer {
+    fn next(&mut self) -> BoxFuture<'_, Result<Delivery>> {
+        Box::pin(async move {
+            loop {
+                // Register for the wake-up before looking, so a publish in between is not missed.
+                let shared = self.broker.shared.clone();
+                let published = shared.published.notified();
+                tokio::pin!(published);
+                published.as_mut().enable();
+                if let Some(delivery) = self.try_take() {
+                    return Ok(delivery);
+                }
+                published.await;
+            }
+        })
+    }
+}
+
+struct MemoryAcker {
+    broker: MemoryBroker,
+    queue: String,
+    /// `Some` until settled.
+    message: Option<RawMessage>,
+}
+
+impl MemoryAcker {
+    fn requeue(&mut self) {
+        if let Some(message) = self.message.take() {
+            self.broker.push(&self.queue, Entry { message, redelivered: true }, true);
+        }
+    }
+}
+
+impl Acknowledger for MemoryAcker {
+    fn ack(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
+        self.message = None;
+        Box::pin(async { Ok(()) })
+    }
+
+    fn reject(mut self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<()>> {
+        if requeue {
+            self.requeue();
+        } else {
+            self.message = None;
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Drop for MemoryAcker {
+    fn drop(&mut self) {
+        self.requeue();
+    }
+}

@@ -1,0 +1,73 @@
+//! Message brokers: where task messages wait for a worker.
+//!
+//! A broker publishes [`RawMessage`]s to a queue and hands them to consumers as
+//! [`Delivery`]s, which must be acknowledged or rejected. Decoding is the worker's job, so
+//! every transport treats malformed messages the same way.
+
+mod memory;
+
+use futures::future::BoxFuture;
+
+pub use memory::MemoryBroker;
+
+use crate::error::Result;
+use crate::protocol::RawMessage;
+
+/// A message transport.
+pub trait Broker: Send + Sync + 'static {
+    /// Publishes `message` to `queue`. When this returns `Ok`, the broker has the message.
+    fn publish<'a>(&'a self, queue: &'a str, message: RawMessage) -> BoxFuture<'a, Result<()>>;
+
+    /// Starts consuming from `queues`.
+    fn consume<'a>(&'a self, queues: &'a [String]) -> BoxFuture<'a, Result<Box<dyn Consumer>>>;
+
+    /// A short description for logs and banners, without credentials.
+    fn describe(&self) -> String;
+}
+
+/// A stream of deliveries from one or more queues.
+pub trait Consumer: Send {
+    /// Waits for the next delivery. Cancel-safe: dropping the future loses no message.
+    fn next(&mut self) -> BoxFuture<'_, Result<Delivery>>;
+}
+
+/// A message handed to a worker, with the means to settle it.
+pub struct Delivery {
+    /// The message.
+    pub message: RawMessage,
+    /// The queue it came from.
+    pub queue: String,
+    /// Whether the broker delivered it before (after a crash or a requeue).
+    pub redelivered: bool,
+    acker: Box<dyn Acknowledger>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("queue", &self.queue)
+            .field("redelivered", &self.redelivered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Delivery {
+    /// A delivery settled through `acker`.
+    pub fn new(message: RawMessage, queue: String, redelivered: bool, acker: Box<dyn Acknowledger>) -> Self {
+        Delivery { message, queue, redelivered, acker }
+    }
+
+    /// Splits off the acknowledger, so the message can be settled later.
+    pub fn into_parts(self) -> (RawMessage, String, bool, Box<dyn Acknowledger>) {
+        (self.message, self.queue, self.redelivered, self.acker)
+    }
+}
+
+/// Settles one delivery. Dropping it unsettled returns the message to the broker the way
+/// the transport does when a connection closes (AMQP requeues, Redis restores later).
+pub trait Acknowledger: Send + Sync {
+    /// The message was handled: the broker forgets it.
+    fn ack(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
+    /// The message is refused: requeued, or dropped (dead-lettered where configured).
+    fn reject(self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<()>>;
+}

@@ -1,0 +1,436 @@
+//! Sending tasks and reading their results.
+
+use std::future::{Future, IntoFuture};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::backend::ResultBackend;
+use crate::broker::Broker;
+use crate::error::{Error, ErrorKind, Result};
+use crate::protocol::{Embed, ExceptionInfo, Headers, Properties, ResultMeta, TaskMessage, TaskState, py_repr};
+use crate::spec::TaskSpec;
+
+/// Sends tasks and opens their results. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+    /// `(parent_id, root_id)` when sending from inside a task.
+    lineage: Option<(String, String)>,
+}
+
+struct ClientInner {
+    broker: Arc<dyn Broker>,
+    backend: Arc<dyn ResultBackend>,
+    /// `gen<pid>@<host>`, Celery's `origin` header.
+    origin: String,
+    /// This client's `reply_to` (Celery's `app.thread_oid`).
+    oid: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("broker", &self.inner.broker.describe())
+            .field("backend", &self.inner.backend.describe())
+            .finish()
+    }
+}
+
+/// Per-call options, over the task's schema defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SendOptions {
+    /// Use this id instead of a new UUID.
+    pub task_id: Option<String>,
+    /// Run no earlier than this.
+    pub eta: Option<DateTime<Utc>>,
+    /// Run no earlier than this long from now (turned into `eta`, as Celery's client does).
+    pub countdown: Option<Duration>,
+    /// Revoke if not started by this time.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Revoke if not started within this long from now.
+    pub expires: Option<Duration>,
+    /// Message priority (0–9).
+    pub priority: Option<u8>,
+    /// Send to this queue instead of the task's.
+    pub queue: Option<String>,
+}
+
+impl Client {
+    /// A client publishing to `broker` and reading results from `backend`.
+    pub fn new(broker: Arc<dyn Broker>, backend: Arc<dyn ResultBackend>) -> Self {
+        let host = hostname();
+        Client {
+            inner: Arc::new(ClientInner {
+                broker,
+                backend,
+                origin: format!("gen{}@{host}", std::process::id()),
+                oid: Uuid::new_v4().to_string(),
+            }),
+            lineage: None,
+        }
+    }
+
+    /// A client whose messages are children of task `parent_id` in workflow `root_id`.
+    pub(crate) fn child_of(&self, parent_id: &str, root_id: &str) -> Client {
+        Client {
+            inner: self.inner.clone(),
+            lineage: Some((parent_id.to_owned(), root_id.to_owned())),
+        }
+    }
+
+    /// The broker this client publishes to.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.inner.broker
+    }
+
+    /// The backend this client reads results from.
+    pub fn backend(&self) -> &Arc<dyn ResultBackend> {
+        &self.inner.backend
+    }
+
+    /// Builds the protocol v2 message for a task, with every header Celery sets.
+    pub fn message(&self, spec: &TaskSpec, args: Vec<Value>, kwargs: Map<String, Value>, options: &SendOptions) -> TaskMessage {
+        let id = options.task_id.clone().unwrap_or_else(|| Uuid::new_v4().to_string());
+        let now = Utc::now();
+        let eta = options
+            .eta
+            .or_else(|| options.countdown.map(|d| now + chrono::Duration::from_std(d).unwrap_or_default()));
+        let expires_at = options.expires_at.or_else(|| {
+            options.expires.or(spec.expires).map(|d| now + chrono::Duration::from_std(d).unwrap_or_default())
+        });
+        let priority = options.priority.or(spec.priority);
+        let (parent_id, root_id) = match &self.lineage {
+            Some((parent, root)) => (Some(parent.clone()), root.clone()),
+            None => (None, id.clone()),
+        };
+        let args_value = Value::Array(args);
+        let kwargs_value = Value::Object(kwargs);
+        let headers = Headers {
+            lang: Some("rs".into()),
+            task: spec.name.to_owned(),
+            id: id.clone(),
+            shadow: None,
+            eta: eta.map(iso),
+            expires: expires_at.map(iso),
+            group: None,
+            group_index: None,
+            retries: 0,
+            timelimit: (
+                spec.time_limit.map(|d| d.as_secs_f64()),
+                spec.soft_time_limit.map(|d| d.as_secs_f64()),
+            ),
+            root_id: Some(root_id),
+            parent_id,
+            argsrepr: Some(py_repr(&args_value, true)),
+            kwargsrepr: Some(py_repr(&kwargs_value, false)),
+            origin: Some(self.inner.origin.clone()),
+            ignore_result: Some(spec.ignore_result),
+            replaced_task_nesting: Some(0),
+            stamped_headers: None,
+            stamps: Some(Value::Object(Map::new())),
+            extra: Map::new(),
+        };
+        let expiration = expires_at.map(|at| (at - now).num_milliseconds().max(0).to_string());
+        let Value::Array(args) = args_value else { unreachable!() };
+        let Value::Object(kwargs) = kwargs_value else { unreachable!() };
+        TaskMessage {
+            headers,
+            properties: Properties {
+                correlation_id: Some(id),
+                reply_to: Some(self.inner.oid.clone()),
+                delivery_mode: Some(2),
+                priority: Some(priority.unwrap_or(0)),
+                expiration,
+            },
+            args,
+            kwargs,
+            embed: Embed::default(),
+        }
+    }
+
+    /// Publishes an already built message to `queue`.
+    pub async fn publish(&self, queue: &str, message: &TaskMessage) -> Result<()> {
+        let raw = message
+            .to_raw()
+            .map_err(|e| Error::new(ErrorKind::Encode, "could not encode the task message").with_source(e))?;
+        self.inner.broker.publish(queue, raw).await
+    }
+
+    /// Sends a task by name with untyped arguments: the escape hatch for tasks that are
+    /// not in a schema (for example, tasks of a Python service).
+    pub async fn send_task<R>(&self, spec: &TaskSpec, args: Vec<Value>, kwargs: Map<String, Value>, options: SendOptions) -> Result<AsyncResult<R>> {
+        let message = self.message(spec, args, kwargs, &options);
+        let queue = options.queue.as_deref().unwrap_or(spec.queue);
+        self.publish(queue, &message).await?;
+        tracing::debug!(task = spec.name, id = message.id(), queue, "task sent");
+        Ok(self.result(message.headers.id))
+    }
+
+    /// The result handle of task `id`.
+    pub fn result<R>(&self, id: impl Into<String>) -> AsyncResult<R> {
+        AsyncResult {
+            id: id.into(),
+            backend: self.inner.backend.clone(),
+            _result: PhantomData,
+        }
+    }
+}
+
+/// Celery's ISO 8601 form: microseconds and an explicit `+00:00` offset.
+fn iso(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+}
+
+/// The machine's host name, for `origin` and worker names.
+pub(crate) fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Types that can be built from a [`Client`]; the generated `TasksRegistry` is one, which
+/// is how tasks get a typed client injected.
+pub trait FromClient {
+    /// Wraps `client`.
+    fn from_client(client: Client) -> Self;
+}
+
+impl FromClient for Client {
+    fn from_client(client: Client) -> Self {
+        client
+    }
+}
+
+/// A task call being prepared: set per-call options, then `.await` it (or call
+/// [`send`](TaskCall::send)) to publish it.
+#[must_use = "a task call does nothing until it is awaited"]
+pub struct TaskCall<A, R> {
+    client: Client,
+    spec: &'static TaskSpec,
+    args: A,
+    options: SendOptions,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<A, R> std::fmt::Debug for TaskCall<A, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskCall")
+            .field("task", &self.spec.name)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: Serialize + Send + 'static, R: Send + 'static> TaskCall<A, R> {
+    /// A call of the task `spec` with `args` (a generated argument struct).
+    pub fn new(client: &Client, spec: &'static TaskSpec, args: A) -> Self {
+        TaskCall {
+            client: client.clone(),
+            spec,
+            args,
+            options: SendOptions::default(),
+            _result: PhantomData,
+        }
+    }
+
+    /// Runs no earlier than `delay` from now.
+    pub fn countdown(mut self, delay: Duration) -> Self {
+        self.options.countdown = Some(delay);
+        self
+    }
+
+    /// Runs no earlier than `at`.
+    pub fn eta(mut self, at: DateTime<Utc>) -> Self {
+        self.options.eta = Some(at);
+        self
+    }
+
+    /// Is revoked if not started within `after` from now.
+    pub fn expires(mut self, after: Duration) -> Self {
+        self.options.expires = Some(after);
+        self
+    }
+
+    /// Is revoked if not started by `at`.
+    pub fn expires_at(mut self, at: DateTime<Utc>) -> Self {
+        self.options.expires_at = Some(at);
+        self
+    }
+
+    /// Sets the message priority (0–9).
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.options.priority = Some(priority);
+        self
+    }
+
+    /// Sends to `queue` instead of the task's queue.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.options.queue = Some(queue.into());
+        self
+    }
+
+    /// Uses `id` as the task id.
+    pub fn task_id(mut self, id: impl Into<String>) -> Self {
+        self.options.task_id = Some(id.into());
+        self
+    }
+
+    /// The options set so far.
+    pub fn options(&self) -> &SendOptions {
+        &self.options
+    }
+
+    /// Arguments as Celery sends them: positionally, in schema order.
+    pub fn encode_args(&self) -> Result<Vec<Value>> {
+        match serde_json::to_value(&self.args) {
+            Ok(Value::Object(map)) => Ok(map.into_iter().map(|(_, v)| v).collect()),
+            Ok(_) => Err(Error::new(ErrorKind::Encode, format!("arguments of `{}` are not a struct", self.spec.name))),
+            Err(e) => Err(Error::new(ErrorKind::Encode, format!("could not encode the arguments of `{}`", self.spec.name)).with_source(e)),
+        }
+    }
+
+    /// Publishes the task and returns its result handle.
+    pub async fn send(self) -> Result<AsyncResult<R>> {
+        let args = self.encode_args()?;
+        self.client.send_task(self.spec, args, Map::new(), self.options).await
+    }
+}
+
+impl<A: Serialize + Send + 'static, R: Send + 'static> IntoFuture for TaskCall<A, R> {
+    type Output = Result<AsyncResult<R>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.send())
+    }
+}
+
+/// A failure as the worker recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskFailure {
+    /// The exception type name, e.g. `SmtpUnavailable` or Python's `ValueError`.
+    pub exc_type: String,
+    /// The module of the exception type, when recorded.
+    pub exc_module: Option<String>,
+    /// The exception message.
+    pub message: String,
+    /// The traceback text, when recorded.
+    pub traceback: Option<String>,
+}
+
+impl std::fmt::Display for TaskFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.exc_type, self.message)
+    }
+}
+
+impl TaskFailure {
+    fn from_meta(meta: &ResultMeta) -> TaskFailure {
+        let exception = meta.exception_info().unwrap_or_else(|| ExceptionInfo {
+            exc_type: "Exception".into(),
+            exc_message: Value::Array(vec![meta.result.clone()]),
+            exc_module: None,
+        });
+        TaskFailure {
+            message: exception.message(),
+            exc_type: exception.exc_type,
+            exc_module: exception.exc_module,
+            traceback: meta.traceback.clone(),
+        }
+    }
+}
+
+/// Why [`AsyncResult::get`] returned no value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResultError {
+    /// The task failed.
+    #[error("task failed: {0}")]
+    Failed(TaskFailure),
+    /// The task was revoked or expired before it ran.
+    #[error("task was revoked: {0}")]
+    Revoked(TaskFailure),
+    /// No ready result within the timeout.
+    #[error("no result within {0:?}")]
+    Timeout(Duration),
+    /// The stored result does not decode as the task's result type.
+    #[error("the result does not decode as the task's result type: {0}")]
+    Decode(String),
+    /// The backend failed.
+    #[error(transparent)]
+    Backend(#[from] Error),
+}
+
+/// The handle of a sent task: its state and, once ready, its typed result.
+pub struct AsyncResult<R> {
+    id: String,
+    backend: Arc<dyn ResultBackend>,
+    _result: PhantomData<fn() -> R>,
+}
+
+impl<R> Clone for AsyncResult<R> {
+    fn clone(&self) -> Self {
+        AsyncResult {
+            id: self.id.clone(),
+            backend: self.backend.clone(),
+            _result: PhantomData,
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult").field("id", &self.id).finish()
+    }
+}
+
+impl<R: DeserializeOwned> AsyncResult<R> {
+    /// The task id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The current state; PENDING when nothing is stored yet.
+    pub async fn state(&self) -> Result<TaskState> {
+        Ok(self.backend.get(&self.id).await?.map_or(TaskState::Pending, |m| m.status))
+    }
+
+    /// Whether the task has finished (SUCCESS, FAILURE or REVOKED).
+    pub async fn ready(&self) -> Result<bool> {
+        Ok(self.state().await?.is_ready())
+    }
+
+    /// Whether the task finished with SUCCESS.
+    pub async fn successful(&self) -> Result<bool> {
+        Ok(self.state().await? == TaskState::Success)
+    }
+
+    /// Waits up to `timeout` for the task to finish and returns its typed result.
+    pub async fn get(&self, timeout: Duration) -> Result<R, ResultError> {
+        let meta = tokio::time::timeout(timeout, self.backend.wait_ready(&self.id))
+            .await
+            .map_err(|_| ResultError::Timeout(timeout))??;
+        match meta.status {
+            TaskState::Success => serde_json::from_value(meta.result).map_err(|e| ResultError::Decode(e.to_string())),
+            TaskState::Revoked => Err(ResultError::Revoked(TaskFailure::from_meta(&meta))),
+            _ => Err(ResultError::Failed(TaskFailure::from_meta(&meta))),
+        }
+    }
+
+    /// Deletes the stored result.
+    pub async fn forget(&self) -> Result<()> {
+        self.backend.forget(&self.id).await
+    }
+}

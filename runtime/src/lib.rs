@@ -1,0 +1,83 @@
+//! Celerity: Celery-compatible background tasks for Rust, typed end to end.
+//!
+//! Tasks are declared in a YAML schema; `celerity-codegen` turns it into a typed client
+//! (`TasksRegistry`), worker traits and dispatch glue at build time. This crate is the
+//! runtime they call: the Celery message protocol, brokers, result backends, the
+//! dependency-injection container and the worker.
+//!
+//! ```
+//! use std::time::Duration;
+//! use celerity::{App, ArgSpec, TaskSpec};
+//!
+//! static ADD: TaskSpec = TaskSpec::new("tasks.add", &[ArgSpec::new("x", true), ArgSpec::new("y", true)]);
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> celerity::Result<()> {
+//! let app = App::memory();
+//! let sent = app
+//!     .client()
+//!     .send_task::<i64>(&ADD, vec![2.into(), 3.into()], Default::default(), Default::default())
+//!     .await?;
+//! assert_eq!(sent.state().await?, celerity::TaskState::Pending); // no worker is running
+//! # Ok(()) }
+//! ```
+
+mod app;
+pub mod backend;
+pub mod broker;
+mod client;
+mod container;
+mod error;
+pub mod protocol;
+mod spec;
+mod task;
+mod values;
+mod worker;
+
+pub use app::App;
+pub use client::{AsyncResult, Client, FromClient, ResultError, SendOptions, TaskCall, TaskFailure};
+pub use container::{BuildError, Component, Container, Scope};
+pub use error::{Error, ErrorKind, Result};
+pub use protocol::TaskState;
+pub use spec::{ArgSpec, Backoff, RateLimit, RetryPolicy, TaskSpec};
+pub use task::{TASK_ERROR_MODULE, TaskContext, TaskError, TaskResult};
+pub use values::Bytes;
+pub use worker::{Invoke, Worker, WorkerBuilder, decode_args};
+
+/// Brings the code generated from `schemas/<name>.yaml` into the current module.
+///
+/// ```ignore
+/// pub mod tasks {
+///     celerity::include_tasks!("tasks");
+/// }
+/// ```
+#[macro_export]
+macro_rules! include_tasks {
+    ($name:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/celerity/", $name, ".rs"));
+    };
+}
+
+/// What generated code uses, and nothing else. Versioned so that code generated for
+/// another runtime version fails with one clear error (no `v1` here) instead of many.
+#[doc(hidden)]
+pub mod __codegen {
+    /// Version 1 of the generated-code interface.
+    pub mod v1 {
+        pub use crate::values::default_value;
+        pub use crate::{
+            ArgSpec, AsyncResult, Bytes, Client, Component, FromClient, Invoke, RetryPolicy,
+            TaskCall, TaskContext, TaskResult, TaskSpec, WorkerBuilder,
+        };
+        pub use schemars;
+        pub use serde;
+        pub use uuid::Uuid;
+
+        /// `datetime` in a schema.
+        pub type DateTime = chrono::DateTime<chrono::Utc>;
+        /// `date` in a schema.
+        pub type Date = chrono::NaiveDate;
+        /// `json` in a schema.
+        pub type Json = serde_json::Value;
+    }
+}

@@ -1,0 +1,12 @@
+//! Celery's task message protocol (v2, with v1 read) and result format.
+//!
+//! Wire facts follow Celery 5.x: `celery/app/amqp.py::AMQP.as_task_v2` for messages and
+//! `celery/backends/base.py` for results.
+
+mod json;
+mod message;
+mod result;
+
+pub use json::{py_repr, to_python_json};
+pub use message::{Embed, Headers, MessageError, Properties, RawMessage, TaskMessage};
+pub use result::{ExceptionInfo, ResultMeta, TaskState};

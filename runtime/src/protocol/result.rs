@@ -1,0 +1,200 @@
+//! Task states and stored results in Celery's format (`celery/backends/base.py`).
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+/// A task's state, as Celery names it (`celery/states.py`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TaskState {
+    /// Unknown to the backend: waiting, or never sent.
+    Pending,
+    /// Received by a worker (Celery writes this only with events).
+    Received,
+    /// Running (written only when the task tracks it).
+    Started,
+    /// Failed and will be retried.
+    Retry,
+    /// Failed for good.
+    Failure,
+    /// Finished with a result.
+    Success,
+    /// Revoked or expired; never ran.
+    Revoked,
+    /// A state this version does not know (custom states set by Python tasks).
+    Other(String),
+}
+
+impl TaskState {
+    /// Celery's name of the state.
+    pub fn as_str(&self) -> &str {
+        match self {
+            TaskState::Pending => "PENDING",
+            TaskState::Received => "RECEIVED",
+            TaskState::Started => "STARTED",
+            TaskState::Retry => "RETRY",
+            TaskState::Failure => "FAILURE",
+            TaskState::Success => "SUCCESS",
+            TaskState::Revoked => "REVOKED",
+            TaskState::Other(name) => name,
+        }
+    }
+
+    /// The state named `name`.
+    pub fn parse(name: &str) -> TaskState {
+        match name {
+            "PENDING" => TaskState::Pending,
+            "RECEIVED" => TaskState::Received,
+            "STARTED" => TaskState::Started,
+            "RETRY" => TaskState::Retry,
+            "FAILURE" => TaskState::Failure,
+            "SUCCESS" => TaskState::Success,
+            "REVOKED" => TaskState::Revoked,
+            other => TaskState::Other(other.to_owned()),
+        }
+    }
+
+    /// Whether the task is finished (`celery.states.READY_STATES`).
+    pub fn is_ready(&self) -> bool {
+        matches!(self, TaskState::Success | TaskState::Failure | TaskState::Revoked)
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for TaskState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskState {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(TaskState::parse(&String::deserialize(deserializer)?))
+    }
+}
+
+/// An exception as Celery stores it: `{"exc_type", "exc_message": [...], "exc_module"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExceptionInfo {
+    /// The exception's class name, e.g. `ValueError`.
+    pub exc_type: String,
+    /// The exception's args; Celery always writes a list.
+    pub exc_message: Value,
+    /// The module of the class, e.g. `builtins`.
+    #[serde(default)]
+    pub exc_module: Option<String>,
+}
+
+impl ExceptionInfo {
+    /// An exception `exc_type` from `module` with one message argument.
+    pub fn new(exc_type: impl Into<String>, module: impl Into<String>, message: impl Into<String>) -> Self {
+        ExceptionInfo {
+            exc_type: exc_type.into(),
+            exc_message: Value::Array(vec![Value::String(message.into())]),
+            exc_module: Some(module.into()),
+        }
+    }
+
+    /// The message as text: the single argument, or the arguments joined like Python's
+    /// `str(exc)` for several.
+    pub fn message(&self) -> String {
+        match &self.exc_message {
+            Value::Array(args) if args.len() == 1 => text_of(&args[0]),
+            Value::Array(args) if args.is_empty() => String::new(),
+            Value::Array(args) => format!("({})", args.iter().map(text_of).collect::<Vec<_>>().join(", ")),
+            other => text_of(other),
+        }
+    }
+}
+
+fn text_of(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// What a result backend stores under `celery-task-meta-<id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultMeta {
+    /// The state.
+    pub status: TaskState,
+    /// The return value, the exception (FAILURE, RETRY, REVOKED) or state metadata.
+    #[serde(default)]
+    pub result: Value,
+    /// Formatted traceback, for failures that have one.
+    #[serde(default)]
+    pub traceback: Option<String>,
+    /// Tasks sent by this one, as `[[id, parent], null]` tuples.
+    #[serde(default)]
+    pub children: Vec<Value>,
+    /// ISO 8601 time the task became ready; `null` until then.
+    #[serde(default)]
+    pub date_done: Option<String>,
+    /// The task id.
+    pub task_id: String,
+    /// Fields Celery adds when set: `group_id`, `parent_id`, and the extended fields.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ResultMeta {
+    /// A result in `status` with `result`; `date_done` is set for ready states.
+    pub fn new(task_id: impl Into<String>, status: TaskState, result: Value) -> Self {
+        let date_done = status
+            .is_ready()
+            .then(|| chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string());
+        ResultMeta {
+            status,
+            result,
+            traceback: None,
+            children: Vec::new(),
+            date_done,
+            task_id: task_id.into(),
+            extra: Map::new(),
+        }
+    }
+
+    /// A FAILURE (or RETRY/REVOKED) result carrying `exception`.
+    pub fn exception(task_id: impl Into<String>, status: TaskState, exception: &ExceptionInfo, traceback: Option<String>) -> Self {
+        let mut meta = ResultMeta::new(task_id, status, serde_json::to_value(exception).unwrap_or(Value::Null));
+        meta.traceback = traceback;
+        meta
+    }
+
+    /// The exception stored in a FAILURE, RETRY or REVOKED result.
+    pub fn exception_info(&self) -> Option<ExceptionInfo> {
+        serde_json::from_value(self.result.clone()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn stores_failures_in_celerys_format() {
+        let meta = ResultMeta::exception("id-1", TaskState::Failure, &ExceptionInfo::new("ValueError", "builtins", "bad"), Some("Traceback".into()));
+        let json = serde_json::to_value(&meta).unwrap();
+        assert_eq!(json["status"], "FAILURE");
+        assert_eq!(json["result"], json!({"exc_type": "ValueError", "exc_message": ["bad"], "exc_module": "builtins"}));
+        assert_eq!(json["children"], json!([]));
+        assert!(json["date_done"].as_str().unwrap().ends_with("+00:00"));
+        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["status", "result", "traceback", "children", "date_done", "task_id"]);
+    }
+
+    #[test]
+    fn reads_unknown_states_and_pending_without_date() {
+        let meta: ResultMeta = serde_json::from_value(json!({"status": "PROGRESS", "result": {"done": 3}, "task_id": "x"})).unwrap();
+        assert_eq!(meta.status, TaskState::Other("PROGRESS".into()));
+        assert_eq!(ResultMeta::new("x", TaskState::Started, json!(null)).date_done, None);
+    }
+}

@@ -1,0 +1,118 @@
+//! Decoding Celery arguments (positional and keyword) into a generated argument struct,
+//! with Python's `TypeError` messages for calls that do not fit.
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::spec::TaskSpec;
+use crate::task::TaskError;
+
+fn type_error(message: String) -> TaskError {
+    TaskError::python("TypeError", "builtins", message)
+}
+
+/// Python's way of listing names: `'a'`, `'a' and 'b'`, `'a', 'b' and 'c'`.
+fn quoted_list(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// Binds `args` and `kwargs` to the task's parameters, then decodes them as `A`.
+/// Missing, extra, duplicated and ill-typed arguments fail like a Python call would.
+pub fn decode_args<A: DeserializeOwned>(spec: &TaskSpec, args: Vec<Value>, kwargs: Map<String, Value>) -> Result<A, TaskError> {
+    let name = spec.name;
+    if args.len() > spec.args.len() {
+        let expected = spec.args.len();
+        let plural = if expected == 1 { "" } else { "s" };
+        let verb = if args.len() == 1 { "was" } else { "were" };
+        return Err(type_error(format!(
+            "{name}() takes {expected} positional argument{plural} but {} {verb} given",
+            args.len()
+        )));
+    }
+    let mut bound = Map::new();
+    for (value, param) in args.into_iter().zip(spec.args) {
+        bound.insert(param.name.to_owned(), value);
+    }
+    for (key, value) in kwargs {
+        if !spec.args.iter().any(|p| p.name == key) {
+            return Err(type_error(format!("{name}() got an unexpected keyword argument '{key}'")));
+        }
+        if bound.contains_key(&key) {
+            return Err(type_error(format!("{name}() got multiple values for argument '{key}'")));
+        }
+        bound.insert(key, value);
+    }
+    let missing: Vec<&str> = spec
+        .args
+        .iter()
+        .filter(|p| p.required && !bound.contains_key(p.name))
+        .map(|p| p.name)
+        .collect();
+    if !missing.is_empty() {
+        let plural = if missing.len() == 1 { "" } else { "s" };
+        return Err(type_error(format!(
+            "{name}() missing {} required argument{plural}: {}",
+            missing.len(),
+            quoted_list(&missing)
+        )));
+    }
+    serde_path_to_error::deserialize(Value::Object(bound)).map_err(|error| {
+        let path = error.path().to_string();
+        let argument = path.split(['.', '[']).next().unwrap_or(&path).to_owned();
+        let inner = error.into_inner();
+        let location = if path == argument { String::new() } else { format!(" (at {path})") };
+        type_error(format!("{name}() argument '{argument}'{location}: {inner}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::ArgSpec;
+    use serde::Deserialize;
+    use serde_json::json;
+
+    static SPEC: TaskSpec = TaskSpec::new(
+        "tasks.add",
+        &[ArgSpec::new("x", true), ArgSpec::new("y", true), ArgSpec::new("scale", false)],
+    );
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct AddArgs {
+        x: i64,
+        y: i64,
+        #[serde(default = "one")]
+        scale: i64,
+    }
+
+    fn one() -> i64 {
+        1
+    }
+
+    fn decode(args: Value, kwargs: Value) -> Result<AddArgs, String> {
+        let Value::Array(args) = args else { panic!() };
+        let Value::Object(kwargs) = kwargs else { panic!() };
+        decode_args(&SPEC, args, kwargs).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn binds_positional_keyword_and_defaulted_arguments() {
+        assert_eq!(decode(json!([1, 2]), json!({})), Ok(AddArgs { x: 1, y: 2, scale: 1 }));
+        assert_eq!(decode(json!([]), json!({"y": 2, "x": 1, "scale": 3})), Ok(AddArgs { x: 1, y: 2, scale: 3 }));
+        assert_eq!(decode(json!([1]), json!({"y": 2})), Ok(AddArgs { x: 1, y: 2, scale: 1 }));
+    }
+
+    #[test]
+    fn rejects_calls_python_would_reject() {
+        assert_eq!(decode(json!([1, 2, 3, 4]), json!({})).unwrap_err(), "TypeError: tasks.add() takes 3 positional arguments but 4 were given");
+        assert_eq!(decode(json!([1]), json!({"x": 2})).unwrap_err(), "TypeError: tasks.add() got multiple values for argument 'x'");
+        assert_eq!(decode(json!([1, 2]), json!({"z": 2})).unwrap_err(), "TypeError: tasks.add() got an unexpected keyword argument 'z'");
+        assert_eq!(decode(json!([]), json!({})).unwrap_err(), "TypeError: tasks.add() missing 2 required arguments: 'x' and 'y'");
+        assert_eq!(decode(json!(["one", 2]), json!({})).unwrap_err(), "TypeError: tasks.add() argument 'x': invalid type: string \"one\", expected i64");
+    }
+}

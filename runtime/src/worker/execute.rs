@@ -1,0 +1,294 @@
+//! What happens to one message, from delivery to acknowledgement, following Celery's
+//! worker (`celery/worker/strategy.py`, `celery/worker/request.py`, `celery/app/trace.py`).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tracing::Instrument;
+
+use super::dispatch::{Registered, TaskTable};
+use crate::broker::{Acknowledger, Consumer};
+use crate::client::Client;
+use crate::container::Container;
+use crate::protocol::{ExceptionInfo, RawMessage, ResultMeta, TaskMessage, TaskState};
+use crate::spec::RetryPolicy;
+use crate::task::{TaskContext, TaskError, TaskErrorKind};
+
+/// Module Celery's own exceptions live in; Python clients re-raise them as the real class.
+const CELERY_EXCEPTIONS: &str = "celery.exceptions";
+
+pub(crate) struct Shared {
+    pub client: Client,
+    pub table: TaskTable,
+    pub container: Arc<Container>,
+    pub permits: Arc<Semaphore>,
+}
+
+/// Pulls deliveries while a permit is free, so the worker never holds more messages than
+/// it can run; stops when `stopped` turns true.
+pub(crate) async fn consume(shared: Arc<Shared>, mut consumer: Box<dyn Consumer>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let permit = tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return,
+            permit = shared.permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let delivery = tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return,
+            delivery = consumer.next() => delivery,
+        };
+        match delivery {
+            Ok(delivery) => {
+                let (message, queue, _redelivered, acker) = delivery.into_parts();
+                tokio::spawn(receive(shared.clone(), message, queue, acker, permit));
+            }
+            Err(error) => {
+                tracing::error!(%error, "could not receive from the broker; retrying in 1s");
+                drop(permit);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+fn parse_time(text: &Option<String>, header: &str) -> Result<Option<DateTime<Utc>>, String> {
+    let Some(text) = text else { return Ok(None) };
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(Some(time.with_timezone(&Utc)));
+    }
+    // Celery treats a naive time as UTC (`celery/utils/time.py::maybe_make_aware`).
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .map(|naive| Some(naive.and_utc()))
+        .map_err(|e| format!("invalid `{header}` header {text:?}: {e}"))
+}
+
+/// The receive strategy: decode, find the task, check expiry, hold until the ETA.
+async fn receive(shared: Arc<Shared>, raw: RawMessage, queue: String, acker: Box<dyn Acknowledger>, permit: OwnedSemaphorePermit) {
+    let message = match TaskMessage::from_raw(&raw) {
+        Ok(message) => message,
+        Err(error) => {
+            let id = raw.headers.get("id").and_then(Value::as_str).unwrap_or("?");
+            tracing::warn!(%error, %queue, id, "rejecting a message that is not a valid task message");
+            settle(acker, Settle::Reject).await;
+            return;
+        }
+    };
+    let Some(registered) = shared.table.get(message.task()).cloned() else {
+        tracing::error!(
+            task = message.task(), id = message.id(), %queue,
+            "received unregistered task of type '{}'; the message has been ignored and discarded",
+            message.task()
+        );
+        // Celery records NotRegistered so a waiting client fails instead of hanging.
+        let exception = ExceptionInfo::new("NotRegistered", CELERY_EXCEPTIONS, message.task());
+        store(&shared, ResultMeta::exception(message.id(), TaskState::Failure, &exception, None)).await;
+        settle(acker, Settle::Reject).await;
+        return;
+    };
+    let (eta, expires) = match (parse_time(&message.headers.eta, "eta"), parse_time(&message.headers.expires, "expires")) {
+        (Ok(eta), Ok(expires)) => (eta, expires),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(%error, id = message.id(), "rejecting an invalid task message");
+            settle(acker, Settle::Reject).await;
+            return;
+        }
+    };
+    if let Some(eta) = eta.filter(|eta| *eta > Utc::now()) {
+        // Held without a permit: a task waiting for its ETA does not occupy a slot.
+        drop(permit);
+        let wait = (eta - Utc::now()).to_std().unwrap_or_default();
+        tracing::debug!(id = message.id(), ?wait, "holding task until its ETA");
+        tokio::time::sleep(wait).await;
+        let Ok(permit) = shared.permits.clone().acquire_owned().await else { return };
+        execute(shared, registered, message, queue, acker, expires, Some(eta), permit).await;
+        return;
+    }
+    execute(shared, registered, message, queue, acker, expires, eta, permit).await;
+}
+
+enum Settle {
+    Ack,
+    Reject,
+}
+
+async fn settle(acker: Box<dyn Acknowledger>, how: Settle) {
+    let result = match how {
+        Settle::Ack => acker.ack().await,
+        Settle::Reject => acker.reject(false).await,
+    };
+    if let Err(error) = result {
+        tracing::error!(%error, "could not settle a message with the broker");
+    }
+}
+
+async fn store(shared: &Shared, meta: ResultMeta) {
+    if let Err(error) = shared.client.backend().store(&meta).await {
+        tracing::error!(%error, id = %meta.task_id, status = %meta.status, "could not store a task result");
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the list
+async fn execute(
+    shared: Arc<Shared>,
+    registered: Registered,
+    message: TaskMessage,
+    queue: String,
+    acker: Box<dyn Acknowledger>,
+    expires: Option<DateTime<Utc>>,
+    eta: Option<DateTime<Utc>>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let spec = registered.spec;
+    let id = message.id().to_owned();
+    let span = tracing::info_span!("task", name = spec.name, id = %id, retries = message.headers.retries, queue = %queue);
+    async move {
+        let ignore_result = message.headers.ignore_result.unwrap_or(spec.ignore_result);
+        if expires.is_some_and(|at| at <= Utc::now()) {
+            tracing::warn!("discarding expired task");
+            if !ignore_result {
+                let exception = ExceptionInfo::new("TaskRevokedError", CELERY_EXCEPTIONS, "expired");
+                store(&shared, ResultMeta::exception(&id, TaskState::Revoked, &exception, None)).await;
+            }
+            settle(acker, Settle::Ack).await;
+            return;
+        }
+        let acks_late = spec.acks_late;
+        let mut acker = Some(acker);
+        if !acks_late {
+            if let Some(acker) = acker.take() {
+                settle(acker, Settle::Ack).await;
+            }
+        }
+        if spec.track_started && !ignore_result {
+            let started = serde_json::json!({"pid": std::process::id(), "hostname": crate::client::hostname()});
+            store(&shared, ResultMeta::new(&id, TaskState::Started, started)).await;
+        }
+        let root_id = message.headers.root_id.clone().unwrap_or_else(|| id.clone());
+        let ctx = TaskContext {
+            id: id.clone(),
+            name: spec.name.to_owned(),
+            retries: message.headers.retries,
+            queue: queue.clone(),
+            root_id: Some(root_id.clone()),
+            parent_id: message.headers.parent_id.clone(),
+            eta,
+            expires,
+            client: shared.client.child_of(&id, &root_id),
+        };
+        // The header's limits win over the task's, as in Celery (`[hard, soft]`).
+        let time_limit = message
+            .headers
+            .timelimit
+            .0
+            .filter(|s| *s > 0.0)
+            .map(Duration::from_secs_f64)
+            .or(spec.time_limit);
+        let started = Instant::now();
+        let run = AssertUnwindSafe(registered.handler.run(shared.container.clone(), ctx, message.args.clone(), message.kwargs.clone())).catch_unwind();
+        let outcome = match time_limit {
+            Some(limit) => match tokio::time::timeout(limit, run).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    tracing::error!(limit = ?limit, "hard time limit exceeded");
+                    Ok(Err(TaskError::python("TimeLimitExceeded", CELERY_EXCEPTIONS, format!("{}", limit.as_secs_f64()))))
+                }
+            },
+            None => run.await,
+        };
+        let outcome = outcome.unwrap_or_else(|panic| {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "the task panicked".into());
+            Err(TaskError::new("Panic", text))
+        });
+        let elapsed = started.elapsed();
+        match outcome {
+            Ok(value) => {
+                tracing::info!(duration = ?elapsed, "task succeeded");
+                if !ignore_result {
+                    store(&shared, ResultMeta::new(&id, TaskState::Success, value)).await;
+                }
+            }
+            Err(error) => match retry_decision(spec.retry, &error, message.headers.retries) {
+                Some(countdown) => retry(&shared, &message, &queue, &error, countdown).await,
+                None => {
+                    let (exception, traceback) = failure_of(error, spec.retry);
+                    tracing::error!(duration = ?elapsed, exc_type = %exception.exc_type, message = %exception.message(), "task failed");
+                    if !ignore_result {
+                        store(&shared, ResultMeta::exception(&id, TaskState::Failure, &exception, traceback)).await;
+                    }
+                }
+            },
+        }
+        if let Some(acker) = acker {
+            settle(acker, Settle::Ack).await;
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// The countdown of the retry to schedule, or `None` when the error is final.
+fn retry_decision(policy: Option<RetryPolicy>, error: &TaskError, retries: u32) -> Option<Duration> {
+    let (policy, explicit) = match (&error.kind, policy) {
+        (TaskErrorKind::Retry { countdown, .. }, policy) => (policy.unwrap_or_default(), *countdown),
+        (TaskErrorKind::Failure { exception, .. }, Some(policy)) if policy.retries_on(&exception.exc_type) => (policy, None),
+        _ => return None,
+    };
+    if retries >= policy.max_retries {
+        return None;
+    }
+    let delay = explicit.unwrap_or_else(|| policy.delay_for(retries));
+    Some(if policy.jitter && explicit.is_none() { jitter(delay) } else { delay })
+}
+
+/// Full jitter: a uniform delay in `0..=delay` (Celery's `retry_jitter`).
+fn jitter(delay: Duration) -> Duration {
+    let random = uuid::Uuid::new_v4().as_u128() as u64;
+    let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(random % (millis.saturating_add(1)))
+}
+
+/// What a final error is stored as. A retry request that ran out of retries fails with its
+/// cause, or with Celery's `MaxRetriesExceededError` when it has none.
+fn failure_of(error: TaskError, policy: Option<RetryPolicy>) -> (ExceptionInfo, Option<String>) {
+    match error.kind {
+        TaskErrorKind::Failure { exception, traceback } => (exception, traceback),
+        TaskErrorKind::Retry { cause: Some(cause), .. } => (cause, None),
+        TaskErrorKind::Retry { cause: None, .. } => {
+            let max = policy.unwrap_or_default().max_retries;
+            (ExceptionInfo::new("MaxRetriesExceededError", CELERY_EXCEPTIONS, format!("Can't retry: exceeded max retries ({max})")), None)
+        }
+    }
+}
+
+/// Republishes the task with `retries + 1` and an ETA, keeping its id (as
+/// `celery/app/task.py::Task.retry` does), then records RETRY.
+async fn retry(shared: &Shared, message: &TaskMessage, queue: &str, error: &TaskError, countdown: Duration) {
+    let mut next = message.clone();
+    next.headers.retries += 1;
+    next.headers.parent_id = Some(message.id().to_owned());
+    let eta = Utc::now() + chrono::Duration::from_std(countdown).unwrap_or_default();
+    next.headers.eta = Some(eta.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string());
+    if let Err(error) = shared.client.publish(queue, &next).await {
+        tracing::error!(%error, "could not republish the task for its retry; it fails instead");
+        let exception = ExceptionInfo::new("RetryFailed", CELERY_EXCEPTIONS, error.to_string());
+        store(shared, ResultMeta::exception(message.id(), TaskState::Failure, &exception, None)).await;
+        return;
+    }
+    tracing::warn!(retries = next.headers.retries, countdown = ?countdown, reason = %error, "task will be retried");
+    let exception = error
+        .exception()
+        .cloned()
+        .unwrap_or_else(|| ExceptionInfo::new("Retry", CELERY_EXCEPTIONS, format!("Retry in {}s", countdown.as_secs())));
+    store(shared, ResultMeta::exception(message.id(), TaskState::Retry, &exception, None)).await;
+}
