@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    celerity_codegen::compile("schemas/tasks.yaml");
+}

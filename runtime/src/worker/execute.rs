@@ -222,7 +222,7 @@ async fn execute(
                 Some(countdown) => retry(&shared, &message, &queue, &error, countdown).await,
                 None => {
                     let (exception, traceback) = failure_of(error, spec.retry);
-                    tracing::error!(duration = ?elapsed, exc_type = %exception.exc_type, message = %exception.message(), "task failed");
+                    tracing::error!(duration = ?elapsed, exc_type = %exception.exc_type, error = %exception.message(), "task failed");
                     if !ignore_result {
                         store(&shared, ResultMeta::exception(&id, TaskState::Failure, &exception, traceback)).await;
                     }
