@@ -7,14 +7,18 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use celerity::App;
-use celerity_shop::tasks::{Address, EmailAddress, Order, OrderLine, ReportFormat, Role, TasksRegistry};
+use celerity_shop::tasks::{
+    Address, EmailAddress, Order, OrderLine, ReportFormat, Role, TasksRegistry,
+};
 use chrono::NaiveDate;
 use uuid::Uuid;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .init();
 
     // One app: the embedded broker and result backend, shared by worker and producer.
@@ -32,29 +36,53 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let receipt = tasks
         .send_email(
-            EmailAddress { email: "ada@example.com".into(), name: Some("Ada".into()) },
+            EmailAddress {
+                email: "ada@example.com".into(),
+                name: Some("Ada".into()),
+            },
             "Your order has shipped".into(),
             "It is on its way.".into(),
-            vec![EmailAddress { email: "ops@example.com".into(), name: None }],
+            vec![EmailAddress {
+                email: "ops@example.com".into(),
+                name: None,
+            }],
             BTreeMap::new(),
         )
         .await?
         .get(wait)
         .await?;
-    println!("tasks.send_email       -> {} accepted for {:?}", receipt.message_id, receipt.accepted);
+    println!(
+        "tasks.send_email       -> {} accepted for {:?}",
+        receipt.message_id, receipt.accepted
+    );
 
     let removed = tasks.cleanup_sessions(30, false).await?.get(wait).await?;
     println!("tasks.cleanup_sessions -> {removed} idle sessions removed");
 
-    let user = tasks.create_user("grace@example.com".into(), Role::Staff, None).await?.get(wait).await?;
-    println!("tasks.create_user      -> {} ({:?}) created on {}", user.id, user.role, user.created_on);
+    let user = tasks
+        .create_user("grace@example.com".into(), Role::Staff, None)
+        .await?
+        .get(wait)
+        .await?;
+    println!(
+        "tasks.create_user      -> {} ({:?}) created on {}",
+        user.id, user.role, user.created_on
+    );
 
     let order = Order {
         id: Uuid::new_v4(),
         customer_id: user.id,
         lines: vec![
-            OrderLine { sku: "TEA-01".into(), quantity: 2, unit_price_cents: 450 },
-            OrderLine { sku: "MUG-07".into(), quantity: 1, unit_price_cents: 1200 },
+            OrderLine {
+                sku: "TEA-01".into(),
+                quantity: 2,
+                unit_price_cents: 450,
+            },
+            OrderLine {
+                sku: "MUG-07".into(),
+                quantity: 1,
+                unit_price_cents: 1200,
+            },
         ],
         shipping: Some(Address {
             street: "1 Analytical Row".into(),
@@ -65,21 +93,38 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         metadata: BTreeMap::new(),
     };
     let outcome = tasks.process_order(order, true).await?.get(wait).await?;
-    println!("tasks.process_order    -> {:?}, total {} cents", outcome.status, outcome.total_cents);
+    println!(
+        "tasks.process_order    -> {:?}, total {} cents",
+        outcome.status, outcome.total_cents
+    );
 
     let since = NaiveDate::from_ymd_opt(2026, 11, 1).expect("a valid date");
     let until = NaiveDate::from_ymd_opt(2026, 11, 7);
     let report = tasks
-        .generate_report("weekly-sales".into(), ReportFormat::Csv, since, until, serde_json::json!({"region": "eu"}))
+        .generate_report(
+            "weekly-sales".into(),
+            ReportFormat::Csv,
+            since,
+            until,
+            serde_json::json!({"region": "eu"}),
+        )
         .await?
         .get(wait)
         .await?;
-    println!("tasks.generate_report  -> {} rows, {} bytes of {:?}", report.rows, report.content.len(), report.format);
+    println!(
+        "tasks.generate_report  -> {} rows, {} bytes of {:?}",
+        report.rows,
+        report.content.len(),
+        report.format
+    );
 
     // A failing task: the error arrives typed, with the exception name the task raised.
     let failed = tasks
         .send_email(
-            EmailAddress { email: "not-an-address".into(), name: None },
+            EmailAddress {
+                email: "not-an-address".into(),
+                name: None,
+            },
             "Hello".into(),
             String::new(),
             vec![],
@@ -89,7 +134,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .get(wait)
         .await;
     match failed {
-        Err(celerity::ResultError::Failed(failure)) => println!("tasks.send_email (bad)  -> FAILURE {failure}"),
+        Err(celerity::ResultError::Failed(failure)) => {
+            println!("tasks.send_email (bad)  -> FAILURE {failure}")
+        }
         other => println!("tasks.send_email (bad)  -> unexpected {other:?}"),
     }
 

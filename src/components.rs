@@ -11,7 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use crate::tasks::{
-    Accounts, EmailAddress, EmailReceipt, Maintenance, Mailer, Order, OrderOutcome, OrderStatus,
+    Accounts, EmailAddress, EmailReceipt, Mailer, Maintenance, Order, OrderOutcome, OrderStatus,
     Orders, Report, ReportFormat, Reports, Role, User,
 };
 
@@ -68,7 +68,9 @@ pub struct MaintenanceTasks {
 
 impl Component for MaintenanceTasks {
     async fn build(scope: &Scope<'_>) -> Result<Self, BuildError> {
-        Ok(MaintenanceTasks { sessions: scope.singleton()? })
+        Ok(MaintenanceTasks {
+            sessions: scope.singleton()?,
+        })
     }
 }
 
@@ -77,10 +79,19 @@ impl Maintenance for MaintenanceTasks {
         Ok("pong".into())
     }
 
-    async fn cleanup_sessions(&self, _ctx: &TaskContext, max_idle_minutes: u32, dry_run: bool) -> TaskResult<u64> {
+    async fn cleanup_sessions(
+        &self,
+        _ctx: &TaskContext,
+        max_idle_minutes: u32,
+        dry_run: bool,
+    ) -> TaskResult<u64> {
         let cutoff = Utc::now() - chrono::Duration::minutes(i64::from(max_idle_minutes));
         let mut sessions = self.sessions.lock();
-        let idle: Vec<String> = sessions.iter().filter(|(_, seen)| **seen < cutoff).map(|(id, _)| id.clone()).collect();
+        let idle: Vec<String> = sessions
+            .iter()
+            .filter(|(_, seen)| **seen < cutoff)
+            .map(|(id, _)| id.clone())
+            .collect();
         if !dry_run {
             for id in &idle {
                 sessions.remove(id);
@@ -97,7 +108,9 @@ pub struct SmtpMailer {
 
 impl Component for SmtpMailer {
     async fn build(scope: &Scope<'_>) -> Result<Self, BuildError> {
-        Ok(SmtpMailer { outbox: scope.singleton()? })
+        Ok(SmtpMailer {
+            outbox: scope.singleton()?,
+        })
     }
 }
 
@@ -113,7 +126,10 @@ impl Mailer for SmtpMailer {
     ) -> TaskResult<EmailReceipt> {
         let recipients: Vec<&EmailAddress> = std::iter::once(&to).chain(&cc).collect();
         if let Some(bad) = recipients.iter().find(|r| !r.email.contains('@')) {
-            return Err(TaskError::new("InvalidAddress", format!("`{}` is not an email address", bad.email)));
+            return Err(TaskError::new(
+                "InvalidAddress",
+                format!("`{}` is not an email address", bad.email),
+            ));
         }
         let mut sent = self.outbox.sent.lock().unwrap_or_else(|p| p.into_inner());
         for recipient in &recipients {
@@ -134,15 +150,30 @@ pub struct AccountService {
 
 impl Component for AccountService {
     async fn build(scope: &Scope<'_>) -> Result<Self, BuildError> {
-        Ok(AccountService { directory: scope.singleton()? })
+        Ok(AccountService {
+            directory: scope.singleton()?,
+        })
     }
 }
 
 impl Accounts for AccountService {
-    async fn create_user(&self, _ctx: &TaskContext, email: String, role: Role, _display_name: Option<String>) -> TaskResult<User> {
-        let mut users = self.directory.users.lock().unwrap_or_else(|p| p.into_inner());
+    async fn create_user(
+        &self,
+        _ctx: &TaskContext,
+        email: String,
+        role: Role,
+        _display_name: Option<String>,
+    ) -> TaskResult<User> {
+        let mut users = self
+            .directory
+            .users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if users.contains_key(&email) {
-            return Err(TaskError::new("UserExists", format!("a user with email {email} already exists")));
+            return Err(TaskError::new(
+                "UserExists",
+                format!("a user with email {email} already exists"),
+            ));
         }
         let user = User {
             id: Uuid::new_v4(),
@@ -165,8 +196,17 @@ impl Component for OrderDesk {
 }
 
 impl Orders for OrderDesk {
-    async fn process_order(&self, _ctx: &TaskContext, order: Order, _notify: bool) -> TaskResult<OrderOutcome> {
-        let total_cents = order.lines.iter().map(|l| i64::from(l.quantity) * l.unit_price_cents).sum();
+    async fn process_order(
+        &self,
+        _ctx: &TaskContext,
+        order: Order,
+        _notify: bool,
+    ) -> TaskResult<OrderOutcome> {
+        let total_cents = order
+            .lines
+            .iter()
+            .map(|l| i64::from(l.quantity) * l.unit_price_cents)
+            .sum();
         let mut warnings = Vec::new();
         if order.shipping.is_none() {
             warnings.push("no shipping address: collection in store".to_owned());
@@ -178,7 +218,12 @@ impl Orders for OrderDesk {
         } else {
             OrderStatus::Accepted
         };
-        Ok(OrderOutcome { order_id: order.id, status, total_cents, warnings })
+        Ok(OrderOutcome {
+            order_id: order.id,
+            status,
+            total_cents,
+            warnings,
+        })
     }
 }
 
@@ -203,19 +248,33 @@ impl Reports for ReportBuilder {
     ) -> TaskResult<Report> {
         let until = until.unwrap_or_else(|| Utc::now().date_naive());
         if until < since {
-            return Err(TaskError::python("ValueError", "builtins", format!("report range is empty: {since} is after {until}")));
+            return Err(TaskError::python(
+                "ValueError",
+                "builtins",
+                format!("report range is empty: {since} is after {until}"),
+            ));
         }
         let days = (until - since).num_days() as u64 + 1;
-        let region = filters.get("region").and_then(|r| r.as_str()).unwrap_or("all");
+        let region = filters
+            .get("region")
+            .and_then(|r| r.as_str())
+            .unwrap_or("all");
         let mut content = String::from("day,region,orders\n");
         for offset in 0..days {
-            content.push_str(&format!("{},{region},{}\n", since + chrono::Duration::days(offset as i64), offset * 3));
+            content.push_str(&format!(
+                "{},{region},{}\n",
+                since + chrono::Duration::days(offset as i64),
+                offset * 3
+            ));
         }
         Ok(Report {
             name,
             format,
             rows: days,
-            totals: BTreeMap::from([("orders".to_owned(), (0..days).map(|d| d as f64 * 3.0).sum())]),
+            totals: BTreeMap::from([(
+                "orders".to_owned(),
+                (0..days).map(|d| d as f64 * 3.0).sum(),
+            )]),
             content: Bytes(content.into_bytes()),
         })
     }

@@ -3,6 +3,9 @@ fn main() {
     let source = std::fs::read_to_string(&path).unwrap();
     match celerity_codegen::generate_str(&source, &path) {
         Ok(code) => print!("{code}"),
-        Err(e) => { eprintln!("{e}"); std::process::exit(1) }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1)
+        }
     }
 }

@@ -103,8 +103,9 @@ impl Generator {
     pub fn generate(&self) -> Result<Vec<GeneratedFile>, Error> {
         let out_dir = match &self.out_dir {
             Some(dir) => dir.clone(),
-            None => PathBuf::from(std::env::var_os("OUT_DIR").ok_or(Error::NoOutDir)?)
-                .join("celerity"),
+            None => {
+                PathBuf::from(std::env::var_os("OUT_DIR").ok_or(Error::NoOutDir)?).join("celerity")
+            }
         };
         let base = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
         let mut outputs = Vec::new();
@@ -130,8 +131,8 @@ impl Generator {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "tasks".into());
-            let code = generate_named(&source, &display, &file_name).or_else(|failure| {
-                Err(match failure {
+            let code = generate_named(&source, &display, &file_name).map_err(|failure| {
+                match failure {
                     Failure::Schema(error) => error,
                     Failure::Render(error) => {
                         // Keep the raw text beside the output so the bug can be looked at.
@@ -140,11 +141,20 @@ impl Generator {
                             std::fs::create_dir_all(&out_dir).ok()?;
                             std::fs::write(&path, text).ok().map(|()| path)
                         });
-                        Error::Internal { schema: display.clone(), message: error.message, raw }
+                        Error::Internal {
+                            schema: display.clone(),
+                            message: error.message,
+                            raw,
+                        }
                     }
-                })
+                }
             });
-            outputs.push((schema.clone(), out_dir.join(format!("{stem}.rs")), code, source));
+            outputs.push((
+                schema.clone(),
+                out_dir.join(format!("{stem}.rs")),
+                code,
+                source,
+            ));
         }
         let mut files = Vec::new();
         let mut first_error = None;
@@ -168,7 +178,11 @@ impl Generator {
             .into_iter()
             .map(|(schema, path, code)| {
                 let written = write_if_changed(&path, &code)?;
-                Ok(GeneratedFile { schema, path, written })
+                Ok(GeneratedFile {
+                    schema,
+                    path,
+                    written,
+                })
             })
             .collect()
     }

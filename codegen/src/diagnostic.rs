@@ -93,7 +93,12 @@ fn token_width(line: &str, column: usize) -> usize {
                 .iter()
                 .position(|c| matches!(c, ',' | ']' | '}' | '#' | ':'))
                 .unwrap_or(rest.len());
-            rest[..end].iter().collect::<String>().trim_end().chars().count()
+            rest[..end]
+                .iter()
+                .collect::<String>()
+                .trim_end()
+                .chars()
+                .count()
         }
         None => 1,
     };
@@ -127,7 +132,10 @@ impl fmt::Display for Diagnostics {
 }
 
 /// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
     let lower = word.to_ascii_lowercase();
     candidates
         .into_iter()
@@ -147,8 +155,15 @@ mod tests {
     #[test]
     fn renders_like_rustc_with_caret_under_the_token() {
         let source = "tasks:\n  ping:\n    result: Strin\n";
-        let diagnostic = Diagnostic::new(Position { line: 3, column: 13 }, "tasks.ping.result", "unknown type `Strin`")
-            .with_help("did you mean `string`?");
+        let diagnostic = Diagnostic::new(
+            Position {
+                line: 3,
+                column: 13,
+            },
+            "tasks.ping.result",
+            "unknown type `Strin`",
+        )
+        .with_help("did you mean `string`?");
         assert_eq!(
             diagnostic.render("schemas/tasks.yaml", source),
             "error: unknown type `Strin`\n --> schemas/tasks.yaml:3:13\n  |\n3 |     result: Strin\n  |             ^^^^^\n  = note: at tasks.ping.result\n  = help: did you mean `string`?\n"

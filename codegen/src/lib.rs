@@ -11,10 +11,8 @@
 //! Call it from `build.rs`:
 //!
 //! ```no_run
-//! // build.rs
-//! fn main() {
-//!     celerity_codegen::compile("schemas/tasks.yaml");
-//! }
+//! // build.rs: `fn main() {` … `}` around this line
+//! celerity_codegen::compile("schemas/tasks.yaml");
 //! ```
 //!
 //! and bring the result into the crate with `celerity::include_tasks!("tasks")`.

@@ -101,8 +101,12 @@ impl Locations {
 }
 
 enum Frame {
-    Mapping { key: Option<Segment> },
-    Sequence { next: usize },
+    Mapping {
+        key: Option<Segment>,
+    },
+    Sequence {
+        next: usize,
+    },
     /// A mapping used as a mapping key (legal YAML, never valid here): tracked so the
     /// event stream stays balanced, positions inside it are not recorded.
     Ignored,
@@ -153,6 +157,13 @@ impl Recorder {
         }
     }
 
+    /// A scalar or alias: a node that starts and ends at once.
+    fn leaf(&mut self, scalar: Option<&str>, mark: Marker) {
+        if self.enter_node(scalar, mark) {
+            self.leave_value();
+        }
+    }
+
     /// Called when a value node ends.
     fn leave_value(&mut self) {
         if let Some(Frame::Mapping { key }) = self.stack.last_mut() {
@@ -167,16 +178,8 @@ impl Recorder {
 impl MarkedEventReceiver for Recorder {
     fn on_event(&mut self, event: Event, mark: Marker) {
         match event {
-            Event::Scalar(value, ..) => {
-                if self.enter_node(Some(&value), mark) {
-                    self.leave_value();
-                }
-            }
-            Event::Alias(_) => {
-                if self.enter_node(None, mark) {
-                    self.leave_value();
-                }
-            }
+            Event::Scalar(value, ..) => self.leaf(Some(&value), mark),
+            Event::Alias(_) => self.leaf(None, mark),
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 let is_value = self.enter_node(None, mark);
                 let frame = match (is_value, event) {
@@ -217,14 +220,20 @@ mod tests {
     fn finds_keys_and_values_of_nested_mappings_and_sequences() {
         let source = "version: 1\ntasks:\n  tasks.ping:\n    args:\n      host: string\n    list:\n      - a\n      - b\n";
         let locations = Locations::index(source);
-        assert_eq!(locations.key(&key(&["version"])), Position { line: 1, column: 1 });
+        assert_eq!(
+            locations.key(&key(&["version"])),
+            Position { line: 1, column: 1 }
+        );
         assert_eq!(
             locations.key(&key(&["tasks", "tasks.ping"])),
             Position { line: 3, column: 3 }
         );
         assert_eq!(
             locations.value(&key(&["tasks", "tasks.ping", "args", "host"])),
-            Position { line: 5, column: 13 }
+            Position {
+                line: 5,
+                column: 13
+            }
         );
         let mut second = key(&["tasks", "tasks.ping", "list"]);
         second.push(Segment::Index(1));

@@ -112,8 +112,13 @@ pub struct ComponentModel {
 
 /// Documentation text split into lines for `///` comments.
 pub fn doc_lines(text: Option<&str>) -> Vec<String> {
-    text.map(|t| t.trim_end().lines().map(|l| l.trim_end().to_owned()).collect())
-        .unwrap_or_default()
+    text.map(|t| {
+        t.trim_end()
+            .lines()
+            .map(|l| l.trim_end().to_owned())
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 /// A Rust string literal for `text`.

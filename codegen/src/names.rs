@@ -7,11 +7,11 @@
 
 /// Rust keywords, strict and reserved (2024 edition).
 const KEYWORDS: &[&str] = &[
-    "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum",
-    "extern", "false", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod",
-    "move", "mut", "pub", "ref", "return", "self", "Self", "static", "struct", "super", "trait",
-    "true", "type", "unsafe", "use", "where", "while", "abstract", "become", "box", "do",
-    "final", "macro", "override", "priv", "try", "typeof", "unsized", "virtual", "yield",
+    "as", "async", "await", "break", "const", "continue", "crate", "dyn", "else", "enum", "extern",
+    "false", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut",
+    "pub", "ref", "return", "self", "Self", "static", "struct", "super", "trait", "true", "type",
+    "unsafe", "use", "where", "while", "abstract", "become", "box", "do", "final", "macro",
+    "override", "priv", "try", "typeof", "unsized", "virtual", "yield",
 ];
 
 /// Keywords that cannot be raw identifiers.
@@ -141,8 +141,18 @@ mod tests {
 
     #[test]
     fn reports_names_that_cannot_be_identifiers() {
-        assert!(snake_case("2fa").unwrap_err().message.contains("starts with a digit"));
-        assert!(snake_case("a/b").unwrap_err().message.contains("contains `/`"));
+        assert!(
+            snake_case("2fa")
+                .unwrap_err()
+                .message
+                .contains("starts with a digit")
+        );
+        assert!(
+            snake_case("a/b")
+                .unwrap_err()
+                .message
+                .contains("contains `/`")
+        );
         assert!(snake_case("").is_err());
         assert!(snake_case("--").is_err());
     }

@@ -21,7 +21,10 @@ const TEMPLATES: &[(&str, &str)] = &[
 /// Partials shared by several templates.
 const PARTIALS: &[(&str, &str)] = &[
     ("fields", include_str!("../templates/fields.rs.hbs")),
-    ("default_fns", include_str!("../templates/default_fns.rs.hbs")),
+    (
+        "default_fns",
+        include_str!("../templates/default_fns.rs.hbs"),
+    ),
 ];
 
 /// A failure of the generator itself (never of the user's schema).

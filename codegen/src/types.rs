@@ -265,7 +265,10 @@ mod tests {
             parse("optional<i64>").unwrap(),
             TypeExpr::Optional(Box::new(TypeExpr::Scalar(Scalar::I64)))
         );
-        assert_eq!(parse(" map<bool> ").unwrap().to_string(), "map<string, bool>");
+        assert_eq!(
+            parse(" map<bool> ").unwrap().to_string(),
+            "map<string, bool>"
+        );
     }
 
     #[test]
@@ -273,7 +276,10 @@ mod tests {
         let error = parse("list<string").unwrap_err();
         assert_eq!(error.offset, 11);
         assert_eq!(error.message, "expected `>`, found the end of the type");
-        assert_eq!(parse("map<i64, string>").unwrap_err().message, "map keys must be `string`, not `i64`");
+        assert_eq!(
+            parse("map<i64, string>").unwrap_err().message,
+            "map keys must be `string`, not `i64`"
+        );
         assert_eq!(parse("string??").unwrap_err().offset, 7);
         assert_eq!(parse("list<>").unwrap_err().offset, 5);
     }

@@ -59,10 +59,12 @@ pub fn check(source: &str, source_name: &str) -> Result<Model, Vec<Diagnostic>> 
 }
 
 fn syntax_error(error: &serde_yaml::Error) -> Diagnostic {
-    let position = error.location().map_or(Position { line: 1, column: 1 }, |l| Position {
-        line: l.line(),
-        column: l.column(),
-    });
+    let position = error
+        .location()
+        .map_or(Position { line: 1, column: 1 }, |l| Position {
+            line: l.line(),
+            column: l.column(),
+        });
     let text = error.to_string();
     let message = text.split(" at line ").next().unwrap_or(&text).to_owned();
     Diagnostic::new(position, "", format!("invalid YAML: {message}"))
@@ -133,7 +135,12 @@ impl Checker<'_> {
             .push(Diagnostic::new(position, display_path(path), message).with_optional_help(help));
     }
 
-    fn error_at_value(&mut self, path: &[Segment], message: impl Into<String>, help: Option<String>) {
+    fn error_at_value(
+        &mut self,
+        path: &[Segment],
+        message: impl Into<String>,
+        help: Option<String>,
+    ) {
         let position = self.locations.value(path);
         self.diagnostics
             .push(Diagnostic::new(position, display_path(path), message).with_optional_help(help));
@@ -146,7 +153,11 @@ impl Checker<'_> {
     /// Reports every key of `mapping` that `T` does not have; false if there were any.
     fn check_keys<T: JsonSchema>(&mut self, path: &[Segment], value: &Value, what: &str) -> bool {
         let Value::Mapping(mapping) = value else {
-            self.error_at_value(path, format!("expected {what} (a mapping), found {}", describe(value)), None);
+            self.error_at_value(
+                path,
+                format!("expected {what} (a mapping), found {}", describe(value)),
+                None,
+            );
             return false;
         };
         let known = known_keys::<T>();
@@ -158,10 +169,13 @@ impl Checker<'_> {
                 continue;
             };
             if !known.iter().any(|k| k == key) {
-                let help = did_you_mean(key, known.iter().map(String::as_str)).or_else(|| {
-                    Some(format!("the keys of {what} are: {}", known.join(", ")))
-                });
-                self.error_at_key(&child(path, key), format!("unknown key `{key}` in {what}"), help);
+                let help = did_you_mean(key, known.iter().map(String::as_str))
+                    .or_else(|| Some(format!("the keys of {what} are: {}", known.join(", "))));
+                self.error_at_key(
+                    &child(path, key),
+                    format!("unknown key `{key}` in {what}"),
+                    help,
+                );
                 ok = false;
             }
         }
@@ -176,13 +190,21 @@ impl Checker<'_> {
                 let mut full = path.to_vec();
                 for segment in error.path().iter() {
                     match segment {
-                        serde_path_to_error::Segment::Map { key } => full.push(Segment::Key(key.clone())),
-                        serde_path_to_error::Segment::Seq { index } => full.push(Segment::Index(*index)),
+                        serde_path_to_error::Segment::Map { key } => {
+                            full.push(Segment::Key(key.clone()))
+                        }
+                        serde_path_to_error::Segment::Seq { index } => {
+                            full.push(Segment::Index(*index))
+                        }
                         _ => {}
                     }
                 }
                 let message = error.into_inner().to_string();
-                let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+                let message = message
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or(&message)
+                    .to_owned();
                 self.error_at_value(&full, message, None);
                 None
             }
@@ -199,7 +221,14 @@ impl Checker<'_> {
 
     fn check_fields_keys(&mut self, path: &[Segment], value: &Value, what: &str) -> bool {
         let Value::Mapping(fields) = value else {
-            self.error_at_value(path, format!("expected {what} (a mapping of name to type), found {}", describe(value)), None);
+            self.error_at_value(
+                path,
+                format!(
+                    "expected {what} (a mapping of name to type), found {}",
+                    describe(value)
+                ),
+                None,
+            );
             return false;
         };
         let mut ok = true;
@@ -211,15 +240,24 @@ impl Checker<'_> {
                 Value::Mapping(m) => {
                     ok &= self.check_keys::<FieldSpec>(&path, field, "a field definition");
                     if !m.contains_key("type") {
-                        self.error_at_key(&path, format!("`{name}` has no `type`"), Some("add `type: <type expression>`".into()));
+                        self.error_at_key(
+                            &path,
+                            format!("`{name}` has no `type`"),
+                            Some("add `type: <type expression>`".into()),
+                        );
                         ok = false;
                     }
                 }
                 other => {
                     self.error_at_value(
                         &path,
-                        format!("expected a type expression or a field definition, found {}", describe(other)),
-                        Some("write `name: string` or `name: {type: string, default: \"…\"}`".into()),
+                        format!(
+                            "expected a type expression or a field definition, found {}",
+                            describe(other)
+                        ),
+                        Some(
+                            "write `name: string` or `name: {type: string, default: \"…\"}`".into(),
+                        ),
                     );
                     ok = false;
                 }
@@ -230,18 +268,25 @@ impl Checker<'_> {
 
     fn schema(&mut self, root: &Value, source_name: &str) -> Option<Model> {
         let root_path: KeyPath = Vec::new();
-        if !self.check_keys::<SchemaFile>(&root_path, root, "the schema file") && !root.is_mapping() {
+        if !self.check_keys::<SchemaFile>(&root_path, root, "the schema file") && !root.is_mapping()
+        {
             return None;
         }
         match root.get("version") {
-            None => self.error_at_key(&root_path, "the schema has no `version`", Some("add `version: 1` at the top of the file".into())),
+            None => self.error_at_key(
+                &root_path,
+                "the schema has no `version`",
+                Some("add `version: 1` at the top of the file".into()),
+            ),
             Some(Value::Number(n)) if n.as_u64() == Some(SCHEMA_VERSION) => {}
             Some(other) => {
                 let shown = serde_yaml::to_string(other).unwrap_or_default();
                 self.error_at_value(
                     &child(&root_path, "version"),
                     format!("unsupported schema version `{}`", shown.trim()),
-                    Some(format!("this celerity-codegen reads version {SCHEMA_VERSION}")),
+                    Some(format!(
+                        "this celerity-codegen reads version {SCHEMA_VERSION}"
+                    )),
                 );
             }
         }
@@ -304,7 +349,11 @@ impl Checker<'_> {
             Some(Value::Mapping(entries)) => {
                 for (key, value) in entries {
                     let Some(key) = key.as_str() else {
-                        self.error_at_value(&section_path, format!("the keys of `{section}` must be strings"), None);
+                        self.error_at_value(
+                            &section_path,
+                            format!("the keys of `{section}` must be strings"),
+                            None,
+                        );
                         continue;
                     };
                     let path = child(&section_path, key);
@@ -315,23 +364,46 @@ impl Checker<'_> {
                     }
                 }
             }
-            Some(other) => self.error_at_value(&section_path, format!("expected `{section}` to be a mapping, found {}", describe(other)), None),
+            Some(other) => self.error_at_value(
+                &section_path,
+                format!(
+                    "expected `{section}` to be a mapping, found {}",
+                    describe(other)
+                ),
+                None,
+            ),
         }
         out
     }
 
     /// Parses a type expression, reporting syntax errors at the character they occur.
-    fn type_expr(&mut self, path: &[Segment], text: &str, table: &HashMap<String, Named>) -> Option<TypeExpr> {
+    fn type_expr(
+        &mut self,
+        path: &[Segment],
+        text: &str,
+        table: &HashMap<String, Named>,
+    ) -> Option<TypeExpr> {
         let expr = match types::parse(text) {
             Ok(expr) => expr,
             Err(error) => {
                 let mut position = self.locations.value(path);
-                let line = self.source.lines().nth(position.line.saturating_sub(1)).unwrap_or("");
-                let quoted = matches!(line.chars().nth(position.column.saturating_sub(1)), Some('"' | '\''));
+                let line = self
+                    .source
+                    .lines()
+                    .nth(position.line.saturating_sub(1))
+                    .unwrap_or("");
+                let quoted = matches!(
+                    line.chars().nth(position.column.saturating_sub(1)),
+                    Some('"' | '\'')
+                );
                 position.column += error.offset + usize::from(quoted);
                 self.diagnostics.push(
-                    Diagnostic::new(position, display_path(path), format!("invalid type `{text}`: {}", error.message))
-                        .with_optional_help(error.help),
+                    Diagnostic::new(
+                        position,
+                        display_path(path),
+                        format!("invalid type `{text}`: {}", error.message),
+                    )
+                    .with_optional_help(error.help),
                 );
                 return None;
             }
@@ -369,14 +441,21 @@ impl Checker<'_> {
                 }
             };
             if let Some(first) = rust_names.insert(rust.clone(), key.clone()) {
-                self.error_at_key(path, format!("types `{first}` and `{key}` both become the Rust type `{rust}`"), Some("rename one of them".into()));
+                self.error_at_key(
+                    path,
+                    format!("types `{first}` and `{key}` both become the Rust type `{rust}`"),
+                    Some("rename one of them".into()),
+                );
             }
             let named = match (&def.fields, &def.variants) {
                 (Some(_), Some(_)) | (None, None) => {
                     self.error_at_key(path, format!("type `{key}` must have either `fields` (a struct) or `enum` (a string enum)"), Some("a struct: `fields: {name: string}`; an enum: `enum: [low, high]`".into()));
                     continue;
                 }
-                (Some(_), None) => Named::Struct { rust, fields: IndexMap::new() },
+                (Some(_), None) => Named::Struct {
+                    rust,
+                    fields: IndexMap::new(),
+                },
                 (None, Some(values)) => {
                     let variants = self.variants(&child(path, "enum"), values);
                     Named::Enum { rust, variants }
@@ -391,7 +470,11 @@ impl Checker<'_> {
             let mut resolved = IndexMap::new();
             for (name, field) in fields {
                 let field_path = child(&child(path, "fields"), name);
-                let type_path = if matches!(field, FieldDef::Full(_)) { child(&field_path, "type") } else { field_path };
+                let type_path = if matches!(field, FieldDef::Full(_)) {
+                    child(&field_path, "type")
+                } else {
+                    field_path
+                };
                 if let Some(expr) = self.type_expr(&type_path, field.ty(), &snapshot) {
                     resolved.insert(name.clone(), (expr, field.default().is_some()));
                 }
@@ -427,7 +510,11 @@ impl Checker<'_> {
     }
 
     /// A struct that contains itself without a list or map in between has infinite size.
-    fn check_recursion(&mut self, types: &[(KeyPath, String, TypeDef)], table: &HashMap<String, Named>) {
+    fn check_recursion(
+        &mut self,
+        types: &[(KeyPath, String, TypeDef)],
+        table: &HashMap<String, Named>,
+    ) {
         fn direct(expr: &TypeExpr) -> Option<&str> {
             match expr {
                 TypeExpr::Named(name) => Some(name),
@@ -439,7 +526,9 @@ impl Checker<'_> {
             let mut stack = vec![(key.as_str(), vec![key.as_str()])];
             let mut visited = std::collections::HashSet::new();
             while let Some((name, trail)) = stack.pop() {
-                let Some(Named::Struct { fields, .. }) = table.get(name) else { continue };
+                let Some(Named::Struct { fields, .. }) = table.get(name) else {
+                    continue;
+                };
                 for (expr, _) in fields.values() {
                     let Some(next) = direct(expr) else { continue };
                     if next == key {
@@ -456,7 +545,11 @@ impl Checker<'_> {
         }
     }
 
-    fn named_types(&mut self, types: &[(KeyPath, String, TypeDef)], table: &HashMap<String, Named>) -> (Vec<StructModel>, Vec<EnumModel>) {
+    fn named_types(
+        &mut self,
+        types: &[(KeyPath, String, TypeDef)],
+        table: &HashMap<String, Named>,
+    ) -> (Vec<StructModel>, Vec<EnumModel>) {
         let mut structs = Vec::new();
         let mut enums = Vec::new();
         for (path, key, def) in types {
@@ -464,14 +557,21 @@ impl Checker<'_> {
                 Some(Named::Struct { rust, .. }) => {
                     let fields = def.fields.as_ref().expect("a struct has fields");
                     let fields = self.fields(&child(path, "fields"), rust, fields, table);
-                    structs.push(StructModel { name: rust.clone(), doc: doc_lines(def.description.as_deref()), fields });
+                    structs.push(StructModel {
+                        name: rust.clone(),
+                        doc: doc_lines(def.description.as_deref()),
+                        fields,
+                    });
                 }
                 Some(Named::Enum { rust, variants }) => enums.push(EnumModel {
                     name: rust.clone(),
                     doc: doc_lines(def.description.as_deref()),
                     variants: variants
                         .iter()
-                        .map(|(name, wire)| VariantModel { name: name.clone(), wire_literal: literal(wire) })
+                        .map(|(name, wire)| VariantModel {
+                            name: name.clone(),
+                            wire_literal: literal(wire),
+                        })
                         .collect(),
                 }),
                 None => {}
@@ -481,7 +581,13 @@ impl Checker<'_> {
     }
 
     /// Builds the fields of a struct (a named type or an argument struct).
-    fn fields(&mut self, path: &[Segment], owner: &str, fields: &IndexMap<String, FieldDef>, table: &HashMap<String, Named>) -> Vec<FieldModel> {
+    fn fields(
+        &mut self,
+        path: &[Segment],
+        owner: &str,
+        fields: &IndexMap<String, FieldDef>,
+        table: &HashMap<String, Named>,
+    ) -> Vec<FieldModel> {
         let mut out = Vec::new();
         let mut seen: HashMap<String, &str> = HashMap::new();
         for (wire, field) in fields {
@@ -494,20 +600,42 @@ impl Checker<'_> {
                 }
             };
             if let Some(first) = seen.insert(name.clone(), wire) {
-                self.error_at_key(&field_path, format!("`{first}` and `{wire}` both become the Rust field `{name}`"), Some("rename one of them".into()));
+                self.error_at_key(
+                    &field_path,
+                    format!("`{first}` and `{wire}` both become the Rust field `{name}`"),
+                    Some("rename one of them".into()),
+                );
             }
-            let type_path = if matches!(field, FieldDef::Full(_)) { child(&field_path, "type") } else { field_path.clone() };
-            let Some(expr) = self.type_expr(&type_path, field.ty(), table) else { continue };
+            let type_path = if matches!(field, FieldDef::Full(_)) {
+                child(&field_path, "type")
+            } else {
+                field_path.clone()
+            };
+            let Some(expr) = self.type_expr(&type_path, field.ty(), table) else {
+                continue;
+            };
             let (default_fn, default_expr) = match field.default() {
                 Some(value) => {
                     let default_path = child(&field_path, "default");
                     match check_value(value, &expr, table) {
                         Ok(()) => {
-                            let function = format!("__default_{}_{}", names::snake_case(owner).unwrap_or_default().trim_start_matches("r#"), names::bare(&name));
+                            let function = format!(
+                                "__default_{}_{}",
+                                names::snake_case(owner)
+                                    .unwrap_or_default()
+                                    .trim_start_matches("r#"),
+                                names::bare(&name)
+                            );
                             (Some(function), Some(default_expr(value, &expr, table)))
                         }
                         Err(problem) => {
-                            self.error_at_value(&default_path, format!("default does not match the type `{expr}`: {problem}"), Some(format!("give a value of type `{expr}`, or remove `default`")));
+                            self.error_at_value(
+                                &default_path,
+                                format!("default does not match the type `{expr}`: {problem}"),
+                                Some(format!(
+                                    "give a value of type `{expr}`, or remove `default`"
+                                )),
+                            );
                             (None, None)
                         }
                     }
@@ -532,23 +660,40 @@ impl Checker<'_> {
         out
     }
 
-    fn tasks(&mut self, tasks: &[(KeyPath, String, TaskDef)], defaults: &TaskOptions, table: &HashMap<String, Named>) -> (Vec<TaskModel>, Vec<ComponentModel>) {
+    fn tasks(
+        &mut self,
+        tasks: &[(KeyPath, String, TaskDef)],
+        defaults: &TaskOptions,
+        table: &HashMap<String, Named>,
+    ) -> (Vec<TaskModel>, Vec<ComponentModel>) {
         let mut out = Vec::new();
         let mut wire_names: HashMap<String, (String, Position)> = HashMap::new();
         let mut methods: HashMap<String, String> = HashMap::new();
-        let type_names: HashMap<&str, &str> = table.iter().map(|(k, v)| (v.rust(), k.as_str())).collect();
+        let type_names: HashMap<&str, &str> =
+            table.iter().map(|(k, v)| (v.rust(), k.as_str())).collect();
         let mut components: IndexMap<String, Vec<TaskModel>> = IndexMap::new();
         let mut component_paths: HashMap<String, KeyPath> = HashMap::new();
 
         for (path, key, def) in tasks {
             let wire = def.name.clone().unwrap_or_else(|| key.clone());
-            let wire_path = if def.name.is_some() { child(path, "name") } else { path.clone() };
+            let wire_path = if def.name.is_some() {
+                child(path, "name")
+            } else {
+                path.clone()
+            };
             if wire.trim().is_empty() {
                 self.error_at_value(&wire_path, "a task's wire name cannot be empty", None);
             }
             let position = self.locations.key(path);
             if let Some((first, at)) = wire_names.get(&wire) {
-                self.error_at_value(&wire_path, format!("duplicate wire name `{wire}`: task `{first}` (line {}) already uses it", at.line), Some("give each task a distinct `name:`".into()));
+                self.error_at_value(
+                    &wire_path,
+                    format!(
+                        "duplicate wire name `{wire}`: task `{first}` (line {}) already uses it",
+                        at.line
+                    ),
+                    Some("give each task a distinct `name:`".into()),
+                );
             } else {
                 wire_names.insert(wire.clone(), (key.clone(), position));
             }
@@ -563,7 +708,11 @@ impl Checker<'_> {
                 }
             };
             if let Some(first) = methods.insert(method.clone(), key.clone()) {
-                self.error_at_key(path, format!("tasks `{first}` and `{key}` both become the Rust method `{method}`"), Some("rename one task's key; set `name:` to keep its wire name".into()));
+                self.error_at_key(
+                    path,
+                    format!("tasks `{first}` and `{key}` both become the Rust method `{method}`"),
+                    Some("rename one task's key; set `name:` to keep its wire name".into()),
+                );
                 continue;
             }
             let bare = names::bare(&method);
@@ -572,8 +721,16 @@ impl Checker<'_> {
                 self.error_at_key(path, format!("task `{key}` generates the argument struct `{args_name}`, which collides with type `{type_key}`"), Some(format!("rename the type `{type_key}` or the task")));
             }
 
-            let component_path = if def.component.is_some() { child(path, "component") } else { path.clone() };
-            let component_key = def.component.clone().or_else(|| defaults.component.clone()).unwrap_or_else(|| DEFAULT_COMPONENT.to_owned());
+            let component_path = if def.component.is_some() {
+                child(path, "component")
+            } else {
+                path.clone()
+            };
+            let component_key = def
+                .component
+                .clone()
+                .or_else(|| defaults.component.clone())
+                .unwrap_or_else(|| DEFAULT_COMPONENT.to_owned());
             let component = match names::pascal_case(&component_key) {
                 Ok(component) => component,
                 Err(error) => {
@@ -582,9 +739,15 @@ impl Checker<'_> {
                 }
             };
             if let Some(type_key) = type_names.get(component.as_str()) {
-                self.error_at_value(&component_path, format!("component `{component}` has the same name as type `{type_key}`"), Some("rename the component or the type".into()));
+                self.error_at_value(
+                    &component_path,
+                    format!("component `{component}` has the same name as type `{type_key}`"),
+                    Some("rename the component or the type".into()),
+                );
             }
-            component_paths.entry(component.clone()).or_insert(component_path);
+            component_paths
+                .entry(component.clone())
+                .or_insert(component_path);
 
             let args = self.fields(&child(path, "args"), &args_name, &def.args, table);
             let result = match &def.result {
@@ -595,7 +758,8 @@ impl Checker<'_> {
                 None => "()".to_owned(),
             };
             let options = merge(defaults, def.options.as_ref());
-            let spec_calls = self.spec_calls(&child(path, "options"), def.options.as_ref(), &options);
+            let spec_calls =
+                self.spec_calls(&child(path, "options"), def.options.as_ref(), &options);
             let task = TaskModel {
                 wire_literal: literal(&wire),
                 wire_name: wire.clone(),
@@ -617,7 +781,12 @@ impl Checker<'_> {
         let components = components
             .into_iter()
             .map(|(name, tasks)| ComponentModel {
-                register_fn: format!("register_{}", names::snake_case(&name).map(|n| n.trim_start_matches("r#").to_owned()).unwrap_or_default()),
+                register_fn: format!(
+                    "register_{}",
+                    names::snake_case(&name)
+                        .map(|n| n.trim_start_matches("r#").to_owned())
+                        .unwrap_or_default()
+                ),
                 name,
                 tasks,
             })
@@ -627,14 +796,32 @@ impl Checker<'_> {
 
     /// The `TaskSpec` builder calls for the merged options; errors point into the task's
     /// own `options` when the value came from there, else into `defaults`.
-    fn spec_calls(&mut self, task_path: &[Segment], own: Option<&TaskOptions>, options: &TaskOptions) -> Vec<String> {
+    fn spec_calls(
+        &mut self,
+        task_path: &[Segment],
+        own: Option<&TaskOptions>,
+        options: &TaskOptions,
+    ) -> Vec<String> {
         let defaults_path = vec![Segment::Key("defaults".into())];
-        let where_ = |key: &str, own_has: bool| if own_has { child(task_path, key) } else { child(&defaults_path, key) };
+        let where_ = |key: &str, own_has: bool| {
+            if own_has {
+                child(task_path, key)
+            } else {
+                child(&defaults_path, key)
+            }
+        };
         let own = own.cloned().unwrap_or_default();
         let mut calls = Vec::new();
-        let queue = options.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
+        let queue = options
+            .queue
+            .clone()
+            .unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
         if queue.trim().is_empty() {
-            self.error_at_value(&where_("queue", own.queue.is_some()), "a queue name cannot be empty", None);
+            self.error_at_value(
+                &where_("queue", own.queue.is_some()),
+                "a queue name cannot be empty",
+                None,
+            );
         }
         if queue != DEFAULT_QUEUE {
             calls.push(format!(".queue({})", literal(&queue)));
@@ -644,14 +831,22 @@ impl Checker<'_> {
         }
         if let Some(priority) = options.priority {
             if priority > 9 {
-                self.error_at_value(&where_("priority", own.priority.is_some()), format!("priority {priority} is out of range"), Some("use a priority from 0 to 9".into()));
+                self.error_at_value(
+                    &where_("priority", own.priority.is_some()),
+                    format!("priority {priority} is out of range"),
+                    Some("use a priority from 0 to 9".into()),
+                );
             }
             calls.push(format!(".priority({priority})"));
         }
         let mut durations = BTreeMap::new();
         for (key, value, own_has) in [
             ("expires", &options.expires, own.expires.is_some()),
-            ("soft_time_limit", &options.soft_time_limit, own.soft_time_limit.is_some()),
+            (
+                "soft_time_limit",
+                &options.soft_time_limit,
+                own.soft_time_limit.is_some(),
+            ),
             ("time_limit", &options.time_limit, own.time_limit.is_some()),
         ] {
             let Some(value) = value else { continue };
@@ -660,23 +855,38 @@ impl Checker<'_> {
                     durations.insert(key, ms);
                     calls.push(format!(".{key}({})", duration_expr(ms)));
                 }
-                Err(message) => self.error_at_value(&where_(key, own_has), message, Some(DURATION_HELP.into())),
+                Err(message) => {
+                    self.error_at_value(&where_(key, own_has), message, Some(DURATION_HELP.into()))
+                }
             }
         }
-        if let (Some(soft), Some(hard)) = (durations.get("soft_time_limit"), durations.get("time_limit")) {
+        if let (Some(soft), Some(hard)) = (
+            durations.get("soft_time_limit"),
+            durations.get("time_limit"),
+        ) {
             if soft > hard {
                 self.error_at_value(&where_("soft_time_limit", own.soft_time_limit.is_some()), "the soft time limit is longer than the hard time limit", Some("the soft limit warns the task before the hard limit aborts it: make it shorter".into()));
             }
         }
-        for (flag, value) in [("acks_late", options.acks_late), ("ignore_result", options.ignore_result), ("track_started", options.track_started)] {
+        for (flag, value) in [
+            ("acks_late", options.acks_late),
+            ("ignore_result", options.ignore_result),
+            ("track_started", options.track_started),
+        ] {
             if value == Some(true) {
                 calls.push(format!(".{flag}(true)"));
             }
         }
         if let Some(rate) = &options.rate_limit {
             match parse_rate(rate) {
-                Some((count, per)) => calls.push(format!(".rate_limit({count}, {})", duration_expr(per))),
-                None => self.error_at_value(&where_("rate_limit", own.rate_limit.is_some()), format!("invalid rate limit `{rate}`"), Some("write a count per unit: `10/s`, `100/m`, `1000/h`".into())),
+                Some((count, per)) => {
+                    calls.push(format!(".rate_limit({count}, {})", duration_expr(per)))
+                }
+                None => self.error_at_value(
+                    &where_("rate_limit", own.rate_limit.is_some()),
+                    format!("invalid rate limit `{rate}`"),
+                    Some("write a count per unit: `10/s`, `100/m`, `1000/h`".into()),
+                ),
             }
         }
         if let Some(retry) = &options.retry {
@@ -709,7 +919,11 @@ impl Checker<'_> {
         }
         if let Some(max) = retry.max_delay.as_ref().and_then(|v| duration_ms(v).ok()) {
             if max < delay_ms {
-                self.error_at_value(&child(path, "max_delay"), "`max_delay` is shorter than `delay`", Some("raise `max_delay` or lower `delay`".into()));
+                self.error_at_value(
+                    &child(path, "max_delay"),
+                    "`max_delay` is shorter than `delay`",
+                    Some("raise `max_delay` or lower `delay`".into()),
+                );
             }
         }
         match retry.backoff {
@@ -724,7 +938,11 @@ impl Checker<'_> {
                 if name.trim().is_empty() || name.contains(char::is_whitespace) {
                     let mut item = child(path, "on");
                     item.push(Segment::Index(index));
-                    self.error_at_value(&item, format!("`{name}` is not an error type name"), Some("list the `exc_type` names to retry, e.g. `ConnectionError`".into()));
+                    self.error_at_value(
+                        &item,
+                        format!("`{name}` is not an error type name"),
+                        Some("list the `exc_type` names to retry, e.g. `ConnectionError`".into()),
+                    );
                     ok = false;
                 }
             }
@@ -735,11 +953,14 @@ impl Checker<'_> {
     }
 }
 
-const DURATION_HELP: &str = "write seconds as a number, or a number with a unit: 500ms, 30s, 5m, 2h, 1d";
+const DURATION_HELP: &str =
+    "write seconds as a number, or a number with a unit: 500ms, 30s, 5m, 2h, 1d";
 
 /// Task options merged key by key: the task's own value wins over `defaults:`.
 fn merge(defaults: &TaskOptions, own: Option<&TaskOptions>) -> TaskOptions {
-    let Some(own) = own else { return defaults.clone() };
+    let Some(own) = own else {
+        return defaults.clone();
+    };
     let retry = match (&defaults.retry, &own.retry) {
         (Some(base), Some(own)) => Some(RetrySpec {
             max_retries: own.max_retries.or(base.max_retries),
@@ -754,27 +975,46 @@ fn merge(defaults: &TaskOptions, own: Option<&TaskOptions>) -> TaskOptions {
     TaskOptions {
         component: own.component.clone().or_else(|| defaults.component.clone()),
         queue: own.queue.clone().or_else(|| defaults.queue.clone()),
-        routing_key: own.routing_key.clone().or_else(|| defaults.routing_key.clone()),
+        routing_key: own
+            .routing_key
+            .clone()
+            .or_else(|| defaults.routing_key.clone()),
         priority: own.priority.or(defaults.priority),
         retry,
         expires: own.expires.clone().or_else(|| defaults.expires.clone()),
-        soft_time_limit: own.soft_time_limit.clone().or_else(|| defaults.soft_time_limit.clone()),
-        time_limit: own.time_limit.clone().or_else(|| defaults.time_limit.clone()),
+        soft_time_limit: own
+            .soft_time_limit
+            .clone()
+            .or_else(|| defaults.soft_time_limit.clone()),
+        time_limit: own
+            .time_limit
+            .clone()
+            .or_else(|| defaults.time_limit.clone()),
         acks_late: own.acks_late.or(defaults.acks_late),
         ignore_result: own.ignore_result.or(defaults.ignore_result),
         track_started: own.track_started.or(defaults.track_started),
-        rate_limit: own.rate_limit.clone().or_else(|| defaults.rate_limit.clone()),
+        rate_limit: own
+            .rate_limit
+            .clone()
+            .or_else(|| defaults.rate_limit.clone()),
     }
 }
 
 /// A duration in milliseconds: a number of seconds, or `500ms`, `30s`, `5m`, `2h`, `1d`.
 pub fn duration_ms(value: &Value) -> Result<u64, String> {
-    let shown = || serde_yaml::to_string(value).unwrap_or_default().trim().to_owned();
+    let shown = || {
+        serde_yaml::to_string(value)
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
     let (number, unit_ms) = match value {
         Value::Number(n) => (n.as_f64().unwrap_or(-1.0), 1000.0),
         Value::String(text) => {
             let text = text.trim();
-            let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+            let split = text
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(text.len());
             let (digits, unit) = text.split_at(split);
             let unit_ms = match unit.trim() {
                 "ms" => 1.0,
@@ -782,17 +1022,30 @@ pub fn duration_ms(value: &Value) -> Result<u64, String> {
                 "m" => 60_000.0,
                 "h" => 3_600_000.0,
                 "d" => 86_400_000.0,
-                _ => return Err(format!("invalid duration `{text}`: unknown unit `{}`", unit.trim())),
+                _ => {
+                    return Err(format!(
+                        "invalid duration `{text}`: unknown unit `{}`",
+                        unit.trim()
+                    ));
+                }
             };
             match digits.parse::<f64>() {
                 Ok(number) => (number, unit_ms),
                 Err(_) => return Err(format!("invalid duration `{text}`")),
             }
         }
-        _ => return Err(format!("invalid duration `{}`: expected a number or a string", shown())),
+        _ => {
+            return Err(format!(
+                "invalid duration `{}`: expected a number or a string",
+                shown()
+            ));
+        }
     };
     if !(number.is_finite() && number >= 0.0) {
-        return Err(format!("invalid duration `{}`: it must be a positive number", shown()));
+        return Err(format!(
+            "invalid duration `{}`: it must be a positive number",
+            shown()
+        ));
     }
     Ok((number * unit_ms).round() as u64)
 }
@@ -842,12 +1095,18 @@ fn rust_type(expr: &TypeExpr, table: &HashMap<String, Named>) -> String {
             "::std::collections::BTreeMap<::std::string::String, {}>",
             rust_type(inner, table)
         ),
-        TypeExpr::Named(name) => table.get(name).map_or(name.clone(), |n| n.rust().to_owned()),
+        TypeExpr::Named(name) => table
+            .get(name)
+            .map_or(name.clone(), |n| n.rust().to_owned()),
     }
 }
 
 /// Checks that a YAML default value fits a type; returns what is wrong otherwise.
-fn check_value(value: &Value, expr: &TypeExpr, table: &HashMap<String, Named>) -> Result<(), String> {
+fn check_value(
+    value: &Value,
+    expr: &TypeExpr,
+    table: &HashMap<String, Named>,
+) -> Result<(), String> {
     let found = || format!("found {}", describe(value));
     match expr {
         TypeExpr::Optional(inner) => match value {
@@ -874,7 +1133,10 @@ fn check_value(value: &Value, expr: &TypeExpr, table: &HashMap<String, Named>) -
                     let values: Vec<&str> = variants.iter().map(|(_, w)| w.as_str()).collect();
                     Err(format!("`{text}` is not one of {}", values.join(", ")))
                 }
-                None => Err(format!("expected one of the values of `{name}`, {}", found())),
+                None => Err(format!(
+                    "expected one of the values of `{name}`, {}",
+                    found()
+                )),
             },
             Some(Named::Struct { fields, .. }) => {
                 let Value::Mapping(entries) = value else {
@@ -888,7 +1150,8 @@ fn check_value(value: &Value, expr: &TypeExpr, table: &HashMap<String, Named>) -
                 }
                 for (field, (ty, has_default)) in fields {
                     match entries.get(field.as_str()) {
-                        Some(item) => check_value(item, ty, table).map_err(|e| format!("field `{field}`: {e}"))?,
+                        Some(item) => check_value(item, ty, table)
+                            .map_err(|e| format!("field `{field}`: {e}"))?,
                         None if *has_default || ty.is_optional() => {}
                         None => return Err(format!("missing field `{field}` of `{name}`")),
                     }
@@ -904,8 +1167,13 @@ fn check_value(value: &Value, expr: &TypeExpr, table: &HashMap<String, Named>) -
 fn check_scalar(value: &Value, scalar: Scalar) -> Result<(), String> {
     let found = format!("found {}", describe(value));
     let integer = |min: i128, max: i128, name: &str| -> Result<(), String> {
-        let Value::Number(n) = value else { return Err(format!("expected {name}, {found}")) };
-        let v = n.as_i64().map(i128::from).or_else(|| n.as_u64().map(i128::from));
+        let Value::Number(n) = value else {
+            return Err(format!("expected {name}, {found}"));
+        };
+        let v = n
+            .as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from));
         match v {
             Some(v) if (min..=max).contains(&v) => Ok(()),
             Some(v) => Err(format!("{v} does not fit in {name}")),
@@ -920,7 +1188,10 @@ fn check_scalar(value: &Value, scalar: Scalar) -> Result<(), String> {
         }
     };
     match scalar {
-        Scalar::Bool => value.as_bool().map(|_| ()).ok_or(format!("expected a boolean, {found}")),
+        Scalar::Bool => value
+            .as_bool()
+            .map(|_| ())
+            .ok_or(format!("expected a boolean, {found}")),
         Scalar::I32 => integer(i32::MIN.into(), i32::MAX.into(), "i32"),
         Scalar::I64 => integer(i64::MIN.into(), i64::MAX.into(), "i64"),
         Scalar::U32 => integer(0, u32::MAX.into(), "u32"),
@@ -929,20 +1200,29 @@ fn check_scalar(value: &Value, scalar: Scalar) -> Result<(), String> {
             Value::Number(_) => Ok(()),
             _ => Err(format!("expected a number, {found}")),
         },
-        Scalar::String => value.as_str().map(|_| ()).ok_or(format!("expected a string, {found}")),
+        Scalar::String => value
+            .as_str()
+            .map(|_| ())
+            .ok_or(format!("expected a string, {found}")),
         Scalar::Json => Ok(()),
         Scalar::Bytes => text("base64 text", |s| {
             s.len() % 4 == 0
-                && s.trim_end_matches('=').chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+                && s.trim_end_matches('=')
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
         }),
         Scalar::Uuid => text("a UUID", |s| {
             let groups: Vec<&str> = s.split('-').collect();
             groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
-                && groups.iter().all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+                && groups
+                    .iter()
+                    .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
         }),
         Scalar::Date => text("a date (YYYY-MM-DD)", is_date),
         Scalar::DateTime => text("a date-time with an offset (2026-01-31T12:00:00Z)", |s| {
-            let Some((date, time)) = s.split_once('T') else { return false };
+            let Some((date, time)) = s.split_once('T') else {
+                return false;
+            };
             let zoned = time.ends_with('Z') || time.rfind(['+', '-']).is_some_and(|i| i >= 8);
             is_date(date) && time.len() >= 8 && time.as_bytes()[2] == b':' && zoned
         }),
@@ -961,16 +1241,38 @@ fn is_date(s: &str) -> bool {
 fn default_expr(value: &Value, expr: &TypeExpr, table: &HashMap<String, Named>) -> String {
     match (expr, value) {
         (TypeExpr::Optional(_), Value::Null) => "::core::option::Option::None".into(),
-        (TypeExpr::Optional(inner), _) => format!("::core::option::Option::Some({})", default_expr(value, inner, table)),
+        (TypeExpr::Optional(inner), _) => format!(
+            "::core::option::Option::Some({})",
+            default_expr(value, inner, table)
+        ),
         (TypeExpr::Scalar(Scalar::Bool), Value::Bool(b)) => b.to_string(),
-        (TypeExpr::Scalar(Scalar::F64), Value::Number(n)) => format!("{:?}_f64", n.as_f64().unwrap_or_default()),
-        (TypeExpr::Scalar(Scalar::I32 | Scalar::I64 | Scalar::U32 | Scalar::U64), Value::Number(n)) => n.to_string(),
-        (TypeExpr::Scalar(Scalar::String), Value::String(s)) => format!("::std::string::String::from({})", literal(s)),
-        (TypeExpr::List(_), Value::Sequence(items)) if items.is_empty() => "::std::vec::Vec::new()".into(),
-        (TypeExpr::Map(_), Value::Mapping(entries)) if entries.is_empty() => "::std::collections::BTreeMap::new()".into(),
-        (TypeExpr::Named(name), Value::String(s)) if matches!(table.get(name), Some(Named::Enum { .. })) => {
-            let Some(Named::Enum { rust, variants }) = table.get(name) else { unreachable!() };
-            let variant = variants.iter().find(|(_, wire)| wire == s).map(|(v, _)| v.as_str()).unwrap_or_default();
+        (TypeExpr::Scalar(Scalar::F64), Value::Number(n)) => {
+            format!("{:?}_f64", n.as_f64().unwrap_or_default())
+        }
+        (
+            TypeExpr::Scalar(Scalar::I32 | Scalar::I64 | Scalar::U32 | Scalar::U64),
+            Value::Number(n),
+        ) => n.to_string(),
+        (TypeExpr::Scalar(Scalar::String), Value::String(s)) => {
+            format!("::std::string::String::from({})", literal(s))
+        }
+        (TypeExpr::List(_), Value::Sequence(items)) if items.is_empty() => {
+            "::std::vec::Vec::new()".into()
+        }
+        (TypeExpr::Map(_), Value::Mapping(entries)) if entries.is_empty() => {
+            "::std::collections::BTreeMap::new()".into()
+        }
+        (TypeExpr::Named(name), Value::String(s))
+            if matches!(table.get(name), Some(Named::Enum { .. })) =>
+        {
+            let Some(Named::Enum { rust, variants }) = table.get(name) else {
+                unreachable!()
+            };
+            let variant = variants
+                .iter()
+                .find(|(_, wire)| wire == s)
+                .map(|(v, _)| v.as_str())
+                .unwrap_or_default();
             format!("{rust}::{variant}")
         }
         _ => {

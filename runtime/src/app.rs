@@ -48,7 +48,11 @@ impl App {
     /// An app on shared broker and backend handles.
     pub fn from_parts(broker: Arc<dyn Broker>, backend: Arc<dyn ResultBackend>) -> App {
         let client = Client::new(broker.clone(), backend.clone());
-        App { broker, backend, client }
+        App {
+            broker,
+            backend,
+            client,
+        }
     }
 
     /// An app configured by URL: `memory://` for both is the embedded default.
@@ -68,7 +72,8 @@ impl App {
     /// `CELERITY_RESULT_BACKEND` (Celery's setting names), defaulting to `memory://`.
     pub fn from_env() -> Result<App> {
         let broker = std::env::var("CELERITY_BROKER_URL").unwrap_or_else(|_| "memory://".into());
-        let backend = std::env::var("CELERITY_RESULT_BACKEND").unwrap_or_else(|_| "memory://".into());
+        let backend =
+            std::env::var("CELERITY_RESULT_BACKEND").unwrap_or_else(|_| "memory://".into());
         App::from_urls(&broker, &backend)
     }
 
@@ -96,13 +101,20 @@ impl App {
 fn scheme(url: &str) -> Result<&str> {
     url.split_once("://")
         .map(|(scheme, _)| scheme)
-        .ok_or_else(|| Error::new(ErrorKind::Config, format!("`{url}` is not a URL (expected scheme://…)")))
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                format!("`{url}` is not a URL (expected scheme://…)"),
+            )
+        })
 }
 
 fn unsupported(what: &str, scheme: &str, url: &str) -> Error {
     let shown = url.split('@').next_back().unwrap_or(url);
     Error::new(
         ErrorKind::Config,
-        format!("unsupported {what} scheme `{scheme}` in `…{shown}`; this build supports memory://"),
+        format!(
+            "unsupported {what} scheme `{scheme}` in `…{shown}`; this build supports memory://"
+        ),
     )
 }

@@ -15,7 +15,9 @@ use uuid::Uuid;
 use crate::backend::ResultBackend;
 use crate::broker::Broker;
 use crate::error::{Error, ErrorKind, Result};
-use crate::protocol::{Embed, ExceptionInfo, Headers, Properties, ResultMeta, TaskMessage, TaskState, py_repr};
+use crate::protocol::{
+    Embed, ExceptionInfo, Headers, Properties, ResultMeta, TaskMessage, TaskState, py_repr,
+};
 use crate::spec::TaskSpec;
 
 /// Sends tasks and opens their results. Cheap to clone; clones share connections.
@@ -97,14 +99,28 @@ impl Client {
     }
 
     /// Builds the protocol v2 message for a task, with every header Celery sets.
-    pub fn message(&self, spec: &TaskSpec, args: Vec<Value>, kwargs: Map<String, Value>, options: &SendOptions) -> TaskMessage {
-        let id = options.task_id.clone().unwrap_or_else(|| Uuid::new_v4().to_string());
+    pub fn message(
+        &self,
+        spec: &TaskSpec,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+        options: &SendOptions,
+    ) -> TaskMessage {
+        let id = options
+            .task_id
+            .clone()
+            .unwrap_or_else(|| Uuid::new_v4().to_string());
         let now = Utc::now();
-        let eta = options
-            .eta
-            .or_else(|| options.countdown.map(|d| now + chrono::Duration::from_std(d).unwrap_or_default()));
+        let eta = options.eta.or_else(|| {
+            options
+                .countdown
+                .map(|d| now + chrono::Duration::from_std(d).unwrap_or_default())
+        });
         let expires_at = options.expires_at.or_else(|| {
-            options.expires.or(spec.expires).map(|d| now + chrono::Duration::from_std(d).unwrap_or_default())
+            options
+                .expires
+                .or(spec.expires)
+                .map(|d| now + chrono::Duration::from_std(d).unwrap_or_default())
         });
         let priority = options.priority.or(spec.priority);
         let (parent_id, root_id) = match &self.lineage {
@@ -139,8 +155,12 @@ impl Client {
             extra: Map::new(),
         };
         let expiration = expires_at.map(|at| (at - now).num_milliseconds().max(0).to_string());
-        let Value::Array(args) = args_value else { unreachable!() };
-        let Value::Object(kwargs) = kwargs_value else { unreachable!() };
+        let Value::Array(args) = args_value else {
+            unreachable!()
+        };
+        let Value::Object(kwargs) = kwargs_value else {
+            unreachable!()
+        };
         TaskMessage {
             headers,
             properties: Properties {
@@ -158,15 +178,21 @@ impl Client {
 
     /// Publishes an already built message to `queue`.
     pub async fn publish(&self, queue: &str, message: &TaskMessage) -> Result<()> {
-        let raw = message
-            .to_raw()
-            .map_err(|e| Error::new(ErrorKind::Encode, "could not encode the task message").with_source(e))?;
+        let raw = message.to_raw().map_err(|e| {
+            Error::new(ErrorKind::Encode, "could not encode the task message").with_source(e)
+        })?;
         self.inner.broker.publish(queue, raw).await
     }
 
     /// Sends a task by name with untyped arguments: the escape hatch for tasks that are
     /// not in a schema (for example, tasks of a Python service).
-    pub async fn send_task<R>(&self, spec: &TaskSpec, args: Vec<Value>, kwargs: Map<String, Value>, options: SendOptions) -> Result<AsyncResult<R>> {
+    pub async fn send_task<R>(
+        &self,
+        spec: &TaskSpec,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+        options: SendOptions,
+    ) -> Result<AsyncResult<R>> {
         let message = self.message(spec, args, kwargs, &options);
         let queue = options.queue.as_deref().unwrap_or(spec.queue);
         self.publish(queue, &message).await?;
@@ -296,15 +322,24 @@ impl<A: Serialize + Send + 'static, R: Send + 'static> TaskCall<A, R> {
     pub fn encode_args(&self) -> Result<Vec<Value>> {
         match serde_json::to_value(&self.args) {
             Ok(Value::Object(map)) => Ok(map.into_iter().map(|(_, v)| v).collect()),
-            Ok(_) => Err(Error::new(ErrorKind::Encode, format!("arguments of `{}` are not a struct", self.spec.name))),
-            Err(e) => Err(Error::new(ErrorKind::Encode, format!("could not encode the arguments of `{}`", self.spec.name)).with_source(e)),
+            Ok(_) => Err(Error::new(
+                ErrorKind::Encode,
+                format!("arguments of `{}` are not a struct", self.spec.name),
+            )),
+            Err(e) => Err(Error::new(
+                ErrorKind::Encode,
+                format!("could not encode the arguments of `{}`", self.spec.name),
+            )
+            .with_source(e)),
         }
     }
 
     /// Publishes the task and returns its result handle.
     pub async fn send(self) -> Result<AsyncResult<R>> {
         let args = self.encode_args()?;
-        self.client.send_task(self.spec, args, Map::new(), self.options).await
+        self.client
+            .send_task(self.spec, args, Map::new(), self.options)
+            .await
     }
 }
 
@@ -404,7 +439,11 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
     /// The current state; PENDING when nothing is stored yet.
     pub async fn state(&self) -> Result<TaskState> {
-        Ok(self.backend.get(&self.id).await?.map_or(TaskState::Pending, |m| m.status))
+        Ok(self
+            .backend
+            .get(&self.id)
+            .await?
+            .map_or(TaskState::Pending, |m| m.status))
     }
 
     /// Whether the task has finished (SUCCESS, FAILURE or REVOKED).
@@ -423,7 +462,9 @@ impl<R: DeserializeOwned> AsyncResult<R> {
             .await
             .map_err(|_| ResultError::Timeout(timeout))??;
         match meta.status {
-            TaskState::Success => serde_json::from_value(meta.result).map_err(|e| ResultError::Decode(e.to_string())),
+            TaskState::Success => {
+                serde_json::from_value(meta.result).map_err(|e| ResultError::Decode(e.to_string()))
+            }
             TaskState::Revoked => Err(ResultError::Revoked(TaskFailure::from_meta(&meta))),
             _ => Err(ResultError::Failed(TaskFailure::from_meta(&meta))),
         }

@@ -35,7 +35,9 @@ mod values;
 mod worker;
 
 pub use app::App;
-pub use client::{AsyncResult, Client, FromClient, ResultError, SendOptions, TaskCall, TaskFailure};
+pub use client::{
+    AsyncResult, Client, FromClient, ResultError, SendOptions, TaskCall, TaskFailure,
+};
 pub use container::{BuildError, Component, Container, Scope};
 pub use error::{Error, ErrorKind, Result};
 pub use protocol::TaskState;

@@ -97,7 +97,9 @@ impl RetryPolicy {
     pub fn delay_for(&self, retries: u32) -> Duration {
         let delay = match self.backoff {
             Backoff::Fixed => self.delay,
-            Backoff::Exponential => self.delay.saturating_mul(2u32.saturating_pow(retries.min(31))),
+            Backoff::Exponential => self
+                .delay
+                .saturating_mul(2u32.saturating_pow(retries.min(31))),
         };
         delay.min(self.max_delay.max(self.delay))
     }

@@ -49,7 +49,9 @@ pub type TaskResult<T> = Result<T, TaskError>;
 /// `exc_type` that Celery clients see.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskError {
-    pub(crate) kind: TaskErrorKind,
+    // Boxed: every task returns `Result<T, TaskError>`, and the happy path should not
+    // pay for the size of an exception.
+    pub(crate) kind: Box<TaskErrorKind>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -73,36 +75,43 @@ impl TaskError {
     /// A failure of type `exc_type` (the name Celery clients see) with `message`.
     pub fn new(exc_type: impl Into<String>, message: impl Into<String>) -> Self {
         TaskError {
-            kind: TaskErrorKind::Failure {
+            kind: Box::new(TaskErrorKind::Failure {
                 exception: ExceptionInfo::new(exc_type, TASK_ERROR_MODULE, message),
                 traceback: None,
-            },
+            }),
         }
     }
 
     /// A failure with an explicit Python module for the exception class, e.g.
     /// `TaskError::python("ValueError", "builtins", "bad input")` arrives in Python as a
     /// real `ValueError`.
-    pub fn python(exc_type: impl Into<String>, module: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn python(
+        exc_type: impl Into<String>,
+        module: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         TaskError {
-            kind: TaskErrorKind::Failure {
+            kind: Box::new(TaskErrorKind::Failure {
                 exception: ExceptionInfo::new(exc_type, module, message),
                 traceback: None,
-            },
+            }),
         }
     }
 
     /// Asks for a retry after `countdown` (`None`: the retry policy's delay).
     pub fn retry(countdown: Option<Duration>) -> Self {
         TaskError {
-            kind: TaskErrorKind::Retry { countdown, cause: None },
+            kind: Box::new(TaskErrorKind::Retry {
+                countdown,
+                cause: None,
+            }),
         }
     }
 
     /// Adds the error that caused a retry request; stored with the RETRY state and raised
     /// as the final failure when retries run out.
     pub fn because(mut self, cause: TaskError) -> Self {
-        if let TaskErrorKind::Retry { cause: slot, .. } = &mut self.kind {
+        if let TaskErrorKind::Retry { cause: slot, .. } = &mut *self.kind {
             *slot = cause.exception().cloned();
         }
         self
@@ -110,7 +119,7 @@ impl TaskError {
 
     /// Attaches a traceback text to a failure.
     pub fn with_traceback(mut self, text: impl Into<String>) -> Self {
-        if let TaskErrorKind::Failure { traceback, .. } = &mut self.kind {
+        if let TaskErrorKind::Failure { traceback, .. } = &mut *self.kind {
             *traceback = Some(text.into());
         }
         self
@@ -118,7 +127,7 @@ impl TaskError {
 
     /// The exception of a failure (or the cause of a retry).
     pub fn exception(&self) -> Option<&ExceptionInfo> {
-        match &self.kind {
+        match &*self.kind {
             TaskErrorKind::Failure { exception, .. } => Some(exception),
             TaskErrorKind::Retry { cause, .. } => cause.as_ref(),
         }
@@ -131,16 +140,22 @@ impl TaskError {
 
     /// Whether this is a retry request.
     pub fn is_retry(&self) -> bool {
-        matches!(self.kind, TaskErrorKind::Retry { .. })
+        matches!(*self.kind, TaskErrorKind::Retry { .. })
     }
 }
 
 impl fmt::Display for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            TaskErrorKind::Failure { exception, .. } => write!(f, "{}: {}", exception.exc_type, exception.message()),
-            TaskErrorKind::Retry { countdown: Some(d), .. } => write!(f, "retry in {d:?}"),
-            TaskErrorKind::Retry { countdown: None, .. } => f.write_str("retry"),
+        match &*self.kind {
+            TaskErrorKind::Failure { exception, .. } => {
+                write!(f, "{}: {}", exception.exc_type, exception.message())
+            }
+            TaskErrorKind::Retry {
+                countdown: Some(d), ..
+            } => write!(f, "retry in {d:?}"),
+            TaskErrorKind::Retry {
+                countdown: None, ..
+            } => f.write_str("retry"),
         }
     }
 }

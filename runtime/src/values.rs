@@ -92,7 +92,8 @@ mod tests {
     fn bytes_travel_as_base64_and_read_kombu_envelopes() {
         let bytes = Bytes(b"hi".to_vec());
         assert_eq!(serde_json::to_string(&bytes).unwrap(), "\"aGk=\"");
-        let envelope: Bytes = serde_json::from_str(r#"{"__type__": "bytes", "__value__": "aGk="}"#).unwrap();
+        let envelope: Bytes =
+            serde_json::from_str(r#"{"__type__": "bytes", "__value__": "aGk="}"#).unwrap();
         assert_eq!(envelope, bytes);
         assert!(serde_json::from_str::<Bytes>("\"***\"").is_err());
     }

@@ -30,7 +30,10 @@ impl MemoryBackend {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ResultMeta>> {
         // Every operation is a single insert, read or remove: a poisoned map is consistent.
-        self.shared.results.lock().unwrap_or_else(|p| p.into_inner())
+        self.shared
+            .results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -44,7 +47,9 @@ impl ResultBackend for MemoryBackend {
     fn store<'a>(&'a self, meta: &'a ResultMeta) -> BoxFuture<'a, Result<()>> {
         {
             let mut results = self.lock();
-            let done = results.get(&meta.task_id).is_some_and(|m| m.status == TaskState::Success);
+            let done = results
+                .get(&meta.task_id)
+                .is_some_and(|m| m.status == TaskState::Success);
             if !done {
                 results.insert(meta.task_id.clone(), meta.clone());
             }

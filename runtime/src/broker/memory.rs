@@ -72,7 +72,14 @@ impl std::fmt::Debug for MemoryBroker {
 
 impl Broker for MemoryBroker {
     fn publish<'a>(&'a self, queue: &'a str, message: RawMessage) -> BoxFuture<'a, Result<()>> {
-        self.push(queue, Entry { message, redelivered: false }, false);
+        self.push(
+            queue,
+            Entry {
+                message,
+                redelivered: false,
+            },
+            false,
+        );
         Box::pin(async { Ok(()) })
     }
 
@@ -111,7 +118,12 @@ impl MemoryConsumer {
                     queue: name.clone(),
                     message: Some(entry.message.clone()),
                 };
-                return Some(Delivery::new(entry.message, name.clone(), entry.redelivered, Box::new(acker)));
+                return Some(Delivery::new(
+                    entry.message,
+                    name.clone(),
+                    entry.redelivered,
+                    Box::new(acker),
+                ));
             }
         }
         None
@@ -146,7 +158,14 @@ struct MemoryAcker {
 impl MemoryAcker {
     fn requeue(&mut self) {
         if let Some(message) = self.message.take() {
-            self.broker.push(&self.queue, Entry { message, redelivered: true }, true);
+            self.broker.push(
+                &self.queue,
+                Entry {
+                    message,
+                    redelivered: true,
+                },
+                true,
+            );
         }
     }
 }

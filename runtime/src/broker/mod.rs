@@ -53,8 +53,18 @@ impl std::fmt::Debug for Delivery {
 
 impl Delivery {
     /// A delivery settled through `acker`.
-    pub fn new(message: RawMessage, queue: String, redelivered: bool, acker: Box<dyn Acknowledger>) -> Self {
-        Delivery { message, queue, redelivered, acker }
+    pub fn new(
+        message: RawMessage,
+        queue: String,
+        redelivered: bool,
+        acker: Box<dyn Acknowledger>,
+    ) -> Self {
+        Delivery {
+            message,
+            queue,
+            redelivered,
+            acker,
+        }
     }
 
     /// Splits off the acknowledger, so the message can be settled later.

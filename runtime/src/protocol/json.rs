@@ -17,19 +17,42 @@ pub fn to_python_json(value: &impl Serialize) -> serde_json::Result<Vec<u8>> {
 struct PythonFormatter;
 
 impl Formatter for PythonFormatter {
-    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
-        if first { Ok(()) } else { writer.write_all(b", ") }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
     }
 
-    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, first: bool) -> std::io::Result<()> {
-        if first { Ok(()) } else { writer.write_all(b", ") }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
     }
 
-    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, writer: &mut W) -> std::io::Result<()> {
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
         writer.write_all(b": ")
     }
 
-    fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, fragment: &str) -> std::io::Result<()> {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
         if fragment.is_ascii() {
             return writer.write_all(fragment.as_bytes());
         }
@@ -81,7 +104,11 @@ fn repr_into(value: &Value, out: &mut String) {
         Value::Bool(false) => out.push_str("False"),
         Value::Number(n) => out.push_str(&n.to_string()),
         Value::String(s) => {
-            let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+            let quote = if s.contains('\'') && !s.contains('"') {
+                '"'
+            } else {
+                '\''
+            };
             out.push(quote);
             for c in s.chars() {
                 match c {
@@ -135,14 +162,20 @@ mod tests {
             String::from_utf8(to_python_json(&body).unwrap()).unwrap(),
             r#"[[2, 3], {"z": "\u00fc"}, {"callbacks": null}]"#
         );
-        assert_eq!(String::from_utf8(to_python_json(&json!("😀")).unwrap()).unwrap(), r#""\ud83d\ude00""#);
+        assert_eq!(
+            String::from_utf8(to_python_json(&json!("😀")).unwrap()).unwrap(),
+            r#""\ud83d\ude00""#
+        );
     }
 
     #[test]
     fn reprs_like_python() {
         assert_eq!(py_repr(&json!([2, 3]), true), "(2, 3)");
         assert_eq!(py_repr(&json!([7]), true), "(7,)");
-        assert_eq!(py_repr(&json!({"z": "ü", "ok": true, "n": null}), false), "{'z': 'ü', 'ok': True, 'n': None}");
+        assert_eq!(
+            py_repr(&json!({"z": "ü", "ok": true, "n": null}), false),
+            "{'z': 'ü', 'ok': True, 'n': None}"
+        );
         assert_eq!(py_repr(&json!(["it's"]), true), "(\"it's\",)");
     }
 }

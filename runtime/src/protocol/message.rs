@@ -258,8 +258,12 @@ impl TaskMessage {
                     ..Headers::default()
                 };
                 let embed = Embed {
-                    callbacks: v1.remove("callbacks").and_then(|v| serde_json::from_value(v).ok()),
-                    errbacks: v1.remove("errbacks").and_then(|v| serde_json::from_value(v).ok()),
+                    callbacks: v1
+                        .remove("callbacks")
+                        .and_then(|v| serde_json::from_value(v).ok()),
+                    errbacks: v1
+                        .remove("errbacks")
+                        .and_then(|v| serde_json::from_value(v).ok()),
                     chain: None,
                     chord: v1.remove("chord").filter(|v| !v.is_null()),
                 };
@@ -291,7 +295,10 @@ fn as_args(value: Value) -> Result<Vec<Value>, MessageError> {
     match value {
         Value::Array(args) => Ok(args),
         Value::Null => Ok(Vec::new()),
-        other => Err(MessageError::Invalid(format!("args is {}, expected an array", kind_of(&other)))),
+        other => Err(MessageError::Invalid(format!(
+            "args is {}, expected an array",
+            kind_of(&other)
+        ))),
     }
 }
 
@@ -299,7 +306,10 @@ fn as_kwargs(value: Value) -> Result<Map<String, Value>, MessageError> {
     match value {
         Value::Object(kwargs) => Ok(kwargs),
         Value::Null => Ok(Map::new()),
-        other => Err(MessageError::Invalid(format!("kwargs is {}, expected an object", kind_of(&other)))),
+        other => Err(MessageError::Invalid(format!(
+            "kwargs is {}, expected an object",
+            kind_of(&other)
+        ))),
     }
 }
 
@@ -340,19 +350,35 @@ mod tests {
             r#"{"task": "tasks.add", "id": "abc", "args": [1], "kwargs": {"y": 2}, "retries": 1, "eta": null}"#,
         ))
         .unwrap();
-        assert_eq!((message.task(), message.id(), message.headers.retries), ("tasks.add", "abc", 1));
+        assert_eq!(
+            (message.task(), message.id(), message.headers.retries),
+            ("tasks.add", "abc", 1)
+        );
         assert_eq!(message.kwargs["y"], json!(2));
     }
 
     #[test]
     fn rejects_what_is_not_a_task_message() {
         let headers = json!({"task": "t", "id": "1"});
-        assert_eq!(TaskMessage::from_raw(&raw(json!({}), "[1]")), Err(MessageError::Unknown));
-        assert!(matches!(TaskMessage::from_raw(&raw(headers.clone(), "[[], {}]")), Err(MessageError::Invalid(m)) if m.contains("2 elements")));
-        assert!(matches!(TaskMessage::from_raw(&raw(headers.clone(), "{not json")), Err(MessageError::Invalid(_))));
-        assert!(matches!(TaskMessage::from_raw(&raw(headers, r#"[{}, {}, {}]"#)), Err(MessageError::Invalid(m)) if m.contains("args")));
+        assert_eq!(
+            TaskMessage::from_raw(&raw(json!({}), "[1]")),
+            Err(MessageError::Unknown)
+        );
+        assert!(
+            matches!(TaskMessage::from_raw(&raw(headers.clone(), "[[], {}]")), Err(MessageError::Invalid(m)) if m.contains("2 elements"))
+        );
+        assert!(matches!(
+            TaskMessage::from_raw(&raw(headers.clone(), "{not json")),
+            Err(MessageError::Invalid(_))
+        ));
+        assert!(
+            matches!(TaskMessage::from_raw(&raw(headers, r#"[{}, {}, {}]"#)), Err(MessageError::Invalid(m)) if m.contains("args"))
+        );
         let mut pickle = raw(json!({"task": "t", "id": "1"}), "x");
         pickle.content_type = "application/x-python-serialize".into();
-        assert!(matches!(TaskMessage::from_raw(&pickle), Err(MessageError::ContentDisallowed(_))));
+        assert!(matches!(
+            TaskMessage::from_raw(&pickle),
+            Err(MessageError::ContentDisallowed(_))
+        ));
     }
 }

@@ -57,7 +57,10 @@ impl TaskState {
 
     /// Whether the task is finished (`celery.states.READY_STATES`).
     pub fn is_ready(&self) -> bool {
-        matches!(self, TaskState::Success | TaskState::Failure | TaskState::Revoked)
+        matches!(
+            self,
+            TaskState::Success | TaskState::Failure | TaskState::Revoked
+        )
     }
 }
 
@@ -93,7 +96,11 @@ pub struct ExceptionInfo {
 
 impl ExceptionInfo {
     /// An exception `exc_type` from `module` with one message argument.
-    pub fn new(exc_type: impl Into<String>, module: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        exc_type: impl Into<String>,
+        module: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         ExceptionInfo {
             exc_type: exc_type.into(),
             exc_message: Value::Array(vec![Value::String(message.into())]),
@@ -107,7 +114,10 @@ impl ExceptionInfo {
         match &self.exc_message {
             Value::Array(args) if args.len() == 1 => text_of(&args[0]),
             Value::Array(args) if args.is_empty() => String::new(),
-            Value::Array(args) => format!("({})", args.iter().map(text_of).collect::<Vec<_>>().join(", ")),
+            Value::Array(args) => format!(
+                "({})",
+                args.iter().map(text_of).collect::<Vec<_>>().join(", ")
+            ),
             other => text_of(other),
         }
     }
@@ -147,9 +157,11 @@ pub struct ResultMeta {
 impl ResultMeta {
     /// A result in `status` with `result`; `date_done` is set for ready states.
     pub fn new(task_id: impl Into<String>, status: TaskState, result: Value) -> Self {
-        let date_done = status
-            .is_ready()
-            .then(|| chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string());
+        let date_done = status.is_ready().then(|| {
+            chrono::Utc::now()
+                .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
+                .to_string()
+        });
         ResultMeta {
             status,
             result,
@@ -162,8 +174,17 @@ impl ResultMeta {
     }
 
     /// A FAILURE (or RETRY/REVOKED) result carrying `exception`.
-    pub fn exception(task_id: impl Into<String>, status: TaskState, exception: &ExceptionInfo, traceback: Option<String>) -> Self {
-        let mut meta = ResultMeta::new(task_id, status, serde_json::to_value(exception).unwrap_or(Value::Null));
+    pub fn exception(
+        task_id: impl Into<String>,
+        status: TaskState,
+        exception: &ExceptionInfo,
+        traceback: Option<String>,
+    ) -> Self {
+        let mut meta = ResultMeta::new(
+            task_id,
+            status,
+            serde_json::to_value(exception).unwrap_or(Value::Null),
+        );
         meta.traceback = traceback;
         meta
     }
@@ -181,20 +202,49 @@ mod tests {
 
     #[test]
     fn stores_failures_in_celerys_format() {
-        let meta = ResultMeta::exception("id-1", TaskState::Failure, &ExceptionInfo::new("ValueError", "builtins", "bad"), Some("Traceback".into()));
+        let meta = ResultMeta::exception(
+            "id-1",
+            TaskState::Failure,
+            &ExceptionInfo::new("ValueError", "builtins", "bad"),
+            Some("Traceback".into()),
+        );
         let json = serde_json::to_value(&meta).unwrap();
         assert_eq!(json["status"], "FAILURE");
-        assert_eq!(json["result"], json!({"exc_type": "ValueError", "exc_message": ["bad"], "exc_module": "builtins"}));
+        assert_eq!(
+            json["result"],
+            json!({"exc_type": "ValueError", "exc_message": ["bad"], "exc_module": "builtins"})
+        );
         assert_eq!(json["children"], json!([]));
         assert!(json["date_done"].as_str().unwrap().ends_with("+00:00"));
-        let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, ["status", "result", "traceback", "children", "date_done", "task_id"]);
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "status",
+                "result",
+                "traceback",
+                "children",
+                "date_done",
+                "task_id"
+            ]
+        );
     }
 
     #[test]
     fn reads_unknown_states_and_pending_without_date() {
-        let meta: ResultMeta = serde_json::from_value(json!({"status": "PROGRESS", "result": {"done": 3}, "task_id": "x"})).unwrap();
+        let meta: ResultMeta = serde_json::from_value(
+            json!({"status": "PROGRESS", "result": {"done": 3}, "task_id": "x"}),
+        )
+        .unwrap();
         assert_eq!(meta.status, TaskState::Other("PROGRESS".into()));
-        assert_eq!(ResultMeta::new("x", TaskState::Started, json!(null)).date_done, None);
+        assert_eq!(
+            ResultMeta::new("x", TaskState::Started, json!(null)).date_done,
+            None
+        );
     }
 }

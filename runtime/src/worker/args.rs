@@ -23,7 +23,11 @@ fn quoted_list(names: &[&str]) -> String {
 
 /// Binds `args` and `kwargs` to the task's parameters, then decodes them as `A`.
 /// Missing, extra, duplicated and ill-typed arguments fail like a Python call would.
-pub fn decode_args<A: DeserializeOwned>(spec: &TaskSpec, args: Vec<Value>, kwargs: Map<String, Value>) -> Result<A, TaskError> {
+pub fn decode_args<A: DeserializeOwned>(
+    spec: &TaskSpec,
+    args: Vec<Value>,
+    kwargs: Map<String, Value>,
+) -> Result<A, TaskError> {
     let name = spec.name;
     if args.len() > spec.args.len() {
         let expected = spec.args.len();
@@ -40,10 +44,14 @@ pub fn decode_args<A: DeserializeOwned>(spec: &TaskSpec, args: Vec<Value>, kwarg
     }
     for (key, value) in kwargs {
         if !spec.args.iter().any(|p| p.name == key) {
-            return Err(type_error(format!("{name}() got an unexpected keyword argument '{key}'")));
+            return Err(type_error(format!(
+                "{name}() got an unexpected keyword argument '{key}'"
+            )));
         }
         if bound.contains_key(&key) {
-            return Err(type_error(format!("{name}() got multiple values for argument '{key}'")));
+            return Err(type_error(format!(
+                "{name}() got multiple values for argument '{key}'"
+            )));
         }
         bound.insert(key, value);
     }
@@ -65,7 +73,11 @@ pub fn decode_args<A: DeserializeOwned>(spec: &TaskSpec, args: Vec<Value>, kwarg
         let path = error.path().to_string();
         let argument = path.split(['.', '[']).next().unwrap_or(&path).to_owned();
         let inner = error.into_inner();
-        let location = if path == argument { String::new() } else { format!(" (at {path})") };
+        let location = if path == argument {
+            String::new()
+        } else {
+            format!(" (at {path})")
+        };
         type_error(format!("{name}() argument '{argument}'{location}: {inner}"))
     })
 }
@@ -79,7 +91,11 @@ mod tests {
 
     static SPEC: TaskSpec = TaskSpec::new(
         "tasks.add",
-        &[ArgSpec::new("x", true), ArgSpec::new("y", true), ArgSpec::new("scale", false)],
+        &[
+            ArgSpec::new("x", true),
+            ArgSpec::new("y", true),
+            ArgSpec::new("scale", false),
+        ],
     );
 
     #[derive(Debug, Deserialize, PartialEq)]
@@ -96,23 +112,61 @@ mod tests {
 
     fn decode(args: Value, kwargs: Value) -> Result<AddArgs, String> {
         let Value::Array(args) = args else { panic!() };
-        let Value::Object(kwargs) = kwargs else { panic!() };
+        let Value::Object(kwargs) = kwargs else {
+            panic!()
+        };
         decode_args(&SPEC, args, kwargs).map_err(|e| e.to_string())
     }
 
     #[test]
     fn binds_positional_keyword_and_defaulted_arguments() {
-        assert_eq!(decode(json!([1, 2]), json!({})), Ok(AddArgs { x: 1, y: 2, scale: 1 }));
-        assert_eq!(decode(json!([]), json!({"y": 2, "x": 1, "scale": 3})), Ok(AddArgs { x: 1, y: 2, scale: 3 }));
-        assert_eq!(decode(json!([1]), json!({"y": 2})), Ok(AddArgs { x: 1, y: 2, scale: 1 }));
+        assert_eq!(
+            decode(json!([1, 2]), json!({})),
+            Ok(AddArgs {
+                x: 1,
+                y: 2,
+                scale: 1
+            })
+        );
+        assert_eq!(
+            decode(json!([]), json!({"y": 2, "x": 1, "scale": 3})),
+            Ok(AddArgs {
+                x: 1,
+                y: 2,
+                scale: 3
+            })
+        );
+        assert_eq!(
+            decode(json!([1]), json!({"y": 2})),
+            Ok(AddArgs {
+                x: 1,
+                y: 2,
+                scale: 1
+            })
+        );
     }
 
     #[test]
     fn rejects_calls_python_would_reject() {
-        assert_eq!(decode(json!([1, 2, 3, 4]), json!({})).unwrap_err(), "TypeError: tasks.add() takes 3 positional arguments but 4 were given");
-        assert_eq!(decode(json!([1]), json!({"x": 2})).unwrap_err(), "TypeError: tasks.add() got multiple values for argument 'x'");
-        assert_eq!(decode(json!([1, 2]), json!({"z": 2})).unwrap_err(), "TypeError: tasks.add() got an unexpected keyword argument 'z'");
-        assert_eq!(decode(json!([]), json!({})).unwrap_err(), "TypeError: tasks.add() missing 2 required arguments: 'x' and 'y'");
-        assert_eq!(decode(json!(["one", 2]), json!({})).unwrap_err(), "TypeError: tasks.add() argument 'x': invalid type: string \"one\", expected i64");
+        assert_eq!(
+            decode(json!([1, 2, 3, 4]), json!({})).unwrap_err(),
+            "TypeError: tasks.add() takes 3 positional arguments but 4 were given"
+        );
+        assert_eq!(
+            decode(json!([1]), json!({"x": 2})).unwrap_err(),
+            "TypeError: tasks.add() got multiple values for argument 'x'"
+        );
+        assert_eq!(
+            decode(json!([1, 2]), json!({"z": 2})).unwrap_err(),
+            "TypeError: tasks.add() got an unexpected keyword argument 'z'"
+        );
+        assert_eq!(
+            decode(json!([]), json!({})).unwrap_err(),
+            "TypeError: tasks.add() missing 2 required arguments: 'x' and 'y'"
+        );
+        assert_eq!(
+            decode(json!(["one", 2]), json!({})).unwrap_err(),
+            "TypeError: tasks.add() argument 'x': invalid type: string \"one\", expected i64"
+        );
     }
 }

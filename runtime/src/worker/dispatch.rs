@@ -24,12 +24,22 @@ pub trait Invoke<C>: Sized + Send + 'static {
     type Output: Serialize + Send + 'static;
 
     /// Runs the task on `component`.
-    fn invoke<'a>(self, component: &'a C, ctx: &'a TaskContext) -> impl Future<Output = TaskResult<Self::Output>> + Send + 'a;
+    fn invoke<'a>(
+        self,
+        component: &'a C,
+        ctx: &'a TaskContext,
+    ) -> impl Future<Output = TaskResult<Self::Output>> + Send + 'a;
 }
 
 /// A type-erased task runner.
 pub(crate) trait Handler: Send + Sync {
-    fn run(&self, container: Arc<Container>, ctx: TaskContext, args: Vec<Value>, kwargs: Map<String, Value>) -> BoxFuture<'static, TaskResult<Value>>;
+    fn run(
+        &self,
+        container: Arc<Container>,
+        ctx: TaskContext,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    ) -> BoxFuture<'static, TaskResult<Value>>;
 }
 
 struct TypedHandler<C, A> {
@@ -42,18 +52,29 @@ where
     C: Component,
     A: Invoke<C> + DeserializeOwned,
 {
-    fn run(&self, container: Arc<Container>, ctx: TaskContext, args: Vec<Value>, kwargs: Map<String, Value>) -> BoxFuture<'static, TaskResult<Value>> {
+    fn run(
+        &self,
+        container: Arc<Container>,
+        ctx: TaskContext,
+        args: Vec<Value>,
+        kwargs: Map<String, Value>,
+    ) -> BoxFuture<'static, TaskResult<Value>> {
         let spec = self.spec;
         Box::pin(async move {
             let args: A = decode_args(spec, args, kwargs)?;
-            let scope = Scope { container: &container, context: &ctx };
+            let scope = Scope {
+                container: &container,
+                context: &ctx,
+            };
             let component = C::build(&scope)
                 .await
                 .map_err(|e| TaskError::new("ComponentBuildError", e.to_string()))?;
             let outcome = args.invoke(&component, &ctx).await;
             component.cleanup().await;
             let value = outcome?;
-            serde_json::to_value(value).map_err(|e| TaskError::new("EncodeError", format!("could not encode the result: {e}")))
+            serde_json::to_value(value).map_err(|e| {
+                TaskError::new("EncodeError", format!("could not encode the result: {e}"))
+            })
         })
     }
 }
@@ -77,7 +98,10 @@ impl TaskTable {
         C: Component,
         A: Invoke<C> + DeserializeOwned,
     {
-        let handler = Arc::new(TypedHandler::<C, A> { spec, _types: PhantomData });
+        let handler = Arc::new(TypedHandler::<C, A> {
+            spec,
+            _types: PhantomData,
+        });
         self.tasks.insert(spec.name, Registered { spec, handler });
     }
 

@@ -31,7 +31,11 @@ pub(crate) struct Shared {
 
 /// Pulls deliveries while a permit is free, so the worker never holds more messages than
 /// it can run; stops when `stopped` turns true.
-pub(crate) async fn consume(shared: Arc<Shared>, mut consumer: Box<dyn Consumer>, mut stopped: watch::Receiver<bool>) {
+pub(crate) async fn consume(
+    shared: Arc<Shared>,
+    mut consumer: Box<dyn Consumer>,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
         let permit = tokio::select! {
             _ = stopped.wait_for(|s| *s) => return,
@@ -70,7 +74,13 @@ fn parse_time(text: &Option<String>, header: &str) -> Result<Option<DateTime<Utc
 }
 
 /// The receive strategy: decode, find the task, check expiry, hold until the ETA.
-async fn receive(shared: Arc<Shared>, raw: RawMessage, queue: String, acker: Box<dyn Acknowledger>, permit: OwnedSemaphorePermit) {
+async fn receive(
+    shared: Arc<Shared>,
+    raw: RawMessage,
+    queue: String,
+    acker: Box<dyn Acknowledger>,
+    permit: OwnedSemaphorePermit,
+) {
     let message = match TaskMessage::from_raw(&raw) {
         Ok(message) => message,
         Err(error) => {
@@ -88,11 +98,18 @@ async fn receive(shared: Arc<Shared>, raw: RawMessage, queue: String, acker: Box
         );
         // Celery records NotRegistered so a waiting client fails instead of hanging.
         let exception = ExceptionInfo::new("NotRegistered", CELERY_EXCEPTIONS, message.task());
-        store(&shared, ResultMeta::exception(message.id(), TaskState::Failure, &exception, None)).await;
+        store(
+            &shared,
+            ResultMeta::exception(message.id(), TaskState::Failure, &exception, None),
+        )
+        .await;
         settle(acker, Settle::Reject).await;
         return;
     };
-    let (eta, expires) = match (parse_time(&message.headers.eta, "eta"), parse_time(&message.headers.expires, "expires")) {
+    let (eta, expires) = match (
+        parse_time(&message.headers.eta, "eta"),
+        parse_time(&message.headers.expires, "expires"),
+    ) {
         (Ok(eta), Ok(expires)) => (eta, expires),
         (Err(error), _) | (_, Err(error)) => {
             tracing::warn!(%error, id = message.id(), "rejecting an invalid task message");
@@ -106,11 +123,26 @@ async fn receive(shared: Arc<Shared>, raw: RawMessage, queue: String, acker: Box
         let wait = (eta - Utc::now()).to_std().unwrap_or_default();
         tracing::debug!(id = message.id(), ?wait, "holding task until its ETA");
         tokio::time::sleep(wait).await;
-        let Ok(permit) = shared.permits.clone().acquire_owned().await else { return };
-        execute(shared, registered, message, queue, acker, expires, Some(eta), permit).await;
+        let Ok(permit) = shared.permits.clone().acquire_owned().await else {
+            return;
+        };
+        execute(
+            shared,
+            registered,
+            message,
+            queue,
+            acker,
+            expires,
+            Some(eta),
+            permit,
+        )
+        .await;
         return;
     }
-    execute(shared, registered, message, queue, acker, expires, eta, permit).await;
+    execute(
+        shared, registered, message, queue, acker, expires, eta, permit,
+    )
+    .await;
 }
 
 enum Settle {
@@ -238,17 +270,31 @@ async fn execute(
 }
 
 /// The countdown of the retry to schedule, or `None` when the error is final.
-fn retry_decision(policy: Option<RetryPolicy>, error: &TaskError, retries: u32) -> Option<Duration> {
-    let (policy, explicit) = match (&error.kind, policy) {
-        (TaskErrorKind::Retry { countdown, .. }, policy) => (policy.unwrap_or_default(), *countdown),
-        (TaskErrorKind::Failure { exception, .. }, Some(policy)) if policy.retries_on(&exception.exc_type) => (policy, None),
+fn retry_decision(
+    policy: Option<RetryPolicy>,
+    error: &TaskError,
+    retries: u32,
+) -> Option<Duration> {
+    let (policy, explicit) = match (&*error.kind, policy) {
+        (TaskErrorKind::Retry { countdown, .. }, policy) => {
+            (policy.unwrap_or_default(), *countdown)
+        }
+        (TaskErrorKind::Failure { exception, .. }, Some(policy))
+            if policy.retries_on(&exception.exc_type) =>
+        {
+            (policy, None)
+        }
         _ => return None,
     };
     if retries >= policy.max_retries {
         return None;
     }
     let delay = explicit.unwrap_or_else(|| policy.delay_for(retries));
-    Some(if policy.jitter && explicit.is_none() { jitter(delay) } else { delay })
+    Some(if policy.jitter && explicit.is_none() {
+        jitter(delay)
+    } else {
+        delay
+    })
 }
 
 /// Full jitter: a uniform delay in `0..=delay` (Celery's `retry_jitter`).
@@ -261,19 +307,37 @@ fn jitter(delay: Duration) -> Duration {
 /// What a final error is stored as. A retry request that ran out of retries fails with its
 /// cause, or with Celery's `MaxRetriesExceededError` when it has none.
 fn failure_of(error: TaskError, policy: Option<RetryPolicy>) -> (ExceptionInfo, Option<String>) {
-    match error.kind {
-        TaskErrorKind::Failure { exception, traceback } => (exception, traceback),
-        TaskErrorKind::Retry { cause: Some(cause), .. } => (cause, None),
+    match *error.kind {
+        TaskErrorKind::Failure {
+            exception,
+            traceback,
+        } => (exception, traceback),
+        TaskErrorKind::Retry {
+            cause: Some(cause), ..
+        } => (cause, None),
         TaskErrorKind::Retry { cause: None, .. } => {
             let max = policy.unwrap_or_default().max_retries;
-            (ExceptionInfo::new("MaxRetriesExceededError", CELERY_EXCEPTIONS, format!("Can't retry: exceeded max retries ({max})")), None)
+            (
+                ExceptionInfo::new(
+                    "MaxRetriesExceededError",
+                    CELERY_EXCEPTIONS,
+                    format!("Can't retry: exceeded max retries ({max})"),
+                ),
+                None,
+            )
         }
     }
 }
 
 /// Republishes the task with `retries + 1` and an ETA, keeping its id (as
 /// `celery/app/task.py::Task.retry` does), then records RETRY.
-async fn retry(shared: &Shared, message: &TaskMessage, queue: &str, error: &TaskError, countdown: Duration) {
+async fn retry(
+    shared: &Shared,
+    message: &TaskMessage,
+    queue: &str,
+    error: &TaskError,
+    countdown: Duration,
+) {
     let mut next = message.clone();
     next.headers.retries += 1;
     next.headers.parent_id = Some(message.id().to_owned());
@@ -282,13 +346,24 @@ async fn retry(shared: &Shared, message: &TaskMessage, queue: &str, error: &Task
     if let Err(error) = shared.client.publish(queue, &next).await {
         tracing::error!(%error, "could not republish the task for its retry; it fails instead");
         let exception = ExceptionInfo::new("RetryFailed", CELERY_EXCEPTIONS, error.to_string());
-        store(shared, ResultMeta::exception(message.id(), TaskState::Failure, &exception, None)).await;
+        store(
+            shared,
+            ResultMeta::exception(message.id(), TaskState::Failure, &exception, None),
+        )
+        .await;
         return;
     }
     tracing::warn!(retries = next.headers.retries, countdown = ?countdown, reason = %error, "task will be retried");
-    let exception = error
-        .exception()
-        .cloned()
-        .unwrap_or_else(|| ExceptionInfo::new("Retry", CELERY_EXCEPTIONS, format!("Retry in {}s", countdown.as_secs())));
-    store(shared, ResultMeta::exception(message.id(), TaskState::Retry, &exception, None)).await;
+    let exception = error.exception().cloned().unwrap_or_else(|| {
+        ExceptionInfo::new(
+            "Retry",
+            CELERY_EXCEPTIONS,
+            format!("Retry in {}s", countdown.as_secs()),
+        )
+    });
+    store(
+        shared,
+        ResultMeta::exception(message.id(), TaskState::Retry, &exception, None),
+    )
+    .await;
 }

@@ -96,12 +96,16 @@ impl WorkerBuilder {
     /// Starts consuming on the current tokio runtime.
     pub async fn start(self) -> Result<Worker> {
         if self.table.is_empty() {
-            return Err(Error::new(ErrorKind::Config, "the worker has no registered tasks"));
+            return Err(Error::new(
+                ErrorKind::Config,
+                "the worker has no registered tasks",
+            ));
         }
         let queues = match self.queues {
             Some(queues) => queues,
             None => {
-                let mut queues: Vec<String> = self.table.specs().map(|s| s.queue.to_owned()).collect();
+                let mut queues: Vec<String> =
+                    self.table.specs().map(|s| s.queue.to_owned()).collect();
                 queues.sort();
                 queues.dedup();
                 queues
@@ -140,7 +144,9 @@ pub struct Worker {
 
 impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Worker").field("queues", &self.queues).finish_non_exhaustive()
+        f.debug_struct("Worker")
+            .field("queues", &self.queues)
+            .finish_non_exhaustive()
     }
 }
 
@@ -156,9 +162,13 @@ impl Worker {
         let _ = self.stop.send(true);
         let _ = self.task.await;
         let all = u32::try_from(self.concurrency).unwrap_or(u32::MAX);
-        match tokio::time::timeout(self.shutdown_timeout, self.shared.permits.acquire_many(all)).await {
+        match tokio::time::timeout(self.shutdown_timeout, self.shared.permits.acquire_many(all))
+            .await
+        {
             Ok(_) => tracing::info!("worker stopped"),
-            Err(_) => tracing::warn!(timeout = ?self.shutdown_timeout, "worker stopped with tasks still running"),
+            Err(_) => {
+                tracing::warn!(timeout = ?self.shutdown_timeout, "worker stopped with tasks still running")
+            }
         }
     }
 }
