@@ -42,6 +42,8 @@ pub struct FieldModel {
     pub rename: Option<String>,
     /// Name on the wire, as a Rust string literal.
     pub wire_literal: String,
+    /// Name on the wire, for documentation.
+    pub wire_name: String,
     /// Rust type.
     pub ty: String,
     /// Documentation lines.

@@ -180,7 +180,7 @@ impl TypeParser {
         while self
             .chars
             .get(self.at)
-            .is_some_and(|c| c.is_alphanumeric() || *c == '_')
+            .is_some_and(|c| c.is_alphanumeric() || *c == '_' || *c == '-')
         {
             self.at += 1;
         }

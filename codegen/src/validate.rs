@@ -150,8 +150,14 @@ impl Checker<'_> {
         self.error_at_key(path, error.message, Some(error.help));
     }
 
-    /// Reports every key of `mapping` that `T` does not have; false if there were any.
-    fn check_keys<T: JsonSchema>(&mut self, path: &[Segment], value: &Value, what: &str) -> bool {
+    /// Reports every key of `value` that `T` does not have, then removes those keys so
+    /// the rest can still be deserialised and checked. False when `value` is no mapping.
+    fn check_keys<T: JsonSchema>(
+        &mut self,
+        path: &[Segment],
+        value: &mut Value,
+        what: &str,
+    ) -> bool {
         let Value::Mapping(mapping) = value else {
             self.error_at_value(
                 path,
@@ -161,25 +167,33 @@ impl Checker<'_> {
             return false;
         };
         let known = known_keys::<T>();
-        let mut ok = true;
+        let mut unknown = Vec::new();
         for key in mapping.keys() {
-            let Some(key) = key.as_str() else {
+            let Some(text) = key.as_str() else {
                 self.error_at_value(path, format!("keys of {what} must be strings"), None);
-                ok = false;
+                unknown.push(key.clone());
                 continue;
             };
-            if !known.iter().any(|k| k == key) {
-                let help = did_you_mean(key, known.iter().map(String::as_str))
+            if !known.iter().any(|k| k == text) {
+                // `{type: map<string, T>}` in flow style splits at the comma.
+                let split_type = text.contains(['<', '>']).then(|| {
+                    "a comma inside `{…}` splits the mapping: quote the type, e.g. `type: \"map<string, T>\"`".to_owned()
+                });
+                let help = did_you_mean(text, known.iter().map(String::as_str))
+                    .or(split_type)
                     .or_else(|| Some(format!("the keys of {what} are: {}", known.join(", "))));
                 self.error_at_key(
-                    &child(path, key),
-                    format!("unknown key `{key}` in {what}"),
+                    &child(path, text),
+                    format!("unknown key `{text}` in {what}"),
                     help,
                 );
-                ok = false;
+                unknown.push(key.clone());
             }
         }
-        ok
+        for key in unknown {
+            mapping.remove(&key);
+        }
+        true
     }
 
     /// Deserialises one piece of the document, reporting a type mismatch at the exact key.
@@ -211,15 +225,18 @@ impl Checker<'_> {
         }
     }
 
-    fn check_options_keys(&mut self, path: &[Segment], value: &Value) -> bool {
-        let mut ok = self.check_keys::<TaskOptions>(path, value, "task options");
-        if let Some(retry) = value.get("retry") {
-            ok &= self.check_keys::<RetrySpec>(&child(path, "retry"), retry, "a retry policy");
+    fn check_options_keys(&mut self, path: &[Segment], value: &mut Value) -> bool {
+        let ok = self.check_keys::<TaskOptions>(path, value, "task options");
+        if let Some(retry) = value.get_mut("retry") {
+            if !self.check_keys::<RetrySpec>(&child(path, "retry"), retry, "a retry policy") {
+                *retry = Value::Null;
+            }
         }
         ok
     }
 
-    fn check_fields_keys(&mut self, path: &[Segment], value: &Value, what: &str) -> bool {
+    /// Checks fields or arguments; an unusable one is reported and removed.
+    fn check_fields_keys(&mut self, path: &[Segment], value: &mut Value, what: &str) -> bool {
         let Value::Mapping(fields) = value else {
             self.error_at_value(
                 path,
@@ -231,21 +248,21 @@ impl Checker<'_> {
             );
             return false;
         };
-        let mut ok = true;
-        for (name, field) in fields {
-            let Some(name) = name.as_str() else { continue };
+        let mut unusable = Vec::new();
+        for (key, field) in fields.iter_mut() {
+            let Some(name) = key.as_str() else { continue };
             let path = child(path, name);
             match field {
                 Value::String(_) => {}
-                Value::Mapping(m) => {
-                    ok &= self.check_keys::<FieldSpec>(&path, field, "a field definition");
-                    if !m.contains_key("type") {
+                Value::Mapping(_) => {
+                    self.check_keys::<FieldSpec>(&path, field, "a field definition");
+                    if field.get("type").is_none() {
                         self.error_at_key(
                             &path,
                             format!("`{name}` has no `type`"),
                             Some("add `type: <type expression>`".into()),
                         );
-                        ok = false;
+                        unusable.push(key.clone());
                     }
                 }
                 other => {
@@ -259,19 +276,23 @@ impl Checker<'_> {
                             "write `name: string` or `name: {type: string, default: \"…\"}`".into(),
                         ),
                     );
-                    ok = false;
+                    unusable.push(key.clone());
                 }
             }
         }
-        ok
+        for key in unusable {
+            fields.remove(&key);
+        }
+        true
     }
 
     fn schema(&mut self, root: &Value, source_name: &str) -> Option<Model> {
         let root_path: KeyPath = Vec::new();
-        if !self.check_keys::<SchemaFile>(&root_path, root, "the schema file") && !root.is_mapping()
-        {
+        let mut root = root.clone();
+        if !self.check_keys::<SchemaFile>(&root_path, &mut root, "the schema file") {
             return None;
         }
+        let root = &root;
         match root.get("version") {
             None => self.error_at_key(
                 &root_path,
@@ -297,27 +318,30 @@ impl Checker<'_> {
 
         let defaults_path = child(&root_path, "defaults");
         let defaults = match root.get("defaults") {
-            Some(value) if self.check_options_keys(&defaults_path, value) => {
-                self.deserialize::<TaskOptions>(&defaults_path, value)
+            Some(value) => {
+                let mut value = value.clone();
+                self.check_options_keys(&defaults_path, &mut value)
+                    .then(|| self.deserialize::<TaskOptions>(&defaults_path, &value))
+                    .flatten()
             }
-            _ => None,
+            None => None,
         }
         .unwrap_or_default();
 
         let types = self.collect::<TypeDef>(root, "types", |checker, path, value| {
-            let mut ok = checker.check_keys::<TypeDef>(path, value, "a type definition");
-            if let Some(fields) = value.get("fields") {
-                ok &= checker.check_fields_keys(&child(path, "fields"), fields, "`fields`");
+            let ok = checker.check_keys::<TypeDef>(path, value, "a type definition");
+            if let Some(fields) = value.get_mut("fields") {
+                checker.check_fields_keys(&child(path, "fields"), fields, "`fields`");
             }
             ok
         });
         let tasks = self.collect::<TaskDef>(root, "tasks", |checker, path, value| {
-            let mut ok = checker.check_keys::<TaskDef>(path, value, "a task");
-            if let Some(args) = value.get("args") {
-                ok &= checker.check_fields_keys(&child(path, "args"), args, "`args`");
+            let ok = checker.check_keys::<TaskDef>(path, value, "a task");
+            if let Some(args) = value.get_mut("args") {
+                checker.check_fields_keys(&child(path, "args"), args, "`args`");
             }
-            if let Some(options) = value.get("options") {
-                ok &= checker.check_options_keys(&child(path, "options"), options);
+            if let Some(options) = value.get_mut("options") {
+                checker.check_options_keys(&child(path, "options"), options);
             }
             ok
         });
@@ -340,7 +364,7 @@ impl Checker<'_> {
         &mut self,
         root: &Value,
         section: &str,
-        check: impl Fn(&mut Self, &[Segment], &Value) -> bool,
+        check: impl Fn(&mut Self, &[Segment], &mut Value) -> bool,
     ) -> Vec<(KeyPath, String, T)> {
         let section_path = vec![Segment::Key(section.to_owned())];
         let mut out = Vec::new();
@@ -357,8 +381,9 @@ impl Checker<'_> {
                         continue;
                     };
                     let path = child(&section_path, key);
-                    if check(self, &path, value) {
-                        if let Some(parsed) = self.deserialize::<T>(&path, value) {
+                    let mut value = value.clone();
+                    if check(self, &path, &mut value) {
+                        if let Some(parsed) = self.deserialize::<T>(&path, &value) {
                             out.push((path, key.to_owned(), parsed));
                         }
                     }
@@ -648,6 +673,7 @@ impl Checker<'_> {
             out.push(FieldModel {
                 rename: (bare != wire).then(|| literal(wire)),
                 wire_literal: literal(wire),
+                wire_name: wire.clone(),
                 name,
                 ty: rust_type(&expr, table),
                 doc: doc_lines(field.description()),
