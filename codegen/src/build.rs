@@ -86,6 +86,16 @@ impl Generator {
         self
     }
 
+    /// Adds several schema files.
+    pub fn schema_files<I, P>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<PathBuf>,
+    {
+        self.schemas.extend(paths.into_iter().map(Into::into));
+        self
+    }
+
     /// Writes into `dir` instead of `$OUT_DIR/celerity`.
     pub fn out_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.out_dir = Some(dir.into());
