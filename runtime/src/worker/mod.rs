@@ -151,6 +151,11 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
+    /// The singleton of type `T` this worker's components share, if registered.
+    pub fn singleton<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.shared.container.get::<T>()
+    }
+
     /// The queues this worker consumes.
     pub fn queues(&self) -> &[String] {
         &self.queues
