@@ -49,25 +49,27 @@ pub fn render(model: &Model) -> Result<String, RenderError> {
                 raw: None,
             })?;
     }
+    // Serialise the model once, not once per template.
+    let context = handlebars::Context::wraps(model).map_err(|e| RenderError {
+        message: format!("the model does not serialise: {e}"),
+        raw: None,
+    })?;
     let mut raw = String::new();
     for (name, _) in TEMPLATES {
-        let text = registry.render(name, model).map_err(|e| RenderError {
-            message: format!("template `{name}` failed to render: {e}"),
-            raw: Some(raw.clone()),
-        })?;
+        let text = registry
+            .render_with_context(name, &context)
+            .map_err(|e| RenderError {
+                message: format!("template `{name}` failed to render: {e}"),
+                raw: Some(raw.clone()),
+            })?;
         raw.push_str(&text);
         raw.push('\n');
     }
-    let file = syn::parse_file(&raw).map_err(|e| {
-        let at = e.span().start();
-        RenderError {
-            message: format!(
-                "generated code does not parse at line {}, column {}: {e}",
-                at.line,
-                at.column + 1
-            ),
-            raw: Some(raw.clone()),
-        }
+    // No line numbers here: proc-macro2's span locations would make every parse
+    // several times slower, and the raw text is saved beside the output for inspection.
+    let file = syn::parse_file(&raw).map_err(|e| RenderError {
+        message: format!("generated code does not parse: {e}"),
+        raw: Some(raw.clone()),
     })?;
     let formatted = prettyplease::unparse(&file);
     Ok(format!("{}\n\n{formatted}", header(&model.source_name)))

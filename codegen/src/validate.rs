@@ -6,7 +6,9 @@
 //!    deserialised on its own, so a bad task does not hide the next one;
 //! 3. meaning: type references, names, defaults, durations, options.
 
+use std::any::TypeId;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -72,15 +74,25 @@ fn syntax_error(error: &serde_yaml::Error) -> Diagnostic {
 }
 
 /// The property names of a schema-language type, read from its JSON Schema so that the
-/// list can never drift from the Rust definition.
-fn known_keys<T: JsonSchema>() -> Vec<String> {
-    let schema = schemars::schema_for!(T);
-    schema
-        .as_object()
-        .and_then(|o| o.get("properties"))
-        .and_then(|p| p.as_object())
-        .map(|p| p.keys().cloned().collect())
-        .unwrap_or_default()
+/// list can never drift from the Rust definition. Computed once per type and process:
+/// building a JSON Schema is far slower than checking a mapping's keys.
+fn known_keys<T: JsonSchema + 'static>() -> Arc<Vec<String>> {
+    static CACHE: OnceLock<Mutex<HashMap<TypeId, Arc<Vec<String>>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    cache
+        .entry(TypeId::of::<T>())
+        .or_insert_with(|| {
+            let schema = schemars::schema_for!(T);
+            let keys = schema
+                .as_object()
+                .and_then(|o| o.get("properties"))
+                .and_then(|p| p.as_object())
+                .map(|p| p.keys().cloned().collect())
+                .unwrap_or_default();
+            Arc::new(keys)
+        })
+        .clone()
 }
 
 fn child(path: &[Segment], key: &str) -> KeyPath {
@@ -152,7 +164,7 @@ impl Checker<'_> {
 
     /// Reports every key of `value` that `T` does not have, then removes those keys so
     /// the rest can still be deserialised and checked. False when `value` is no mapping.
-    fn check_keys<T: JsonSchema>(
+    fn check_keys<T: JsonSchema + 'static>(
         &mut self,
         path: &[Segment],
         value: &mut Value,
