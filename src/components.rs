@@ -4,9 +4,9 @@
 //! live as long as the worker: the session store, the outbox and the user directory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use celerity::{BuildError, Bytes, Component, Scope, TaskContext, TaskError, TaskResult};
+use celerity::{BuildError, Bytes, Component, TaskContext, TaskError, TaskResult};
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
@@ -14,6 +14,12 @@ use crate::tasks::{
     Accounts, EmailAddress, EmailReceipt, Mailer, Maintenance, Order, OrderOutcome, OrderStatus,
     Orders, Report, ReportFormat, Reports, Role, User,
 };
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (every critical
+/// section here is a single insert, remove or counter update).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Web sessions and when each was last seen (a singleton).
 #[derive(Debug, Default)]
@@ -24,34 +30,46 @@ pub struct SessionStore {
 impl SessionStore {
     /// Records activity of session `id` at `at`.
     pub fn touch(&self, id: &str, at: DateTime<Utc>) {
-        self.lock().insert(id.to_owned(), at);
+        lock(&self.sessions).insert(id.to_owned(), at);
     }
 
     /// Number of live sessions.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        lock(&self.sessions).len()
     }
 
     /// Whether there are no sessions.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, DateTime<Utc>>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
-/// Messages handed to the mail server (a singleton standing in for an SMTP pool).
+/// The mail server's outbox and connection pool (a singleton standing in for an SMTP
+/// client).
 #[derive(Debug, Default)]
 pub struct Outbox {
     sent: Mutex<Vec<(String, String)>>,
+    checked_out: Mutex<usize>,
 }
 
 impl Outbox {
     /// `(recipient, subject)` of every message sent so far.
     pub fn sent(&self) -> Vec<(String, String)> {
-        self.sent.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.sent).clone()
+    }
+
+    /// Connections currently checked out: 0 whenever no task is running, because every
+    /// `SmtpMailer` returns its connection in `cleanup`, whatever the task's outcome.
+    pub fn connections_in_use(&self) -> usize {
+        *lock(&self.checked_out)
+    }
+
+    fn checkout(&self) {
+        *lock(&self.checked_out) += 1;
+    }
+
+    fn release(&self) {
+        *lock(&self.checked_out) -= 1;
     }
 }
 
@@ -67,10 +85,10 @@ pub struct MaintenanceTasks {
 }
 
 impl Component for MaintenanceTasks {
-    async fn build(scope: &Scope<'_>) -> Result<Self, BuildError> {
-        Ok(MaintenanceTasks {
-            sessions: scope.singleton()?,
-        })
+    type Deps = Arc<SessionStore>;
+
+    async fn build(sessions: Arc<SessionStore>, _ctx: &TaskContext) -> Result<Self, BuildError> {
+        Ok(MaintenanceTasks { sessions })
     }
 }
 
@@ -86,7 +104,7 @@ impl Maintenance for MaintenanceTasks {
         dry_run: bool,
     ) -> TaskResult<u64> {
         let cutoff = Utc::now() - chrono::Duration::minutes(i64::from(max_idle_minutes));
-        let mut sessions = self.sessions.lock();
+        let mut sessions = lock(&self.sessions.sessions);
         let idle: Vec<String> = sessions
             .iter()
             .filter(|(_, seen)| **seen < cutoff)
@@ -101,16 +119,23 @@ impl Maintenance for MaintenanceTasks {
     }
 }
 
-/// Runs `tasks.send_email`.
+/// Runs `tasks.send_email` on a connection checked out of the outbox's pool for the
+/// length of one execution.
 pub struct SmtpMailer {
     outbox: Arc<Outbox>,
 }
 
 impl Component for SmtpMailer {
-    async fn build(scope: &Scope<'_>) -> Result<Self, BuildError> {
-        Ok(SmtpMailer {
-            outbox: scope.singleton()?,
-        })
+    type Deps = Arc<Outbox>;
+
+    async fn build(outbox: Arc<Outbox>, _ctx: &TaskContext) -> Result<Self, BuildError> {
+        outbox.checkout();
+        Ok(SmtpMailer { outbox })
+    }
+
+    /// Returns the connection to the pool, on success and failure alike.
+    async fn cleanup(self) {
+        self.outbox.release();
     }
 }
 
@@ -131,7 +156,7 @@ impl Mailer for SmtpMailer {
                 format!("`{}` is not an email address", bad.email),
             ));
         }
-        let mut sent = self.outbox.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sent = lock(&self.outbox.sent);
         for recipient in &recipients {
             sent.push((recipient.email.clone(), subject.clone()));
         }
@@ -149,10 +174,10 @@ pub struct AccountService {
 }
 
 impl Component for AccountService {
-    async fn build(scope: &Scope<'_>) -> Result<Self, BuildError> {
-        Ok(AccountService {
-            directory: scope.singleton()?,
-        })
+    type Deps = Arc<UserDirectory>;
+
+    async fn build(directory: Arc<UserDirectory>, _ctx: &TaskContext) -> Result<Self, BuildError> {
+        Ok(AccountService { directory })
     }
 }
 
@@ -164,11 +189,7 @@ impl Accounts for AccountService {
         role: Role,
         _display_name: Option<String>,
     ) -> TaskResult<User> {
-        let mut users = self
-            .directory
-            .users
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut users = lock(&self.directory.users);
         if users.contains_key(&email) {
             return Err(TaskError::new(
                 "UserExists",
@@ -190,7 +211,9 @@ impl Accounts for AccountService {
 pub struct OrderDesk;
 
 impl Component for OrderDesk {
-    async fn build(_scope: &Scope<'_>) -> Result<Self, BuildError> {
+    type Deps = ();
+
+    async fn build(_deps: (), _ctx: &TaskContext) -> Result<Self, BuildError> {
         Ok(OrderDesk)
     }
 }
@@ -231,7 +254,9 @@ impl Orders for OrderDesk {
 pub struct ReportBuilder;
 
 impl Component for ReportBuilder {
-    async fn build(_scope: &Scope<'_>) -> Result<Self, BuildError> {
+    type Deps = ();
+
+    async fn build(_deps: (), _ctx: &TaskContext) -> Result<Self, BuildError> {
         Ok(ReportBuilder)
     }
 }
@@ -261,11 +286,8 @@ impl Reports for ReportBuilder {
             .unwrap_or("all");
         let mut content = String::from("day,region,orders\n");
         for offset in 0..days {
-            content.push_str(&format!(
-                "{},{region},{}\n",
-                since + chrono::Duration::days(offset as i64),
-                offset * 3
-            ));
+            let day = since + chrono::Duration::days(offset as i64);
+            content.push_str(&format!("{day},{region},{}\n", offset * 3));
         }
         Ok(Report {
             name,

@@ -205,6 +205,7 @@ impl Client {
         AsyncResult {
             id: id.into(),
             backend: self.inner.backend.clone(),
+            broker: self.inner.broker.clone(),
             _result: PhantomData,
         }
     }
@@ -412,6 +413,7 @@ pub enum ResultError {
 pub struct AsyncResult<R> {
     id: String,
     backend: Arc<dyn ResultBackend>,
+    broker: Arc<dyn Broker>,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -420,6 +422,7 @@ impl<R> Clone for AsyncResult<R> {
         AsyncResult {
             id: self.id.clone(),
             backend: self.backend.clone(),
+            broker: self.broker.clone(),
             _result: PhantomData,
         }
     }
@@ -468,6 +471,16 @@ impl<R: DeserializeOwned> AsyncResult<R> {
             TaskState::Revoked => Err(ResultError::Revoked(TaskFailure::from_meta(&meta))),
             _ => Err(ResultError::Failed(TaskFailure::from_meta(&meta))),
         }
+    }
+
+    /// Revokes the task: every worker that has not started it yet discards it and records
+    /// REVOKED. A task already running is not interrupted.
+    pub async fn revoke(&self) -> Result<()> {
+        self.broker
+            .broadcast(crate::broker::Control::Revoke {
+                task_ids: vec![self.id.clone()],
+            })
+            .await
     }
 
     /// Deletes the stored result.

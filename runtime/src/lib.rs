@@ -38,7 +38,10 @@ pub use app::App;
 pub use client::{
     AsyncResult, Client, FromClient, ResultError, SendOptions, TaskCall, TaskFailure,
 };
-pub use container::{BuildError, Component, Container, Scope};
+pub use container::{
+    BuildError, Component, Container, ContainerBuilder, Dependencies, Requirement, Singleton,
+    Tasks, WiringError,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use protocol::TaskState;
 pub use spec::{ArgSpec, Backoff, RateLimit, RetryPolicy, TaskSpec};
@@ -68,8 +71,9 @@ pub mod __codegen {
     pub mod v1 {
         pub use crate::values::default_value;
         pub use crate::{
-            ArgSpec, AsyncResult, Bytes, Client, Component, FromClient, Invoke, RetryPolicy,
-            TaskCall, TaskContext, TaskResult, TaskSpec, WorkerBuilder,
+            ArgSpec, AsyncResult, BuildError, Bytes, Client, Component, Container, Dependencies,
+            FromClient, Invoke, Requirement, RetryPolicy, TaskCall, TaskContext, TaskResult,
+            TaskSpec, WorkerBuilder,
         };
         pub use schemars;
         pub use serde;

@@ -26,12 +26,36 @@ pub struct TaskContext {
     /// When the message expires.
     pub expires: Option<chrono::DateTime<chrono::Utc>>,
     pub(crate) client: Client,
+    pub(crate) soft_deadline: Option<tokio::time::Instant>,
 }
 
 impl TaskContext {
     /// A client to send further tasks, as children of this one.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Whether the soft time limit has passed. A long task checks this between steps
+    /// and stops cleanly; Celery raises `SoftTimeLimitExceeded` inside the task instead.
+    pub fn soft_time_limit_exceeded(&self) -> bool {
+        self.soft_deadline
+            .is_some_and(|d| tokio::time::Instant::now() >= d)
+    }
+
+    /// Completes when the soft time limit passes (never, without one). Select on it to
+    /// stop a long await in time:
+    ///
+    /// ```ignore
+    /// tokio::select! {
+    ///     rows = export(&query) => Ok(rows?),
+    ///     () = ctx.soft_time_limit() => Err(TaskError::new("SoftTimeLimitExceeded", "export took too long")),
+    /// }
+    /// ```
+    pub async fn soft_time_limit(&self) {
+        match self.soft_deadline {
+            Some(deadline) => tokio::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
     }
 
     /// A retry request: reschedule this task after `countdown` (`None`: the policy's delay).

@@ -2,7 +2,9 @@
 struct NotAWorker;
 
 impl celerity::Component for NotAWorker {
-    async fn build(_scope: &celerity::Scope<'_>) -> Result<Self, celerity::BuildError> {
+    type Deps = ();
+
+    async fn build(_deps: (), _ctx: &celerity::TaskContext) -> Result<Self, celerity::BuildError> {
         Ok(NotAWorker)
     }
 }

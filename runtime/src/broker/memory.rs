@@ -6,9 +6,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
-use tokio::sync::Notify;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Acknowledger, Broker, Consumer, Delivery};
+use tokio::sync::{Notify, broadcast};
+
+use super::{Acknowledger, Broker, Consumer, Control, ControlStream, Delivery};
 use crate::error::Result;
 use crate::protocol::RawMessage;
 
@@ -18,10 +20,23 @@ pub struct MemoryBroker {
     shared: Arc<Shared>,
 }
 
-#[derive(Default)]
 struct Shared {
     queues: Mutex<HashMap<String, VecDeque<Entry>>>,
     published: Notify,
+    /// Deliveries handed out and not yet settled.
+    unacked: AtomicUsize,
+    control: broadcast::Sender<Control>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            queues: Mutex::default(),
+            published: Notify::new(),
+            unacked: AtomicUsize::new(0),
+            control: broadcast::channel(1024).0,
+        }
+    }
 }
 
 struct Entry {
@@ -38,6 +53,11 @@ impl MemoryBroker {
     /// Messages waiting in `queue` (not counting deliveries in progress).
     pub fn len(&self, queue: &str) -> usize {
         self.lock().get(queue).map_or(0, VecDeque::len)
+    }
+
+    /// Deliveries handed to consumers and not yet acknowledged or rejected.
+    pub fn unacked(&self) -> usize {
+        self.shared.unacked.load(Ordering::SeqCst)
     }
 
     /// Whether `queue` has no waiting messages.
@@ -95,6 +115,40 @@ impl Broker for MemoryBroker {
     fn describe(&self) -> String {
         "memory://".into()
     }
+
+    fn broadcast<'a>(&'a self, command: Control) -> BoxFuture<'a, Result<()>> {
+        // No subscriber is not an error: no worker is running to receive it.
+        let _ = self.shared.control.send(command);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn control<'a>(&'a self) -> BoxFuture<'a, Result<Box<dyn ControlStream>>> {
+        let receiver = self.shared.control.subscribe();
+        Box::pin(async move { Ok(Box::new(MemoryControl { receiver }) as Box<dyn ControlStream>) })
+    }
+}
+
+struct MemoryControl {
+    receiver: broadcast::Receiver<Control>,
+}
+
+impl ControlStream for MemoryControl {
+    fn next(&mut self) -> BoxFuture<'_, Option<Control>> {
+        Box::pin(async move {
+            loop {
+                match self.receiver.recv().await {
+                    Ok(command) => return Some(command),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(
+                            missed,
+                            "control commands were dropped: the worker fell behind"
+                        );
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+    }
 }
 
 struct MemoryConsumer {
@@ -113,6 +167,7 @@ impl MemoryConsumer {
             let name = &self.queues[index];
             if let Some(entry) = queues.get_mut(name).and_then(VecDeque::pop_front) {
                 self.next_queue = (index + 1) % count;
+                self.broker.shared.unacked.fetch_add(1, Ordering::SeqCst);
                 let acker = MemoryAcker {
                     broker: self.broker.clone(),
                     queue: name.clone(),
@@ -156,8 +211,16 @@ struct MemoryAcker {
 }
 
 impl MemoryAcker {
+    fn settled(&mut self) -> Option<RawMessage> {
+        let message = self.message.take();
+        if message.is_some() {
+            self.broker.shared.unacked.fetch_sub(1, Ordering::SeqCst);
+        }
+        message
+    }
+
     fn requeue(&mut self) {
-        if let Some(message) = self.message.take() {
+        if let Some(message) = self.settled() {
             self.broker.push(
                 &self.queue,
                 Entry {
@@ -172,7 +235,7 @@ impl MemoryAcker {
 
 impl Acknowledger for MemoryAcker {
     fn ack(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
-        self.message = None;
+        self.settled();
         Box::pin(async { Ok(()) })
     }
 
@@ -180,7 +243,7 @@ impl Acknowledger for MemoryAcker {
         if requeue {
             self.requeue();
         } else {
-            self.message = None;
+            self.settled();
         }
         Box::pin(async { Ok(()) })
     }

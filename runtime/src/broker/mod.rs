@@ -23,6 +23,29 @@ pub trait Broker: Send + Sync + 'static {
 
     /// A short description for logs and banners, without credentials.
     fn describe(&self) -> String;
+
+    /// Broadcasts a control command to every worker (Celery's pidbox broadcast).
+    fn broadcast<'a>(&'a self, command: Control) -> BoxFuture<'a, Result<()>>;
+
+    /// Subscribes to control commands broadcast to workers.
+    fn control<'a>(&'a self) -> BoxFuture<'a, Result<Box<dyn ControlStream>>>;
+}
+
+/// A command broadcast to workers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Control {
+    /// Do not run these task ids (Celery's `revoke`).
+    Revoke {
+        /// The task ids.
+        task_ids: Vec<String>,
+    },
+}
+
+/// Control commands as a worker receives them.
+pub trait ControlStream: Send {
+    /// The next command; `None` when the broker closed the stream.
+    fn next(&mut self) -> BoxFuture<'_, Option<Control>>;
 }
 
 /// A stream of deliveries from one or more queues.

@@ -1,19 +1,22 @@
 //! The dispatch table: task name → decode arguments → build the component → call the
-//! method → encode the result. Generated code supplies the typed pieces ([`Invoke`]
-//! impls); everything else is written once, here.
+//! method → clean up → encode the result. Generated code supplies the typed pieces
+//! ([`Invoke`] impls); everything else is written once, here.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::args::decode_args;
-use crate::container::{Component, Container, Scope};
+use crate::container::{BuildError, Component, Container, Dependencies};
 use crate::spec::TaskSpec;
 use crate::task::{TaskContext, TaskError, TaskResult};
 
@@ -33,12 +36,15 @@ pub trait Invoke<C>: Sized + Send + 'static {
 
 /// A type-erased task runner.
 pub(crate) trait Handler: Send + Sync {
+    /// Decodes, builds the component, runs the method (aborted after `time_limit`, a
+    /// panic caught), cleans the component up whatever happened, encodes the result.
     fn run(
         &self,
         container: Arc<Container>,
         ctx: TaskContext,
         args: Vec<Value>,
         kwargs: Map<String, Value>,
+        time_limit: Option<Duration>,
     ) -> BoxFuture<'static, TaskResult<Value>>;
 }
 
@@ -58,25 +64,54 @@ where
         ctx: TaskContext,
         args: Vec<Value>,
         kwargs: Map<String, Value>,
+        time_limit: Option<Duration>,
     ) -> BoxFuture<'static, TaskResult<Value>> {
         let spec = self.spec;
         Box::pin(async move {
             let args: A = decode_args(spec, args, kwargs)?;
-            let scope = Scope {
-                container: &container,
-                context: &ctx,
+            let deps = C::Deps::resolve(&container, ctx.client()).map_err(build_failure)?;
+            let component = C::build(deps, &ctx).await.map_err(build_failure)?;
+            let call = AssertUnwindSafe(args.invoke(&component, &ctx)).catch_unwind();
+            let outcome = match time_limit {
+                Some(limit) => match tokio::time::timeout(limit, call).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Ok(Err(time_limit_exceeded(limit))),
+                },
+                None => call.await,
             };
-            let component = C::build(&scope)
-                .await
-                .map_err(|e| TaskError::new("ComponentBuildError", e.to_string()))?;
-            let outcome = args.invoke(&component, &ctx).await;
+            // Cleanup runs on every outcome, before the result is reported.
             component.cleanup().await;
-            let value = outcome?;
+            let value = outcome.unwrap_or_else(|panic| Err(panic_failure(panic)))?;
             serde_json::to_value(value).map_err(|e| {
                 TaskError::new("EncodeError", format!("could not encode the result: {e}"))
             })
         })
     }
+}
+
+fn build_failure(error: BuildError) -> TaskError {
+    TaskError::new("ComponentBuildError", error.to_string())
+}
+
+/// Celery's hard time limit error (`billiard.exceptions.TimeLimitExceeded`, re-exported by
+/// `celery.exceptions`), whose argument is the limit in seconds.
+fn time_limit_exceeded(limit: Duration) -> TaskError {
+    tracing::error!(limit = ?limit, "hard time limit exceeded; the task was aborted");
+    TaskError::python(
+        "TimeLimitExceeded",
+        "celery.exceptions",
+        format!("{}", limit.as_secs_f64()),
+    )
+}
+
+fn panic_failure(panic: Box<dyn std::any::Any + Send>) -> TaskError {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "the task panicked".into());
+    tracing::error!(panic = %text, "the task panicked");
+    TaskError::new("Panic", text)
 }
 
 /// A registered task: its spec and its runner.

@@ -1,18 +1,16 @@
 //! What happens to one message, from delivery to acknowledgement, following Celery's
 //! worker (`celery/worker/strategy.py`, `celery/worker/request.py`, `celery/app/trace.py`).
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures::FutureExt;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::Instrument;
 
 use super::dispatch::{Registered, TaskTable};
-use crate::broker::{Acknowledger, Consumer};
+use crate::broker::{Acknowledger, Consumer, Control, ControlStream};
 use crate::client::Client;
 use crate::container::Container;
 use crate::protocol::{ExceptionInfo, RawMessage, ResultMeta, TaskMessage, TaskState};
@@ -26,20 +24,76 @@ pub(crate) struct Shared {
     pub client: Client,
     pub table: TaskTable,
     pub container: Arc<Container>,
-    pub permits: Arc<Semaphore>,
+    /// One permit per running task: the concurrency limit.
+    pub slots: Arc<Semaphore>,
+    /// One permit per message held from the broker, running or waiting for its ETA.
+    pub prefetch: Arc<Semaphore>,
+    /// Task ids revoked by broadcast.
+    pub revoked: std::sync::Mutex<RevokedSet>,
 }
 
-/// Pulls deliveries while a permit is free, so the worker never holds more messages than
-/// it can run; stops when `stopped` turns true.
+/// Revoked task ids, bounded like Celery's `LimitedSet` (`worker_state.revoked`, 50,000
+/// entries): the oldest are forgotten first.
+#[derive(Debug, Default)]
+pub(crate) struct RevokedSet {
+    ids: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl RevokedSet {
+    const CAPACITY: usize = 50_000;
+
+    pub fn insert(&mut self, id: String) {
+        if self.ids.insert(id.clone()) {
+            self.order.push_back(id);
+            if self.order.len() > Self::CAPACITY {
+                if let Some(oldest) = self.order.pop_front() {
+                    self.ids.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+}
+
+impl Shared {
+    fn is_revoked(&self, id: &str) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+    }
+}
+
+/// Applies control commands until the stream ends.
+pub(crate) async fn listen(shared: Arc<Shared>, mut control: Box<dyn ControlStream>) {
+    while let Some(command) = control.next().await {
+        match command {
+            Control::Revoke { task_ids } => {
+                tracing::info!(?task_ids, "tasks revoked");
+                let mut revoked = shared.revoked.lock().unwrap_or_else(|p| p.into_inner());
+                for id in task_ids {
+                    revoked.insert(id);
+                }
+            }
+        }
+    }
+}
+
+/// Pulls deliveries while the prefetch window has room, so the worker never holds more
+/// messages than `concurrency × prefetch_multiplier`; stops when `stopped` turns true.
 pub(crate) async fn consume(
     shared: Arc<Shared>,
     mut consumer: Box<dyn Consumer>,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
-        let permit = tokio::select! {
+        let held = tokio::select! {
             _ = stopped.wait_for(|s| *s) => return,
-            permit = shared.permits.clone().acquire_owned() => match permit {
+            permit = shared.prefetch.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
             },
@@ -51,11 +105,11 @@ pub(crate) async fn consume(
         match delivery {
             Ok(delivery) => {
                 let (message, queue, _redelivered, acker) = delivery.into_parts();
-                tokio::spawn(receive(shared.clone(), message, queue, acker, permit));
+                tokio::spawn(receive(shared.clone(), message, queue, acker, held));
             }
             Err(error) => {
                 tracing::error!(%error, "could not receive from the broker; retrying in 1s");
-                drop(permit);
+                drop(held);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -73,13 +127,14 @@ fn parse_time(text: &Option<String>, header: &str) -> Result<Option<DateTime<Utc
         .map_err(|e| format!("invalid `{header}` header {text:?}: {e}"))
 }
 
-/// The receive strategy: decode, find the task, check expiry, hold until the ETA.
+/// The receive strategy: decode, find the task, check expiry, hold until the ETA, wait
+/// for a free slot. `held` is the message's place in the prefetch window.
 async fn receive(
     shared: Arc<Shared>,
     raw: RawMessage,
     queue: String,
     acker: Box<dyn Acknowledger>,
-    permit: OwnedSemaphorePermit,
+    held: OwnedSemaphorePermit,
 ) {
     let message = match TaskMessage::from_raw(&raw) {
         Ok(message) => message,
@@ -92,7 +147,9 @@ async fn receive(
     };
     let Some(registered) = shared.table.get(message.task()).cloned() else {
         tracing::error!(
-            task = message.task(), id = message.id(), %queue,
+            task = message.task(),
+            id = message.id(),
+            %queue,
             "received unregistered task of type '{}'; the message has been ignored and discarded",
             message.task()
         );
@@ -117,32 +174,33 @@ async fn receive(
             return;
         }
     };
-    if let Some(eta) = eta.filter(|eta| *eta > Utc::now()) {
-        // Held without a permit: a task waiting for its ETA does not occupy a slot.
-        drop(permit);
-        let wait = (eta - Utc::now()).to_std().unwrap_or_default();
+    if let Some(due) = eta.filter(|eta| *eta > Utc::now()) {
+        // Held without a slot: a task waiting for its ETA keeps its place in the prefetch
+        // window but lets other tasks run.
+        let wait = (due - Utc::now()).to_std().unwrap_or_default();
         tracing::debug!(id = message.id(), ?wait, "holding task until its ETA");
         tokio::time::sleep(wait).await;
-        let Ok(permit) = shared.permits.clone().acquire_owned().await else {
-            return;
-        };
-        execute(
-            shared,
-            registered,
-            message,
-            queue,
-            acker,
-            expires,
-            Some(eta),
-            permit,
-        )
-        .await;
-        return;
     }
-    execute(
-        shared, registered, message, queue, acker, expires, eta, permit,
-    )
-    .await;
+    let Ok(slot) = shared.slots.clone().acquire_owned().await else {
+        return;
+    };
+    let delivery = Received {
+        message,
+        queue,
+        acker,
+        expires,
+        eta,
+    };
+    execute(shared, registered, delivery, (held, slot)).await;
+}
+
+/// A decoded message ready to run.
+struct Received {
+    message: TaskMessage,
+    queue: String,
+    acker: Box<dyn Acknowledger>,
+    expires: Option<DateTime<Utc>>,
+    eta: Option<DateTime<Utc>>,
 }
 
 enum Settle {
@@ -166,42 +224,64 @@ async fn store(shared: &Shared, meta: ResultMeta) {
     }
 }
 
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename the list
+/// Runs one task: expiry check, early ack, STARTED, the call, retry or result, late ack.
+/// The permits are released when it returns.
 async fn execute(
     shared: Arc<Shared>,
     registered: Registered,
-    message: TaskMessage,
-    queue: String,
-    acker: Box<dyn Acknowledger>,
-    expires: Option<DateTime<Utc>>,
-    eta: Option<DateTime<Utc>>,
-    _permit: OwnedSemaphorePermit,
+    received: Received,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 ) {
+    let Received {
+        message,
+        queue,
+        acker,
+        expires,
+        eta,
+    } = received;
     let spec = registered.spec;
     let id = message.id().to_owned();
-    let span = tracing::info_span!("task", name = spec.name, id = %id, retries = message.headers.retries, queue = %queue);
+    let span = tracing::info_span!(
+        "task",
+        name = spec.name,
+        id = %id,
+        retries = message.headers.retries,
+        queue = %queue,
+        outcome = tracing::field::Empty,
+        duration_ms = tracing::field::Empty,
+    );
     async move {
         let ignore_result = message.headers.ignore_result.unwrap_or(spec.ignore_result);
-        if expires.is_some_and(|at| at <= Utc::now()) {
-            tracing::warn!("discarding expired task");
+        let expired = expires.is_some_and(|at| at <= Utc::now());
+        if expired || shared.is_revoked(&id) {
+            let reason = if expired { "expired" } else { "revoked" };
+            tracing::Span::current().record("outcome", "revoked");
+            tracing::warn!(reason, "discarding revoked task");
             if !ignore_result {
-                let exception = ExceptionInfo::new("TaskRevokedError", CELERY_EXCEPTIONS, "expired");
+                let exception = ExceptionInfo::new("TaskRevokedError", CELERY_EXCEPTIONS, reason);
                 store(&shared, ResultMeta::exception(&id, TaskState::Revoked, &exception, None)).await;
             }
             settle(acker, Settle::Ack).await;
             return;
         }
-        let acks_late = spec.acks_late;
-        let mut acker = Some(acker);
-        if !acks_late {
-            if let Some(acker) = acker.take() {
-                settle(acker, Settle::Ack).await;
-            }
-        }
+        // Early acknowledgement (Celery's default): the message is gone before the task
+        // runs. Late: only after the result is stored.
+        let late_acker = if spec.acks_late {
+            Some(acker)
+        } else {
+            settle(acker, Settle::Ack).await;
+            None
+        };
         if spec.track_started && !ignore_result {
             let started = serde_json::json!({"pid": std::process::id(), "hostname": crate::client::hostname()});
             store(&shared, ResultMeta::new(&id, TaskState::Started, started)).await;
         }
+        // The header's limits win over the task's, as in Celery (`[hard, soft]`).
+        let limit = |header: Option<f64>, default: Option<Duration>| {
+            header.filter(|s| *s > 0.0).map(Duration::from_secs_f64).or(default)
+        };
+        let time_limit = limit(message.headers.timelimit.0, spec.time_limit);
+        let soft_time_limit = limit(message.headers.timelimit.1, spec.soft_time_limit);
         let root_id = message.headers.root_id.clone().unwrap_or_else(|| id.clone());
         let ctx = TaskContext {
             id: id.clone(),
@@ -213,46 +293,31 @@ async fn execute(
             eta,
             expires,
             client: shared.client.child_of(&id, &root_id),
+            soft_deadline: soft_time_limit.map(|d| tokio::time::Instant::now() + d),
         };
-        // The header's limits win over the task's, as in Celery (`[hard, soft]`).
-        let time_limit = message
-            .headers
-            .timelimit
-            .0
-            .filter(|s| *s > 0.0)
-            .map(Duration::from_secs_f64)
-            .or(spec.time_limit);
         let started = Instant::now();
-        let run = AssertUnwindSafe(registered.handler.run(shared.container.clone(), ctx, message.args.clone(), message.kwargs.clone())).catch_unwind();
-        let outcome = match time_limit {
-            Some(limit) => match tokio::time::timeout(limit, run).await {
-                Ok(outcome) => outcome,
-                Err(_) => {
-                    tracing::error!(limit = ?limit, "hard time limit exceeded");
-                    Ok(Err(TaskError::python("TimeLimitExceeded", CELERY_EXCEPTIONS, format!("{}", limit.as_secs_f64()))))
-                }
-            },
-            None => run.await,
-        };
-        let outcome = outcome.unwrap_or_else(|panic| {
-            let text = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "the task panicked".into());
-            Err(TaskError::new("Panic", text))
-        });
+        let outcome = registered
+            .handler
+            .run(shared.container.clone(), ctx, message.args.clone(), message.kwargs.clone(), time_limit)
+            .await;
         let elapsed = started.elapsed();
+        let span = tracing::Span::current();
+        span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
         match outcome {
             Ok(value) => {
+                span.record("outcome", "success");
                 tracing::info!(duration = ?elapsed, "task succeeded");
                 if !ignore_result {
                     store(&shared, ResultMeta::new(&id, TaskState::Success, value)).await;
                 }
             }
             Err(error) => match retry_decision(spec.retry, &error, message.headers.retries) {
-                Some(countdown) => retry(&shared, &message, &queue, &error, countdown).await,
+                Some(countdown) => {
+                    span.record("outcome", "retry");
+                    retry(&shared, &message, &queue, &error, countdown).await;
+                }
                 None => {
+                    span.record("outcome", "failure");
                     let (exception, traceback) = failure_of(error, spec.retry);
                     tracing::error!(duration = ?elapsed, exc_type = %exception.exc_type, error = %exception.message(), "task failed");
                     if !ignore_result {
@@ -261,7 +326,7 @@ async fn execute(
                 }
             },
         }
-        if let Some(acker) = acker {
+        if let Some(acker) = late_acker {
             settle(acker, Settle::Ack).await;
         }
     }
@@ -301,7 +366,7 @@ fn retry_decision(
 fn jitter(delay: Duration) -> Duration {
     let random = uuid::Uuid::new_v4().as_u128() as u64;
     let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(random % (millis.saturating_add(1)))
+    Duration::from_millis(random % millis.saturating_add(1))
 }
 
 /// What a final error is stored as. A retry request that ran out of retries fails with its
@@ -317,12 +382,9 @@ fn failure_of(error: TaskError, policy: Option<RetryPolicy>) -> (ExceptionInfo, 
         } => (cause, None),
         TaskErrorKind::Retry { cause: None, .. } => {
             let max = policy.unwrap_or_default().max_retries;
+            let message = format!("Can't retry: exceeded max retries ({max})");
             (
-                ExceptionInfo::new(
-                    "MaxRetriesExceededError",
-                    CELERY_EXCEPTIONS,
-                    format!("Can't retry: exceeded max retries ({max})"),
-                ),
+                ExceptionInfo::new("MaxRetriesExceededError", CELERY_EXCEPTIONS, message),
                 None,
             )
         }
