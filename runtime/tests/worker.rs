@@ -1,0 +1,645 @@
+//! Worker semantics on the embedded broker, on tokio's paused clock: countdowns, retries,
+//! time limits and shutdown are deterministic and take no real time.
+//!
+//! The argument structs and `Invoke` impls are written here the way generated code
+//! writes them.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use celerity::backend::MemoryBackend;
+use celerity::broker::MemoryBroker;
+use celerity::{
+    App, ArgSpec, BuildError, Component, Invoke, ResultError, RetryPolicy, SendOptions, Singleton,
+    TaskContext, TaskError, TaskResult, TaskSpec, TaskState, Worker,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+const WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// What the probe components saw, shared by every execution.
+#[derive(Default)]
+struct Log {
+    builds: AtomicUsize,
+    cleanups: AtomicUsize,
+    /// (task, retries, when) of every run.
+    runs: Mutex<Vec<(String, u32, Instant)>>,
+    started: tokio::sync::Notify,
+}
+
+impl Log {
+    fn runs(&self) -> Vec<(String, u32, Instant)> {
+        self.runs.lock().unwrap().clone()
+    }
+}
+
+struct Probe {
+    log: Arc<Log>,
+}
+
+impl Component for Probe {
+    type Deps = Arc<Log>;
+
+    async fn build(log: Arc<Log>, _ctx: &TaskContext) -> Result<Self, BuildError> {
+        log.builds.fetch_add(1, Ordering::SeqCst);
+        Ok(Probe { log })
+    }
+
+    async fn cleanup(self) {
+        self.log.cleanups.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Probe {
+    fn record(&self, ctx: &TaskContext) {
+        self.log
+            .runs
+            .lock()
+            .unwrap()
+            .push((ctx.name.clone(), ctx.retries, Instant::now()));
+        self.log.started.notify_waiters();
+    }
+}
+
+/// Declares a task spec, its argument struct and its `Invoke` impl.
+macro_rules! probe_task {
+    ($spec:ident = $builder:expr; $args:ident { $($field:ident : $ty:ty),* } => $output:ty, |$probe:ident, $ctx:ident, $a:ident| $body:expr) => {
+        static $spec: TaskSpec = $builder;
+
+        #[derive(Deserialize)]
+        #[allow(dead_code)]
+        struct $args { $($field: $ty),* }
+
+        impl Invoke<Probe> for $args {
+            type Output = $output;
+
+            fn invoke<'a>(self, $probe: &'a Probe, $ctx: &'a TaskContext) -> impl Future<Output = TaskResult<$output>> + Send + 'a {
+                let $a = self;
+                async move {
+                    $probe.record($ctx);
+                    $body
+                }
+            }
+        }
+    };
+}
+
+probe_task!(ECHO = TaskSpec::new("t.echo", &[ArgSpec::new("value", true)]);
+    EchoArgs { value: i64 } => i64, |_p, _ctx, a| Ok(a.value));
+probe_task!(SLEEP = TaskSpec::new("t.sleep", &[ArgSpec::new("secs", true)]);
+    SleepArgs { secs: u64 } => u64, |_p, _ctx, a| { tokio::time::sleep(Duration::from_secs(a.secs)).await; Ok(a.secs) });
+probe_task!(SLEEP_LATE = TaskSpec::new("t.sleep_late", &[ArgSpec::new("secs", true)]).acks_late(true);
+    SleepLateArgs { secs: u64 } => u64, |_p, _ctx, a| { tokio::time::sleep(Duration::from_secs(a.secs)).await; Ok(a.secs) });
+probe_task!(FAIL = TaskSpec::new("t.fail", &[]);
+    FailArgs {} => (), |_p, _ctx, _a| Err(TaskError::new("KeyError", "'missing'")));
+probe_task!(PANIC = TaskSpec::new("t.panic", &[]);
+    PanicArgs {} => (), |_p, _ctx, _a| { if true { panic!("kaboom") } Ok(()) });
+probe_task!(RETRY_ONCE = TaskSpec::new("t.retry_once", &[]);
+RetryOnceArgs {} => u32, |_p, ctx, _a| {
+    if ctx.retries == 0 { Err(TaskError::retry(Some(Duration::from_secs(30)))) } else { Ok(ctx.retries) }
+});
+probe_task!(FLAKY = TaskSpec::new("t.flaky", &[]).retry(
+        RetryPolicy::new().max_retries(3).delay(Duration::from_secs(2)).max_delay(Duration::from_secs(5)).exponential().on(&["ConnectionError"]));
+    FlakyArgs {} => (), |_p, _ctx, _a| Err(TaskError::new("ConnectionError", "broker down")));
+probe_task!(HARD_LIMIT = TaskSpec::new("t.hard", &[]).time_limit(Duration::from_secs(5));
+    HardArgs {} => (), |_p, _ctx, _a| { tokio::time::sleep(Duration::from_secs(60)).await; Ok(()) });
+probe_task!(SOFT_LIMIT = TaskSpec::new("t.soft", &[]).soft_time_limit(Duration::from_secs(5)).time_limit(Duration::from_secs(60));
+SoftArgs {} => String, |_p, ctx, _a| {
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs(30)) => Ok("finished".to_owned()),
+        () = ctx.soft_time_limit() => Ok(format!("stopped early: exceeded={}", ctx.soft_time_limit_exceeded())),
+    }
+});
+probe_task!(STARTED = TaskSpec::new("t.started", &[]).track_started(true);
+    StartedArgs {} => (), |_p, _ctx, _a| { tokio::time::sleep(Duration::from_secs(10)).await; Ok(()) });
+probe_task!(IGNORED = TaskSpec::new("t.ignored", &[]).ignore_result(true);
+    IgnoredArgs {} => i64, |_p, _ctx, _a| Ok(1));
+
+struct Harness {
+    app: App,
+    broker: MemoryBroker,
+    worker: Worker,
+    log: Arc<Log>,
+}
+
+async fn harness(concurrency: usize, prefetch_multiplier: usize) -> Harness {
+    let broker = MemoryBroker::new();
+    let app = App::new(broker.clone(), MemoryBackend::new());
+    let mut builder = app.worker();
+    builder
+        .singleton(Log::default())
+        .concurrency(concurrency)
+        .prefetch_multiplier(prefetch_multiplier)
+        .queues(["celery"]);
+    builder
+        .register::<Probe, EchoArgs>(&ECHO)
+        .register::<Probe, SleepArgs>(&SLEEP)
+        .register::<Probe, SleepLateArgs>(&SLEEP_LATE)
+        .register::<Probe, FailArgs>(&FAIL)
+        .register::<Probe, PanicArgs>(&PANIC)
+        .register::<Probe, RetryOnceArgs>(&RETRY_ONCE)
+        .register::<Probe, FlakyArgs>(&FLAKY)
+        .register::<Probe, HardArgs>(&HARD_LIMIT)
+        .register::<Probe, SoftArgs>(&SOFT_LIMIT)
+        .register::<Probe, StartedArgs>(&STARTED)
+        .register::<Probe, IgnoredArgs>(&IGNORED);
+    let worker = builder.start().await.expect("the worker starts");
+    let log = worker.singleton::<Log>().expect("the log singleton");
+    Harness {
+        app,
+        broker,
+        worker,
+        log,
+    }
+}
+
+impl Harness {
+    async fn send(&self, spec: &'static TaskSpec, args: Value) -> celerity::AsyncResult<Value> {
+        self.send_with(spec, args, SendOptions::default()).await
+    }
+
+    async fn send_with(
+        &self,
+        spec: &'static TaskSpec,
+        args: Value,
+        options: SendOptions,
+    ) -> celerity::AsyncResult<Value> {
+        let Value::Array(args) = args else {
+            panic!("args must be a list")
+        };
+        self.app
+            .client()
+            .send_task(spec, args, Map::new(), options)
+            .await
+            .expect("sent")
+    }
+}
+
+fn failure(result: Result<Value, ResultError>) -> celerity::TaskFailure {
+    match result {
+        Err(ResultError::Failed(failure)) => failure,
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_task_does_not_block_others() {
+    let h = harness(2, 4).await;
+    let slow = h.send(&SLEEP, json!([3600])).await;
+    let fast = h.send(&ECHO, json!([7])).await;
+    assert_eq!(fast.get(WAIT).await.unwrap(), json!(7));
+    assert_eq!(
+        slow.state().await.unwrap(),
+        TaskState::Pending,
+        "the slow task is still running"
+    );
+    assert_eq!(slow.get(WAIT).await.unwrap(), json!(3600));
+    h.worker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn cleanup_runs_after_every_outcome() {
+    let h = harness(4, 4).await;
+    let outcomes = [
+        h.send(&ECHO, json!([1])).await,
+        h.send(&FAIL, json!([])).await,
+        h.send(&PANIC, json!([])).await,
+        h.send(&HARD_LIMIT, json!([])).await,
+        h.send(&RETRY_ONCE, json!([])).await,
+    ];
+    for result in &outcomes {
+        let _ = result.get(WAIT).await;
+    }
+    let builds = h.log.builds.load(Ordering::SeqCst);
+    assert_eq!(builds, 6, "five tasks, one of them run twice (retry)");
+    assert_eq!(
+        h.log.cleanups.load(Ordering::SeqCst),
+        builds,
+        "every built component was cleaned up"
+    );
+    h.worker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_panics_and_time_limits_are_recorded_and_the_worker_goes_on() {
+    let h = harness(2, 4).await;
+    let failed = failure(h.send(&FAIL, json!([])).await.get(WAIT).await);
+    assert_eq!(
+        (failed.exc_type.as_str(), failed.message.as_str()),
+        ("KeyError", "'missing'")
+    );
+    let panicked = failure(h.send(&PANIC, json!([])).await.get(WAIT).await);
+    assert_eq!(
+        (panicked.exc_type.as_str(), panicked.message.as_str()),
+        ("Panic", "kaboom")
+    );
+    let started = Instant::now();
+    let hard = failure(h.send(&HARD_LIMIT, json!([])).await.get(WAIT).await);
+    assert_eq!(
+        (
+            hard.exc_type.as_str(),
+            hard.message.as_str(),
+            hard.exc_module.as_deref()
+        ),
+        ("TimeLimitExceeded", "5", Some("celery.exceptions"))
+    );
+    assert_eq!(
+        started.elapsed().as_secs(),
+        5,
+        "aborted at the hard limit, not after the task's 60 s"
+    );
+    assert_eq!(
+        h.send(&ECHO, json!([3])).await.get(WAIT).await.unwrap(),
+        json!(3)
+    );
+    h.worker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_soft_time_limit_is_visible_to_the_task() {
+    let h = harness(1, 1).await;
+    let started = Instant::now();
+    let result = h
+        .send(&SOFT_LIMIT, json!([]))
+        .await
+        .get(WAIT)
+        .await
+        .unwrap();
+    assert_eq!(result, json!("stopped early: exceeded=true"));
+    assert_eq!(started.elapsed().as_secs(), 5);
+    h.worker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_explicit_retry_is_a_new_message_with_the_same_id_after_its_countdown() {
+    let h = harness(1, 4).await;
+    let sent = h.send(&RETRY_ONCE, json!([])).await;
+    assert_eq!(
+        sent.get(WAIT).await.unwrap(),
+        json!(1),
+        "the second run sees retries = 1"
+    );
+    let runs = h.log.runs();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(
+        runs[1].2 - runs[0].2,
+        Duration::from_secs(30),
+        "the retry waited for its countdown"
+    );
+    h.worker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn automatic_retries_back_off_exponentially_then_fail_with_the_last_error() {
+    let h = harness(1, 4).await;
+    let sent = h.send(&FLAKY, json!([])).await;
+    let failed = failure(sent.get(WAIT).await);
+    assert_eq!(
+        (failed.exc_type.as_str(), failed.message.as_str()),
+        ("ConnectionError", "broker down")
+    );
+    let runs = h.log.runs();
+    let retries: Vec<u32> = runs.iter().map(|r| r.1).collect();
+    assert_eq!(
+        retries,
+        [0, 1, 2, 3],
+        "the first run and max_retries = 3 retries"
+    );
+    let gaps: Vec<u64> = runs
+        .windows(2)
+        // ETAs are wall-clock times: the paused clock waits a few microseconds less.
+        .map(|w| (w[1].2 - w[0].2).as_secs_f64().round() as u64)
+        .collect();
+    assert_eq!(gaps, [2, 4, 5], "2 s doubling, capped at max_delay = 5 s");
+    h.worker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_state_is_visible_while_waiting() {
+    let h = harness(1, 4).await;
+    let sent = h.send(&RETRY_ONCE, json!([])).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(sent.state().await.unwrap(), TaskState::Retry);
+    assert_eq!(sent.get(WAIT).await.unwrap(), json!(1));
+    h.worker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_countdown_holds_the_task_without_blocking_others() {
+    let h = harness(1, 4).await;
+    let t0 = Instant::now();
+    let later = h
+        .send_with(
+            &ECHO,
+            json!([1]),
+            SendOptions {
+                countdown: Some(Duration::from_secs(600)),
+                ..Default::default()
+            },
+        )
+        .await;
+    let now = h.send(&ECHO, json!([2])).await;
+    assert_eq!(now.get(WAIT).await.unwrap(), json!(2));
+    assert_eq!(later.state().await.unwrap(), TaskState::Pending);
+    assert_eq!(later.get(WAIT).await.unwrap(), json!(1));
+    let runs = h.log.runs();
+    assert_eq!(runs.len(), 2);
+    assert!(
+        runs[1].2 - t0 >= Duration::from_secs(600),
+        "ran no earlier than its countdown"
+    );
+    h.worker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_task_is_revoked_and_not_run() {
+    let h = harness(1, 4).await;
+    let past = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let sent = h
+        .send_with(
+            &ECHO,
+            json!([1]),
+            SendOptions {
+                expires_at: Some(past),
+                ..Default::default()
+            },
+        )
+        .await;
+    match sent.get(WAIT).await {
+        Err(ResultError::Revoked(failure)) => assert_eq!(
+            (failure.exc_type.as_str(), failure.message.as_str()),
+            ("TaskRevokedError", "expired")
+        ),
+        other => panic!("expected REVOKED, got {other:?}"),
+    }
+    assert!(h.log.runs().is_empty());
+    h.worker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revoked_task_is_not_run() {
+    let h = harness(1, 4).await;
+    let sent = h
+        .send_with(
+            &ECHO,
+            json!([1]),
+            SendOptions {
+                countdown: Some(Duration::from_secs(60)),
+                ..Default::default()
+            },
+        )
+        .await;
+    sent.revoke().await.unwrap();
+    match sent.get(WAIT).await {
+        Err(ResultError::Revoked(failure)) => assert_eq!(failure.message, "revoked"),
+        other => panic!("expected REVOKED, got {other:?}"),
+    }
+    assert!(h.log.runs().is_empty());
+    h.worker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn track_started_records_started_and_ignore_result_stores_nothing() {
+    let h = harness(2, 4).await;
+    let running = h.send(&STARTED, json!([])).await;
+    h.log.started.notified().await;
+    tokio::task::yield_now().await;
+    assert_eq!(running.state().await.unwrap(), TaskState::Started);
+    assert_eq!(running.get(WAIT).await.unwrap(), Value::Null);
+    let ignored = h.send(&IGNORED, json!([])).await;
+    assert_eq!(
+        h.send(&ECHO, json!([1])).await.get(WAIT).await.unwrap(),
+        json!(1)
+    );
+    assert_eq!(
+        h.log.runs().iter().filter(|r| r.0 == "t.ignored").count(),
+        1,
+        "it ran"
+    );
+    assert_eq!(
+        ignored.state().await.unwrap(),
+        TaskState::Pending,
+        "but stored nothing"
+    );
+    h.worker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_ack_keeps_the_message_unacknowledged_until_the_result_is_stored() {
+    let h = harness(1, 1).await;
+    let late = h.send(&SLEEP_LATE, json!([10])).await;
+    h.log.started.notified().await;
+    assert_eq!(h.broker.unacked(), 1, "acks_late: held while running");
+    late.get(WAIT).await.unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(h.broker.unacked(), 0);
+    let early = h.send(&SLEEP, json!([10])).await;
+    h.log.started.notified().await;
+    assert_eq!(
+        h.broker.unacked(),
+        0,
+        "early ack: acknowledged before running"
+    );
+    early.get(WAIT).await.unwrap();
+    h.worker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_worker_holds_no_more_messages_than_its_prefetch_window() {
+    let h = harness(1, 1).await;
+    for _ in 0..3 {
+        h.send(&SLEEP, json!([100])).await;
+    }
+    h.log.started.notified().await;
+    assert_eq!(
+        h.broker.len("celery"),
+        2,
+        "concurrency 1 × multiplier 1: one message held"
+    );
+    h.worker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_running_tasks_finish() {
+    let h = harness(1, 1).await;
+    let running = h.send(&SLEEP, json!([20])).await;
+    h.log.started.notified().await;
+    let waiting = h.send(&ECHO, json!([1])).await;
+    h.worker.shutdown().await;
+    assert_eq!(
+        running.get(Duration::from_secs(1)).await.unwrap(),
+        json!(20),
+        "finished during shutdown"
+    );
+    assert_eq!(
+        waiting.state().await.unwrap(),
+        TaskState::Pending,
+        "not started: left on the broker"
+    );
+    assert_eq!(h.broker.len("celery"), 1);
+}
+
+// --- the container ----------------------------------------------------------------------
+
+/// Order in which singletons were created and closed.
+#[derive(Default)]
+struct Lifecycle(Mutex<Vec<String>>);
+
+struct Settings;
+struct Cache;
+
+impl Singleton for Settings {
+    type Deps = Arc<Lifecycle>;
+    async fn create(life: Arc<Lifecycle>) -> Result<Self, BuildError> {
+        life.0.lock().unwrap().push("create Settings".into());
+        Ok(Settings)
+    }
+}
+
+struct PoolWithLog(Arc<Lifecycle>);
+
+impl Singleton for PoolWithLog {
+    type Deps = (Arc<Lifecycle>, Arc<Settings>);
+    async fn create(
+        (life, _settings): (Arc<Lifecycle>, Arc<Settings>),
+    ) -> Result<Self, BuildError> {
+        life.0.lock().unwrap().push("create Pool".into());
+        Ok(PoolWithLog(life))
+    }
+    async fn close(&self) {
+        self.0.0.lock().unwrap().push("close Pool".into());
+    }
+}
+
+struct UsesPool;
+
+impl Component for UsesPool {
+    type Deps = Arc<PoolWithLog>;
+    async fn build(_pool: Arc<PoolWithLog>, _ctx: &TaskContext) -> Result<Self, BuildError> {
+        Ok(UsesPool)
+    }
+}
+
+impl Invoke<UsesPool> for EchoArgs {
+    type Output = i64;
+    async fn invoke(self, _c: &UsesPool, _ctx: &TaskContext) -> TaskResult<i64> {
+        Ok(self.value)
+    }
+}
+
+#[tokio::test]
+async fn singletons_are_built_in_dependency_order_and_closed_in_reverse() {
+    let app = App::memory();
+    let mut builder = app.worker();
+    // Registered out of order on purpose: the pool needs the settings.
+    builder
+        .singleton(Lifecycle::default())
+        .singleton_factory::<PoolWithLog>()
+        .singleton_factory::<Settings>();
+    builder
+        .register::<UsesPool, EchoArgs>(&ECHO)
+        .queues(["celery"]);
+    let worker = builder.start().await.unwrap();
+    let life = worker.singleton::<Lifecycle>().unwrap();
+    let sent = app
+        .client()
+        .send_task::<i64>(&ECHO, vec![json!(5)], Map::new(), SendOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(sent.get(Duration::from_secs(5)).await.unwrap(), 5);
+    worker.shutdown().await;
+    assert_eq!(
+        *life.0.lock().unwrap(),
+        ["create Settings", "create Pool", "close Pool"]
+    );
+}
+
+struct NeedsCache;
+
+impl Component for NeedsCache {
+    type Deps = (Arc<Log>, Arc<Cache>);
+    async fn build(_deps: (Arc<Log>, Arc<Cache>), _ctx: &TaskContext) -> Result<Self, BuildError> {
+        Ok(NeedsCache)
+    }
+}
+
+impl Invoke<NeedsCache> for EchoArgs {
+    type Output = i64;
+    async fn invoke(self, _c: &NeedsCache, _ctx: &TaskContext) -> TaskResult<i64> {
+        Ok(self.value)
+    }
+}
+
+async fn start_error(builder: celerity::WorkerBuilder) -> String {
+    match builder.start().await {
+        Ok(_) => panic!("start-up should fail"),
+        Err(error) => {
+            assert_eq!(error.kind(), celerity::ErrorKind::Container);
+            error.to_string()
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_missing_dependency_fails_start_up_naming_the_path() {
+    let broker = MemoryBroker::new();
+    let app = App::new(broker.clone(), MemoryBackend::new());
+    app.client()
+        .send_task::<i64>(&ECHO, vec![json!(1)], Map::new(), SendOptions::default())
+        .await
+        .unwrap();
+    let mut builder = app.worker();
+    builder
+        .singleton(Log::default())
+        .register::<NeedsCache, EchoArgs>(&ECHO)
+        .queues(["celery"]);
+    assert_eq!(
+        start_error(builder).await,
+        "`NeedsCache` needs `Cache`, which is not registered (path: NeedsCache → Cache); register it with `singleton(…)` or `singleton_factory::<…>()`"
+    );
+    assert_eq!(broker.len("celery"), 1, "nothing was consumed");
+
+    let mut builder = app.worker();
+    builder
+        .singleton_factory::<PoolWithLog>()
+        .register::<UsesPool, EchoArgs>(&ECHO);
+    assert_eq!(
+        start_error(builder).await,
+        "`UsesPool` needs `Lifecycle`, which is not registered (path: UsesPool → PoolWithLog → Lifecycle); register it with `singleton(…)` or `singleton_factory::<…>()`"
+    );
+}
+
+struct CycleA;
+struct CycleB;
+
+impl Singleton for CycleA {
+    type Deps = Arc<CycleB>;
+    async fn create(_b: Arc<CycleB>) -> Result<Self, BuildError> {
+        Ok(CycleA)
+    }
+}
+
+impl Singleton for CycleB {
+    type Deps = Arc<CycleA>;
+    async fn create(_a: Arc<CycleA>) -> Result<Self, BuildError> {
+        Ok(CycleB)
+    }
+}
+
+#[tokio::test]
+async fn a_dependency_cycle_fails_start_up() {
+    let app = App::memory();
+    let mut builder = app.worker();
+    builder
+        .singleton_factory::<CycleA>()
+        .singleton_factory::<CycleB>()
+        .singleton(Log::default());
+    builder.register::<Probe, EchoArgs>(&ECHO);
+    assert_eq!(
+        start_error(builder).await,
+        "dependency cycle: CycleA → CycleB → CycleA"
+    );
+}
