@@ -115,6 +115,8 @@ SoftArgs {} => String, |_p, ctx, _a| {
 });
 probe_task!(STARTED = TaskSpec::new("t.started", &[]).track_started(true);
     StartedArgs {} => (), |_p, _ctx, _a| { tokio::time::sleep(Duration::from_secs(10)).await; Ok(()) });
+probe_task!(LIMITED = TaskSpec::new("t.limited", &[]).rate_limit(10, Duration::from_secs(60));
+    LimitedArgs {} => (), |_p, _ctx, _a| Ok(()));
 probe_task!(IGNORED = TaskSpec::new("t.ignored", &[]).ignore_result(true);
     IgnoredArgs {} => i64, |_p, _ctx, _a| Ok(1));
 
@@ -145,7 +147,8 @@ async fn harness(concurrency: usize, prefetch_multiplier: usize) -> Harness {
         .register::<Probe, HardArgs>(&HARD_LIMIT)
         .register::<Probe, SoftArgs>(&SOFT_LIMIT)
         .register::<Probe, StartedArgs>(&STARTED)
-        .register::<Probe, IgnoredArgs>(&IGNORED);
+        .register::<Probe, IgnoredArgs>(&IGNORED)
+        .register::<Probe, LimitedArgs>(&LIMITED);
     let worker = builder.start().await.expect("the worker starts");
     let log = worker.singleton::<Log>().expect("the log singleton");
     Harness {
@@ -459,6 +462,33 @@ async fn the_worker_holds_no_more_messages_than_its_prefetch_window() {
         2,
         "concurrency 1 × multiplier 1: one message held"
     );
+    h.worker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rate_limit_spaces_starts_without_blocking_other_tasks() {
+    let h = harness(2, 4).await;
+    let t0 = Instant::now();
+    let limited = [
+        h.send(&LIMITED, json!([])).await,
+        h.send(&LIMITED, json!([])).await,
+        h.send(&LIMITED, json!([])).await,
+    ];
+    assert_eq!(
+        h.send(&ECHO, json!([1])).await.get(WAIT).await.unwrap(),
+        json!(1)
+    );
+    for result in &limited {
+        result.get(WAIT).await.unwrap();
+    }
+    let starts: Vec<u64> = h
+        .log
+        .runs()
+        .iter()
+        .filter(|r| r.0 == "t.limited")
+        .map(|r| (r.2 - t0).as_secs_f64().round() as u64)
+        .collect();
+    assert_eq!(starts, [0, 6, 12], "10/m: one start every 6 s");
     h.worker.shutdown().await;
 }
 

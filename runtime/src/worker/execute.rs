@@ -30,6 +30,9 @@ pub(crate) struct Shared {
     pub prefetch: Arc<Semaphore>,
     /// Task ids revoked by broadcast.
     pub revoked: std::sync::Mutex<RevokedSet>,
+    /// Next start time allowed per rate-limited task name.
+    pub rate_limits:
+        std::sync::Mutex<std::collections::HashMap<&'static str, tokio::time::Instant>>,
 }
 
 /// Revoked task ids, bounded like Celery's `LimitedSet` (`worker_state.revoked`, 50,000
@@ -60,6 +63,25 @@ impl RevokedSet {
 }
 
 impl Shared {
+    /// Waits for the task's turn under its rate limit: starts are spaced `period / count`
+    /// apart, per worker, as Celery's `rate_limit` is (`10/m`: one start every 6 s).
+    async fn rate_limit(&self, spec: &'static crate::spec::TaskSpec) {
+        let Some(limit) = spec.rate_limit else { return };
+        let interval = limit.period / limit.count.max(1);
+        let turn = {
+            let mut next = self.rate_limits.lock().unwrap_or_else(|p| p.into_inner());
+            let now = tokio::time::Instant::now();
+            let slot = next
+                .get(spec.name)
+                .copied()
+                .filter(|t| *t > now)
+                .unwrap_or(now);
+            next.insert(spec.name, slot + interval);
+            slot
+        };
+        tokio::time::sleep_until(turn).await;
+    }
+
     fn is_revoked(&self, id: &str) -> bool {
         self.revoked
             .lock()
@@ -181,6 +203,7 @@ async fn receive(
         tracing::debug!(id = message.id(), ?wait, "holding task until its ETA");
         tokio::time::sleep(wait).await;
     }
+    shared.rate_limit(registered.spec).await;
     let Ok(slot) = shared.slots.clone().acquire_owned().await else {
         return;
     };

@@ -159,6 +159,7 @@ impl WorkerBuilder {
             slots: Arc::new(Semaphore::new(self.concurrency)),
             prefetch: Arc::new(Semaphore::new(prefetch)),
             revoked: Default::default(),
+            rate_limits: Default::default(),
         });
         let listener = tokio::spawn(execute::listen(shared.clone(), control));
         tracing::info!(queues = ?queues, concurrency = self.concurrency, prefetch, "worker started");
