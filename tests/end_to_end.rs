@@ -162,6 +162,14 @@ async fn a_task_error_arrives_as_a_typed_failure_with_its_exception_type() {
         other => panic!("expected a failure, got {other:?}"),
     }
     assert_eq!(sent.state().await.unwrap(), TaskState::Failure);
+    let outbox = worker
+        .singleton::<celerity_shop::Outbox>()
+        .expect("the outbox");
+    assert_eq!(
+        outbox.connections_in_use(),
+        0,
+        "the failed task's component returned its connection"
+    );
     let since = NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();
     let backwards = tasks
         .generate_report(

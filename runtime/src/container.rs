@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use crate::client::{Client, FromClient};
+use crate::client::Client;
 use crate::task::TaskContext;
 
 /// A component the container builds for each task execution.
@@ -202,28 +202,6 @@ impl Dependencies for Client {
 
     fn resolve(_: &Container, client: &Client) -> Result<Self, BuildError> {
         Ok(client.clone())
-    }
-}
-
-/// Injects a typed client (the generated `TasksRegistry`): tasks sent through it from
-/// inside a task are that task's children.
-#[derive(Debug, Clone)]
-pub struct Tasks<R>(pub R);
-
-impl<R: FromClient + Send + 'static> Dependencies for Tasks<R> {
-    fn requirements() -> Vec<Requirement> {
-        Vec::new()
-    }
-
-    fn resolve(_: &Container, client: &Client) -> Result<Self, BuildError> {
-        Ok(Tasks(R::from_client(client.clone())))
-    }
-}
-
-impl<R> std::ops::Deref for Tasks<R> {
-    type Target = R;
-    fn deref(&self) -> &R {
-        &self.0
     }
 }
 

@@ -40,7 +40,7 @@ pub use client::{
 };
 pub use container::{
     BuildError, Component, Container, ContainerBuilder, Dependencies, Requirement, Singleton,
-    Tasks, WiringError,
+    WiringError,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use protocol::TaskState;
