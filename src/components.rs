@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::tasks::{
     Accounts, EmailAddress, EmailReceipt, Mailer, Maintenance, Order, OrderOutcome, OrderStatus,
-    Orders, Report, ReportFormat, Reports, Role, User,
+    Orders, Report, ReportFormat, Reports, Role, TasksRegistry, User,
 };
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (every critical
@@ -207,14 +207,17 @@ impl Accounts for AccountService {
     }
 }
 
-/// Runs `tasks.process_order`.
-pub struct OrderDesk;
+/// Runs `tasks.process_order`; confirms accepted orders by email through the injected
+/// `TasksRegistry`, so the email task is a child of the order task.
+pub struct OrderDesk {
+    tasks: TasksRegistry,
+}
 
 impl Component for OrderDesk {
-    type Deps = ();
+    type Deps = TasksRegistry;
 
-    async fn build(_deps: (), _ctx: &TaskContext) -> Result<Self, BuildError> {
-        Ok(OrderDesk)
+    async fn build(tasks: TasksRegistry, _ctx: &TaskContext) -> Result<Self, BuildError> {
+        Ok(OrderDesk { tasks })
     }
 }
 
@@ -223,7 +226,7 @@ impl Orders for OrderDesk {
         &self,
         _ctx: &TaskContext,
         order: Order,
-        _notify: bool,
+        notify: bool,
     ) -> TaskResult<OrderOutcome> {
         let total_cents = order
             .lines
@@ -241,6 +244,18 @@ impl Orders for OrderDesk {
         } else {
             OrderStatus::Accepted
         };
+        let customer_email = order.metadata.get("email").filter(|_| notify);
+        if let (Some(email), OrderStatus::Accepted) = (customer_email, status) {
+            let to = EmailAddress {
+                email: email.clone(),
+                name: None,
+            };
+            let subject = format!("Order {} accepted", order.id);
+            self.tasks
+                .send_email(to, subject, String::new(), Vec::new(), BTreeMap::new())
+                .await
+                .map_err(|e| TaskError::new("NotificationFailed", e.to_string()))?;
+        }
         Ok(OrderOutcome {
             order_id: order.id,
             status,

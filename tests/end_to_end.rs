@@ -461,6 +461,46 @@ async fn the_wire_message_has_every_header_celery_sends() {
 }
 
 #[tokio::test]
+async fn a_task_enqueues_a_child_task_through_the_injected_registry() {
+    let (_app, worker, tasks) = start().await;
+    let order = Order {
+        id: Uuid::new_v4(),
+        customer_id: Uuid::new_v4(),
+        lines: vec![OrderLine {
+            sku: "TEA-01".into(),
+            quantity: 1,
+            unit_price_cents: 450,
+        }],
+        shipping: None,
+        metadata: BTreeMap::from([("email".into(), "buyer@example.com".into())]),
+    };
+    let outcome = tasks
+        .process_order(order.clone(), true)
+        .await
+        .unwrap()
+        .get(WAIT)
+        .await
+        .unwrap();
+    assert_eq!(outcome.status, OrderStatus::Accepted);
+    let outbox = worker
+        .singleton::<celerity_shop::Outbox>()
+        .expect("the outbox");
+    let expected = (
+        "buyer@example.com".to_owned(),
+        format!("Order {} accepted", order.id),
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !outbox.sent().contains(&expected) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the confirmation email was never sent"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    worker.shutdown().await;
+}
+
+#[tokio::test]
 async fn components_are_built_per_task_from_shared_singletons() {
     let (_app, worker, tasks) = start().await;
     for n in 0..3 {
