@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::{MemoryBackend, ResultBackend};
+use crate::backend::{MemoryBackend, RedisBackend, ResultBackend};
 use crate::broker::{Broker, MemoryBroker};
 use crate::client::Client;
 use crate::error::{Error, ErrorKind, Result};
@@ -55,14 +55,16 @@ impl App {
         }
     }
 
-    /// An app configured by URL: `memory://` for both is the embedded default.
-    pub fn from_urls(broker_url: &str, backend_url: &str) -> Result<App> {
+    /// An app configured by URL: `memory://` (the embedded default) or `redis://` /
+    /// `rediss://` for the result backend.
+    pub async fn from_urls(broker_url: &str, backend_url: &str) -> Result<App> {
         let broker: Arc<dyn Broker> = match scheme(broker_url)? {
             "memory" => Arc::new(MemoryBroker::new()),
             other => return Err(unsupported("broker", other, broker_url)),
         };
         let backend: Arc<dyn ResultBackend> = match scheme(backend_url)? {
             "memory" => Arc::new(MemoryBackend::new()),
+            "redis" | "rediss" => Arc::new(RedisBackend::connect(backend_url).await?),
             other => return Err(unsupported("result backend", other, backend_url)),
         };
         Ok(App::from_parts(broker, backend))
@@ -70,11 +72,11 @@ impl App {
 
     /// The broker and backend URLs from `CELERITY_BROKER_URL` and
     /// `CELERITY_RESULT_BACKEND` (Celery's setting names), defaulting to `memory://`.
-    pub fn from_env() -> Result<App> {
+    pub async fn from_env() -> Result<App> {
         let broker = std::env::var("CELERITY_BROKER_URL").unwrap_or_else(|_| "memory://".into());
         let backend =
             std::env::var("CELERITY_RESULT_BACKEND").unwrap_or_else(|_| "memory://".into());
-        App::from_urls(&broker, &backend)
+        App::from_urls(&broker, &backend).await
     }
 
     /// A client sending through this app.

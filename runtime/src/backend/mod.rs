@@ -1,10 +1,12 @@
 //! Result backends: where task states and results are stored.
 
 mod memory;
+mod redis;
 
 use futures::future::BoxFuture;
 
 pub use memory::MemoryBackend;
+pub use redis::{RedisBackend, TASK_META_PREFIX};
 
 use crate::error::Result;
 use crate::protocol::ResultMeta;
