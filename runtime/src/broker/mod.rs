@@ -4,6 +4,7 @@
 //! [`Delivery`]s, which must be acknowledged or rejected. Decoding is the worker's job, so
 //! every transport treats malformed messages the same way.
 
+pub mod kombu;
 mod memory;
 
 use futures::future::BoxFuture;
