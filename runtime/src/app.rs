@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::backend::{MemoryBackend, RedisBackend, ResultBackend};
-use crate::broker::{Broker, MemoryBroker};
+use crate::broker::{Broker, MemoryBroker, RedisBroker};
 use crate::client::Client;
 use crate::error::{Error, ErrorKind, Result};
 use crate::worker::WorkerBuilder;
@@ -55,11 +55,12 @@ impl App {
         }
     }
 
-    /// An app configured by URL: `memory://` (the embedded default) or `redis://` /
-    /// `rediss://` for the result backend.
+    /// An app configured by URL: `memory://` (the embedded default), `redis://` or
+    /// `rediss://`, for the broker and the result backend alike.
     pub async fn from_urls(broker_url: &str, backend_url: &str) -> Result<App> {
         let broker: Arc<dyn Broker> = match scheme(broker_url)? {
             "memory" => Arc::new(MemoryBroker::new()),
+            "redis" | "rediss" => Arc::new(RedisBroker::connect(broker_url).await?),
             other => return Err(unsupported("broker", other, broker_url)),
         };
         let backend: Arc<dyn ResultBackend> = match scheme(backend_url)? {

@@ -8,13 +8,10 @@ use std::time::Duration;
 use celerity::backend::{RedisBackend, ResultBackend};
 use celerity::broker::MemoryBroker;
 use celerity::protocol::{ExceptionInfo, ResultMeta};
-use celerity::{
-    App, ArgSpec, BuildError, Component, Invoke, SendOptions, TaskContext, TaskResult, TaskSpec,
-    TaskState,
-};
+use celerity::{App, SendOptions, TaskState};
 use redis::AsyncCommands;
-use serde::Deserialize;
 use serde_json::{Map, json};
+use support::{DOUBLE, DoubleArgs, Doubler};
 
 fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -137,29 +134,6 @@ async fn waiting_sees_results_stored_before_and_after_it_starts() {
         (meta.status, meta.result),
         (TaskState::Success, json!("late"))
     );
-}
-
-static DOUBLE: TaskSpec = TaskSpec::new("t.double", &[ArgSpec::new("x", true)]);
-
-struct Doubler;
-
-impl Component for Doubler {
-    type Deps = ();
-    async fn build(_deps: (), _ctx: &TaskContext) -> Result<Self, BuildError> {
-        Ok(Doubler)
-    }
-}
-
-#[derive(Deserialize)]
-struct DoubleArgs {
-    x: i64,
-}
-
-impl Invoke<Doubler> for DoubleArgs {
-    type Output = i64;
-    async fn invoke(self, _c: &Doubler, _ctx: &TaskContext) -> TaskResult<i64> {
-        Ok(self.x * 2)
-    }
 }
 
 #[tokio::test]

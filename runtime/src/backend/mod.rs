@@ -1,7 +1,7 @@
 //! Result backends: where task states and results are stored.
 
 mod memory;
-mod redis;
+pub(crate) mod redis;
 
 use futures::future::BoxFuture;
 

@@ -6,10 +6,12 @@
 
 pub mod kombu;
 mod memory;
+mod redis;
 
 use futures::future::BoxFuture;
 
 pub use memory::MemoryBroker;
+pub use redis::RedisBroker;
 
 use crate::error::Result;
 use crate::protocol::RawMessage;

@@ -44,3 +44,35 @@ pub async fn raw_redis(url: &str) -> redis::aio::MultiplexedConnection {
         .await
         .expect("a Redis connection")
 }
+
+/// `t.double(x) -> 2x`: the task broker tests run.
+pub static DOUBLE: celerity::TaskSpec =
+    celerity::TaskSpec::new("t.double", &[celerity::ArgSpec::new("x", true)]);
+
+/// Runs `t.double`.
+pub struct Doubler;
+
+impl celerity::Component for Doubler {
+    type Deps = ();
+    async fn build(_deps: (), _ctx: &celerity::TaskContext) -> Result<Self, celerity::BuildError> {
+        Ok(Doubler)
+    }
+}
+
+/// Arguments of `t.double`.
+#[derive(serde::Deserialize)]
+pub struct DoubleArgs {
+    x: i64,
+}
+
+impl celerity::Invoke<Doubler> for DoubleArgs {
+    type Output = i64;
+    async fn invoke(self, _c: &Doubler, _ctx: &celerity::TaskContext) -> celerity::TaskResult<i64> {
+        Ok(self.x * 2)
+    }
+}
+
+/// A queue name no other test uses.
+pub fn unique_queue() -> String {
+    format!("celerity-test-{}", uuid::Uuid::new_v4())
+}
