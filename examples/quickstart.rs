@@ -1,7 +1,9 @@
-//! Producer and worker in one process on the embedded in-memory broker.
+//! Producer and worker in one process, on the embedded in-memory broker by default.
 //!
 //! Sends every task of `schemas/tasks.yaml` through the generated `TasksRegistry`, waits for
-//! each typed result and prints it. Run with `cargo run --example quickstart`.
+//! each typed result and prints it. Run with `cargo run --example quickstart`; set
+//! `CELERITY_BROKER_URL` and `CELERITY_RESULT_BACKEND` (e.g. `redis://127.0.0.1:6379/0`) to
+//! run the same flow through a real broker.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -21,8 +23,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
 
-    // One app: the embedded broker and result backend, shared by worker and producer.
-    let app = App::memory();
+    // One app, shared by worker and producer: the embedded broker and backend unless the
+    // CELERITY_BROKER_URL / CELERITY_RESULT_BACKEND variables name others.
+    let app = App::from_env().await?;
+    println!(
+        "broker {}, results {}",
+        app.broker().describe(),
+        app.backend().describe()
+    );
     let mut worker = app.worker();
     celerity_shop::register(&mut worker);
     let worker = worker.start().await?;

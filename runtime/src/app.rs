@@ -55,17 +55,17 @@ impl App {
         }
     }
 
-    /// An app configured by URL: `memory://` (the embedded default), `redis://` or
-    /// `rediss://`, for the broker and the result backend alike.
+    /// An app configured by URL: `memory://` (the embedded default) or `redis://`, for
+    /// the broker and the result backend alike.
     pub async fn from_urls(broker_url: &str, backend_url: &str) -> Result<App> {
         let broker: Arc<dyn Broker> = match scheme(broker_url)? {
             "memory" => Arc::new(MemoryBroker::new()),
-            "redis" | "rediss" => Arc::new(RedisBroker::connect(broker_url).await?),
+            "redis" => Arc::new(RedisBroker::connect(broker_url).await?),
             other => return Err(unsupported("broker", other, broker_url)),
         };
         let backend: Arc<dyn ResultBackend> = match scheme(backend_url)? {
             "memory" => Arc::new(MemoryBackend::new()),
-            "redis" | "rediss" => Arc::new(RedisBackend::connect(backend_url).await?),
+            "redis" => Arc::new(RedisBackend::connect(backend_url).await?),
             other => return Err(unsupported("result backend", other, backend_url)),
         };
         Ok(App::from_parts(broker, backend))
