@@ -130,10 +130,9 @@ async fn a_lost_consumers_messages_are_restored_after_the_visibility_timeout() {
     let url = url
         .rsplit_once('/')
         .map_or(url.clone(), |(base, _)| format!("{base}/14"));
-    let broker = RedisBroker::connect(&url)
-        .await
-        .unwrap()
-        .visibility_timeout(Duration::ZERO);
+    // The consumer that dies keeps the default one-hour visibility timeout, so its own
+    // sweep leaves the message alone; only the explicit restore below uses zero.
+    let broker = RedisBroker::connect(&url).await.unwrap();
     let app = App::new(broker.clone(), RedisBackend::connect(&url).await.unwrap());
     let queue = unique_queue();
     let sent = app
@@ -156,7 +155,8 @@ async fn a_lost_consumers_messages_are_restored_after_the_visibility_timeout() {
         "recorded as unacknowledged"
     );
 
-    assert!(broker.restore_visible().await.unwrap() >= 1);
+    let restorer = broker.clone().visibility_timeout(Duration::ZERO);
+    assert!(restorer.restore_visible().await.unwrap() >= 1);
     let restored: Vec<String> = raw.lrange(&queue, 0, -1).await.unwrap();
     let envelope: Value = serde_json::from_str(&restored[0]).unwrap();
     assert_eq!(

@@ -72,6 +72,17 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
+/// A client for `url`, or a configuration error that does not reveal the password.
+pub(crate) fn open_client(url: &str) -> Result<redis::Client> {
+    redis::Client::open(url).map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            format!("invalid Redis URL `{}`", redact(url)),
+        )
+        .with_source(e)
+    })
+}
+
 /// A connection manager that reconnects with backoff and bounds every operation.
 pub(crate) async fn connect(client: &redis::Client, kind: ErrorKind) -> Result<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
@@ -88,13 +99,7 @@ pub(crate) async fn connect(client: &redis::Client, kind: ErrorKind) -> Result<C
 impl RedisBackend {
     /// Connects to `url` (`redis://[:password@]host[:port][/db]`).
     pub async fn connect(url: &str) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| {
-            Error::new(
-                ErrorKind::Config,
-                format!("invalid Redis URL `{}`", redact(url)),
-            )
-            .with_source(e)
-        })?;
+        let client = open_client(url)?;
         let connection = connect(&client, ErrorKind::Backend).await?;
         Ok(RedisBackend {
             client,

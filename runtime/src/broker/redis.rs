@@ -18,8 +18,8 @@ use redis::aio::ConnectionManager;
 
 use super::kombu::{self, DeliveryInfo};
 use super::{Acknowledger, Broker, Consumer, Control, ControlStream, Delivery};
-use crate::backend::redis::{connect, redact, redis_error};
-use crate::error::{Error, ErrorKind, Result};
+use crate::backend::redis::{connect, open_client, redact, redis_error};
+use crate::error::{ErrorKind, Result};
 use crate::protocol::RawMessage;
 
 /// Pops the first message of KEYS (in order) and records it as unacknowledged, atomically.
@@ -149,13 +149,7 @@ impl std::fmt::Debug for RedisBroker {
 impl RedisBroker {
     /// Connects to `url` (`redis://[:password@]host[:port][/db]`).
     pub async fn connect(url: &str) -> Result<Self> {
-        let client = redis::Client::open(url).map_err(|e| {
-            Error::new(
-                ErrorKind::Config,
-                format!("invalid Redis URL `{}`", redact(url)),
-            )
-            .with_source(e)
-        })?;
+        let client = open_client(url)?;
         let db = client.get_connection_info().redis_settings().db();
         let connection = connect(&client, ErrorKind::Broker).await?;
         Ok(RedisBroker {
