@@ -159,26 +159,13 @@ impl Generator {
                     }
                 }
             });
-            outputs.push((
-                schema.clone(),
-                out_dir.join(format!("{stem}.rs")),
-                code,
-                source,
-            ));
+            outputs.push((schema.clone(), out_dir.join(format!("{stem}.rs")), code));
         }
-        let mut files = Vec::new();
-        let mut first_error = None;
-        for (schema, path, code, _) in outputs {
-            match code {
-                Ok(code) => files.push((schema, path, code)),
-                Err(error) => {
-                    first_error.get_or_insert(error);
-                }
-            }
-        }
-        if let Some(error) = first_error {
-            return Err(error);
-        }
+        // Every schema was read (and announced to cargo) before the first error is returned.
+        let files = outputs
+            .into_iter()
+            .map(|(schema, path, code)| code.map(|code| (schema, path, code)))
+            .collect::<Result<Vec<_>, Error>>()?;
         std::fs::create_dir_all(&out_dir).map_err(|source| Error::Io {
             action: "write",
             path: out_dir.clone(),

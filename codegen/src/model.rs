@@ -108,7 +108,7 @@ pub struct ComponentModel {
     pub name: String,
     /// Registration function name.
     pub register_fn: String,
-    /// Indexes into `Model::tasks`.
+    /// Its tasks (copies of the entries of `Model::tasks`, which templates iterate here).
     pub tasks: Vec<TaskModel>,
 }
 

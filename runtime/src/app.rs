@@ -19,16 +19,14 @@ use crate::worker::WorkerBuilder;
 /// ```
 #[derive(Clone)]
 pub struct App {
-    broker: Arc<dyn Broker>,
-    backend: Arc<dyn ResultBackend>,
     client: Client,
 }
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App")
-            .field("broker", &self.broker.describe())
-            .field("backend", &self.backend.describe())
+            .field("broker", &self.broker().describe())
+            .field("backend", &self.backend().describe())
             .finish()
     }
 }
@@ -47,11 +45,8 @@ impl App {
 
     /// An app on shared broker and backend handles.
     pub fn from_parts(broker: Arc<dyn Broker>, backend: Arc<dyn ResultBackend>) -> App {
-        let client = Client::new(broker.clone(), backend.clone());
         App {
-            broker,
-            backend,
-            client,
+            client: Client::new(broker, backend),
         }
     }
 
@@ -92,12 +87,12 @@ impl App {
 
     /// The broker.
     pub fn broker(&self) -> &Arc<dyn Broker> {
-        &self.broker
+        self.client.broker()
     }
 
     /// The result backend.
     pub fn backend(&self) -> &Arc<dyn ResultBackend> {
-        &self.backend
+        self.client.backend()
     }
 }
 

@@ -16,7 +16,8 @@ use crate::backend::ResultBackend;
 use crate::broker::Broker;
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{
-    Embed, ExceptionInfo, Headers, Properties, ResultMeta, TaskMessage, TaskState, py_repr,
+    Embed, ExceptionInfo, Headers, Properties, ResultMeta, TaskMessage, TaskState, args_repr,
+    celery_time, kwargs_repr,
 };
 use crate::spec::TaskSpec;
 
@@ -127,15 +128,13 @@ impl Client {
             Some((parent, root)) => (Some(parent.clone()), root.clone()),
             None => (None, id.clone()),
         };
-        let args_value = Value::Array(args);
-        let kwargs_value = Value::Object(kwargs);
         let headers = Headers {
             lang: Some("rs".into()),
             task: spec.name.to_owned(),
             id: id.clone(),
             shadow: None,
-            eta: eta.map(iso),
-            expires: expires_at.map(iso),
+            eta: eta.map(celery_time),
+            expires: expires_at.map(celery_time),
             group: None,
             group_index: None,
             retries: 0,
@@ -145,8 +144,8 @@ impl Client {
             ),
             root_id: Some(root_id),
             parent_id,
-            argsrepr: Some(py_repr(&args_value, true)),
-            kwargsrepr: Some(py_repr(&kwargs_value, false)),
+            argsrepr: Some(args_repr(&args)),
+            kwargsrepr: Some(kwargs_repr(&kwargs)),
             origin: Some(self.inner.origin.clone()),
             ignore_result: Some(spec.ignore_result),
             replaced_task_nesting: Some(0),
@@ -155,12 +154,6 @@ impl Client {
             extra: Map::new(),
         };
         let expiration = expires_at.map(|at| (at - now).num_milliseconds().max(0).to_string());
-        let Value::Array(args) = args_value else {
-            unreachable!()
-        };
-        let Value::Object(kwargs) = kwargs_value else {
-            unreachable!()
-        };
         TaskMessage {
             headers,
             properties: Properties {
@@ -211,20 +204,19 @@ impl Client {
     }
 }
 
-/// Celery's ISO 8601 form: microseconds and an explicit `+00:00` offset.
-fn iso(time: DateTime<Utc>) -> String {
-    time.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
-}
-
-/// The machine's host name, for `origin` and worker names.
-pub(crate) fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+/// The machine's host name, for `origin` and the STARTED result; read once per process,
+/// since the worker writes it for every tracked task.
+pub(crate) fn hostname() -> &'static str {
+    static HOSTNAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOSTNAME.get_or_init(|| {
+        std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into())
+    })
 }
 
 /// Types that can be built from a [`Client`]; the generated `TasksRegistry` is one, which

@@ -300,19 +300,19 @@ impl ContainerBuilder {
         }
     }
 
-    /// The singleton value of type `T`, if registered as a value.
-    pub fn get_instance<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
-        self.instances
-            .get(&TypeId::of::<T>())
-            .and_then(|(_, v)| v.clone().downcast().ok())
-    }
-
     /// Checks every component's and factory's dependencies, then builds the factories'
     /// singletons in dependency order.
     pub async fn build(self, client: &Client) -> Result<Container, WiringError> {
         let factories: HashMap<TypeId, &Factory> =
             self.factories.iter().map(|(id, f)| (*id, f)).collect();
         let provided = |id: &TypeId| self.instances.contains_key(id) || factories.contains_key(id);
+        // Creation order: depth-first over factory dependencies, detecting cycles
+        // first, so the walk for missing dependencies below always ends.
+        let mut order = Vec::new();
+        let mut state: HashMap<TypeId, bool> = HashMap::new(); // false = visiting, true = done
+        for (id, _) in &self.factories {
+            visit(*id, &factories, &mut state, &mut order, &mut Vec::new())?;
+        }
         // Missing dependencies, reported with the path from the component that needs them.
         for (root, requirements) in &self.roots {
             let mut trail = vec![short_name(root)];
@@ -327,12 +327,6 @@ impl ContainerBuilder {
                 &mut trail,
                 factory.type_name,
             )?;
-        }
-        // Creation order: depth-first over factory dependencies, detecting cycles.
-        let mut order = Vec::new();
-        let mut state: HashMap<TypeId, bool> = HashMap::new(); // false = visiting, true = done
-        for (id, _) in &self.factories {
-            visit(*id, &factories, &mut state, &mut order, &mut Vec::new())?;
         }
         let mut container = Container::default();
         for (id, (_, value)) in self.instances {
@@ -369,9 +363,6 @@ fn check_missing(
     root: &str,
 ) -> Result<(), WiringError> {
     for requirement in requirements {
-        if trail.len() > 64 {
-            return Ok(()); // a cycle: reported by the ordering pass
-        }
         trail.push(short_name(requirement.type_name));
         if !provided(&requirement.type_id) {
             return Err(WiringError::Missing {

@@ -57,11 +57,6 @@ impl TaskContext {
             None => std::future::pending().await,
         }
     }
-
-    /// A retry request: reschedule this task after `countdown` (`None`: the policy's delay).
-    pub fn retry(&self, countdown: Option<Duration>) -> TaskError {
-        TaskError::retry(countdown)
-    }
 }
 
 /// The outcome of a task method.

@@ -141,6 +141,14 @@ async fn a_lost_consumers_messages_are_restored_after_the_visibility_timeout() {
         .await
         .unwrap();
 
+    let mut raw = support::raw_redis(&url).await;
+    let queued: Vec<String> = raw.lrange(&queue, 0, -1).await.unwrap();
+    let envelope: Value = serde_json::from_str(&queued[0]).unwrap();
+    let tag = envelope["properties"]["delivery_tag"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
     // A consumer takes the message and dies without acknowledging it.
     let mut consumer = broker.consume(std::slice::from_ref(&queue)).await.unwrap();
     let delivery = consumer.next().await.unwrap();
@@ -148,12 +156,13 @@ async fn a_lost_consumers_messages_are_restored_after_the_visibility_timeout() {
     assert!(!redelivered);
     std::mem::forget(acker);
     drop(consumer);
-    let mut raw = support::raw_redis(&url).await;
     assert_eq!(raw.llen::<_, i64>(&queue).await.unwrap(), 0);
     assert!(
-        raw.hlen::<_, i64>("unacked").await.unwrap() >= 1,
+        raw.hexists::<_, _, bool>("unacked", &tag).await.unwrap(),
         "recorded as unacknowledged"
     );
+    let indexed: Option<f64> = raw.zscore("unacked_index", &tag).await.unwrap();
+    assert!(indexed.is_some(), "indexed with its fetch time");
 
     let restorer = broker.clone().visibility_timeout(Duration::ZERO);
     assert!(restorer.restore_visible().await.unwrap() >= 1);
@@ -164,6 +173,12 @@ async fn a_lost_consumers_messages_are_restored_after_the_visibility_timeout() {
         "kombu's redelivered flags"
     );
     assert_eq!(envelope["properties"]["delivery_info"]["redelivered"], true);
+    assert_eq!(
+        envelope["properties"]["delivery_tag"],
+        tag.as_str(),
+        "restored under its own tag"
+    );
+    assert!(!raw.hexists::<_, _, bool>("unacked", &tag).await.unwrap());
 
     // Another worker completes it.
     let mut builder = app.worker();

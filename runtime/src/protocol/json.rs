@@ -1,8 +1,8 @@
 //! JSON as Python's `json.dumps` writes it, and Python `repr` for `argsrepr`.
 
 use serde::Serialize;
-use serde_json::Value;
 use serde_json::ser::Formatter;
+use serde_json::{Map, Value};
 
 /// Serialises like Python's `json.dumps` with its defaults: `", "` and `": "` separators
 /// and `ensure_ascii` (every non-ASCII character escaped as `\uXXXX`). Celery readers do
@@ -70,31 +70,76 @@ impl Formatter for PythonFormatter {
     }
 }
 
-/// Python's `repr` of a JSON value, as Celery puts in `argsrepr` / `kwargsrepr`:
-/// `(2, 'a', None)` for args (a tuple) and `{'z': True}` for kwargs. Truncated at 1024
-/// characters like Celery's `saferepr`.
-pub fn py_repr(value: &Value, as_tuple: bool) -> String {
+/// Python's `repr` of positional args as a tuple, as Celery puts in `argsrepr`:
+/// `(2, 'a', None)`, `(7,)`. Truncated at 1024 characters like Celery's `saferepr`.
+pub fn args_repr(args: &[Value]) -> String {
+    let mut out = String::from("(");
+    items_into(args, &mut out);
+    if args.len() == 1 {
+        out.push(',');
+    }
+    out.push(')');
+    truncate(out)
+}
+
+/// Python's `repr` of keyword args, as Celery puts in `kwargsrepr`: `{'z': True}`.
+pub fn kwargs_repr(kwargs: &Map<String, Value>) -> String {
     let mut out = String::new();
-    match (value, as_tuple) {
-        (Value::Array(items), true) => {
-            out.push('(');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                repr_into(item, &mut out);
-            }
-            if items.len() == 1 {
-                out.push(',');
-            }
-            out.push(')');
-        }
-        _ => repr_into(value, &mut out),
-    }
+    map_into(kwargs, &mut out);
+    truncate(out)
+}
+
+fn truncate(out: String) -> String {
     if out.chars().count() > 1024 {
-        out = out.chars().take(1021).collect::<String>() + "...";
+        out.chars().take(1021).collect::<String>() + "..."
+    } else {
+        out
     }
-    out
+}
+
+fn items_into(items: &[Value], out: &mut String) {
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        repr_into(item, out);
+    }
+}
+
+fn map_into(map: &Map<String, Value>, out: &mut String) {
+    out.push('{');
+    for (i, (key, item)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        str_into(key, out);
+        out.push_str(": ");
+        repr_into(item, out);
+    }
+    out.push('}');
+}
+
+fn str_into(s: &str, out: &mut String) {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
 }
 
 fn repr_into(value: &Value, out: &mut String) {
@@ -103,50 +148,13 @@ fn repr_into(value: &Value, out: &mut String) {
         Value::Bool(true) => out.push_str("True"),
         Value::Bool(false) => out.push_str("False"),
         Value::Number(n) => out.push_str(&n.to_string()),
-        Value::String(s) => {
-            let quote = if s.contains('\'') && !s.contains('"') {
-                '"'
-            } else {
-                '\''
-            };
-            out.push(quote);
-            for c in s.chars() {
-                match c {
-                    '\\' => out.push_str("\\\\"),
-                    '\n' => out.push_str("\\n"),
-                    '\r' => out.push_str("\\r"),
-                    '\t' => out.push_str("\\t"),
-                    c if c == quote => {
-                        out.push('\\');
-                        out.push(c);
-                    }
-                    c => out.push(c),
-                }
-            }
-            out.push(quote);
-        }
+        Value::String(s) => str_into(s, out),
         Value::Array(items) => {
             out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                repr_into(item, out);
-            }
+            items_into(items, out);
             out.push(']');
         }
-        Value::Object(map) => {
-            out.push('{');
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                repr_into(&Value::String(key.clone()), out);
-                out.push_str(": ");
-                repr_into(item, out);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => map_into(map, out),
     }
 }
 
@@ -170,12 +178,13 @@ mod tests {
 
     #[test]
     fn reprs_like_python() {
-        assert_eq!(py_repr(&json!([2, 3]), true), "(2, 3)");
-        assert_eq!(py_repr(&json!([7]), true), "(7,)");
+        assert_eq!(args_repr(&[json!(2), json!(3)]), "(2, 3)");
+        assert_eq!(args_repr(&[json!(7)]), "(7,)");
+        let kwargs = json!({"z": "ü", "ok": true, "n": null});
         assert_eq!(
-            py_repr(&json!({"z": "ü", "ok": true, "n": null}), false),
+            kwargs_repr(kwargs.as_object().unwrap()),
             "{'z': 'ü', 'ok': True, 'n': None}"
         );
-        assert_eq!(py_repr(&json!(["it's"]), true), "(\"it's\",)");
+        assert_eq!(args_repr(&[json!("it's")]), "(\"it's\",)");
     }
 }

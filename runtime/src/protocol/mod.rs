@@ -7,6 +7,6 @@ mod json;
 mod message;
 mod result;
 
-pub use json::{py_repr, to_python_json};
+pub use json::{args_repr, kwargs_repr, to_python_json};
 pub use message::{Embed, Headers, MessageError, Properties, RawMessage, TaskMessage};
-pub use result::{ExceptionInfo, ResultMeta, TaskState};
+pub use result::{ExceptionInfo, ResultMeta, TaskState, celery_time};

@@ -130,6 +130,12 @@ fn text_of(value: &Value) -> String {
     }
 }
 
+/// A time as Celery writes it in `eta`, `expires` and `date_done`: ISO 8601 with
+/// microseconds and an explicit `+00:00` offset (Python's `isoformat()` of an aware UTC time).
+pub fn celery_time(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+}
+
 /// What a result backend stores under `celery-task-meta-<id>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultMeta {
@@ -157,11 +163,7 @@ pub struct ResultMeta {
 impl ResultMeta {
     /// A result in `status` with `result`; `date_done` is set for ready states.
     pub fn new(task_id: impl Into<String>, status: TaskState, result: Value) -> Self {
-        let date_done = status.is_ready().then(|| {
-            chrono::Utc::now()
-                .format("%Y-%m-%dT%H:%M:%S%.6f+00:00")
-                .to_string()
-        });
+        let date_done = status.is_ready().then(|| celery_time(chrono::Utc::now()));
         ResultMeta {
             status,
             result,

@@ -13,7 +13,7 @@ use super::dispatch::{Registered, TaskTable};
 use crate::broker::{Acknowledger, Consumer, Control, ControlStream};
 use crate::client::Client;
 use crate::container::Container;
-use crate::protocol::{ExceptionInfo, RawMessage, ResultMeta, TaskMessage, TaskState};
+use crate::protocol::{ExceptionInfo, RawMessage, ResultMeta, TaskMessage, TaskState, celery_time};
 use crate::spec::RetryPolicy;
 use crate::task::{TaskContext, TaskError, TaskErrorKind};
 
@@ -427,7 +427,7 @@ async fn retry(
     next.headers.retries += 1;
     next.headers.parent_id = Some(message.id().to_owned());
     let eta = Utc::now() + chrono::Duration::from_std(countdown).unwrap_or_default();
-    next.headers.eta = Some(eta.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string());
+    next.headers.eta = Some(celery_time(eta));
     if let Err(error) = shared.client.publish(queue, &next).await {
         tracing::error!(%error, "could not republish the task for its retry; it fails instead");
         let exception = ExceptionInfo::new("RetryFailed", CELERY_EXCEPTIONS, error.to_string());
