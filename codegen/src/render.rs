@@ -54,25 +54,58 @@ pub fn render(model: &Model) -> Result<String, RenderError> {
         message: format!("the model does not serialise: {e}"),
         raw: None,
     })?;
-    let mut raw = String::new();
-    for (name, _) in TEMPLATES {
-        let text = registry
-            .render_with_context(name, &context)
-            .map_err(|e| RenderError {
-                message: format!("template `{name}` failed to render: {e}"),
-                raw: Some(raw.clone()),
-            })?;
-        raw.push_str(&text);
-        raw.push('\n');
-    }
+    // Each template is rendered, parsed and formatted on a thread of its own: for a
+    // large schema, parsing dominates and the artifacts are independent.
+    let registry = &registry;
+    let context = &context;
+    let formatted = std::thread::scope(|scope| {
+        let artifacts: Vec<_> = TEMPLATES
+            .iter()
+            .map(|(name, _)| scope.spawn(move || artifact(registry, context, name)))
+            .collect();
+        artifacts
+            .into_iter()
+            .map(|artifact| {
+                artifact.join().unwrap_or_else(|_| {
+                    Err(RenderError {
+                        message: "rendering panicked".into(),
+                        raw: None,
+                    })
+                })
+            })
+            .collect::<Result<Vec<String>, RenderError>>()
+    })?;
+    Ok(format!(
+        "{}\n\n{}",
+        header(&model.source_name),
+        formatted
+            .iter()
+            .filter(|artifact| !artifact.is_empty())
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\n")
+    ))
+}
+
+/// One template rendered, checked to parse as Rust, and formatted.
+fn artifact(
+    registry: &Handlebars<'_>,
+    context: &handlebars::Context,
+    name: &str,
+) -> Result<String, RenderError> {
+    let raw = registry
+        .render_with_context(name, context)
+        .map_err(|e| RenderError {
+            message: format!("template `{name}` failed to render: {e}"),
+            raw: None,
+        })?;
     // No line numbers here: proc-macro2's span locations would make every parse
     // several times slower, and the raw text is saved beside the output for inspection.
     let file = syn::parse_file(&raw).map_err(|e| RenderError {
-        message: format!("generated code does not parse: {e}"),
+        message: format!("generated code (`{name}`) does not parse: {e}"),
         raw: Some(raw.clone()),
     })?;
-    let formatted = prettyplease::unparse(&file);
-    Ok(format!("{}\n\n{formatted}", header(&model.source_name)))
+    Ok(prettyplease::unparse(&file))
 }
 
 /// The first lines of every generated file.

@@ -44,7 +44,7 @@ pub fn check(source: &str, source_name: &str) -> Result<Model, Vec<Diagnostic>> 
         Err(error) => return Err(vec![syntax_error(&error)]),
     };
     let mut checker = Checker {
-        locations: Locations::index(source),
+        locations: std::cell::OnceCell::new(),
         source,
         diagnostics: Vec::new(),
     };
@@ -135,14 +135,20 @@ impl Named {
 }
 
 struct Checker<'a> {
-    locations: Locations,
+    /// Where each key and value is; indexed on the first error only, since a valid schema
+    /// (the common case in every build) never needs a position.
+    locations: std::cell::OnceCell<Locations>,
     source: &'a str,
     diagnostics: Vec<Diagnostic>,
 }
 
 impl Checker<'_> {
+    fn locations(&self) -> &Locations {
+        self.locations.get_or_init(|| Locations::index(self.source))
+    }
+
     fn error_at_key(&mut self, path: &[Segment], message: impl Into<String>, help: Option<String>) {
-        let position = self.locations.key(path);
+        let position = self.locations().key(path);
         self.diagnostics
             .push(Diagnostic::new(position, display_path(path), message).with_optional_help(help));
     }
@@ -153,7 +159,7 @@ impl Checker<'_> {
         message: impl Into<String>,
         help: Option<String>,
     ) {
-        let position = self.locations.value(path);
+        let position = self.locations().value(path);
         self.diagnostics
             .push(Diagnostic::new(position, display_path(path), message).with_optional_help(help));
     }
@@ -423,7 +429,7 @@ impl Checker<'_> {
         let expr = match types::parse(text) {
             Ok(expr) => expr,
             Err(error) => {
-                let mut position = self.locations.value(path);
+                let mut position = self.locations().value(path);
                 let line = self
                     .source
                     .lines()
@@ -722,7 +728,7 @@ impl Checker<'_> {
             if wire.trim().is_empty() {
                 self.error_at_value(&wire_path, "a task's wire name cannot be empty", None);
             }
-            let position = self.locations.key(path);
+            let position = self.locations().key(path);
             if let Some((first, at)) = wire_names.get(&wire) {
                 self.error_at_value(
                     &wire_path,
