@@ -11,20 +11,13 @@ use celerity::broker::{Broker, RedisBroker};
 use celerity::{App, SendOptions};
 use redis::AsyncCommands;
 use serde_json::{Map, Value, json};
-use support::{DOUBLE, DoubleArgs, Doubler, unique_queue};
+use support::{DOUBLE, DoubleArgs, Doubler, to, unique_queue};
 
 async fn app(url: &str) -> App {
     App::new(
         RedisBroker::connect(url).await.unwrap(),
         RedisBackend::connect(url).await.unwrap(),
     )
-}
-
-fn to(queue: &str) -> SendOptions {
-    SendOptions {
-        queue: Some(queue.to_owned()),
-        ..Default::default()
-    }
 }
 
 #[tokio::test]
@@ -223,4 +216,151 @@ async fn malformed_envelopes_are_dropped_and_the_worker_goes_on() {
         "the malformed messages are gone"
     );
     worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_is_published_in_order_and_every_task_runs() {
+    let Some(url) = support::redis_url().await else {
+        return;
+    };
+    let app = app(&url).await;
+    let queue = unique_queue();
+    let client = app.client();
+    let calls = (0..500).map(|x| {
+        celerity::TaskCall::<_, i64>::new(&client, &DOUBLE, support::DoubleCall { x }).queue(&queue)
+    });
+    let sent = client.send_batch(calls).await.unwrap();
+    assert_eq!(sent.len(), 500);
+
+    // Oldest first: the consumer pops from the tail, so the tail holds the first call.
+    let mut raw = support::raw_redis(&url).await;
+    assert_eq!(raw.llen::<_, i64>(&queue).await.unwrap(), 500);
+    let tail: Vec<String> = raw.lrange(&queue, -1, -1).await.unwrap();
+    let envelope: Value = serde_json::from_str(&tail[0]).unwrap();
+    assert_eq!(envelope["headers"]["id"], sent[0].id());
+
+    let mut builder = app.worker();
+    builder
+        .register::<Doubler, DoubleArgs>(&DOUBLE)
+        .queues([queue.clone()])
+        .concurrency(8);
+    let worker = builder.start().await.unwrap();
+    for (x, result) in sent.iter().enumerate() {
+        assert_eq!(
+            result.get(Duration::from_secs(20)).await.unwrap(),
+            2 * x as i64
+        );
+    }
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn consuming_registers_kombus_binding_so_python_producers_route_to_the_queue() {
+    let Some(url) = support::redis_url().await else {
+        return;
+    };
+    let broker = RedisBroker::connect(&url).await.unwrap();
+    let queue = unique_queue();
+    let _consumer = broker.consume(std::slice::from_ref(&queue)).await.unwrap();
+    let mut raw = support::raw_redis(&url).await;
+    let member = format!("{queue}\x06\x16\x06\x16{queue}");
+    let bindings: Vec<String> = raw
+        .smembers(format!("_kombu.binding.{queue}"))
+        .await
+        .unwrap();
+    assert_eq!(bindings, vec![member.clone()]);
+    let permanent: Vec<String> = raw
+        .smembers(format!("_kombu.binding_permanent.{queue}"))
+        .await
+        .unwrap();
+    assert_eq!(permanent, vec![member]);
+    let _: () = raw
+        .del(&[
+            format!("_kombu.binding.{queue}"),
+            format!("_kombu.binding_permanent.{queue}"),
+        ])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_busy_queue_does_not_starve_another() {
+    let Some(url) = support::redis_url().await else {
+        return;
+    };
+    let broker = RedisBroker::connect(&url).await.unwrap();
+    let app = App::new(broker.clone(), RedisBackend::connect(&url).await.unwrap());
+    let (busy, quiet) = (unique_queue(), unique_queue());
+    for x in 0..20 {
+        app.client()
+            .send_task::<i64>(&DOUBLE, vec![json!(x)], Map::new(), to(&busy))
+            .await
+            .unwrap();
+    }
+    for x in 0..2 {
+        app.client()
+            .send_task::<i64>(&DOUBLE, vec![json!(x)], Map::new(), to(&quiet))
+            .await
+            .unwrap();
+    }
+    let mut consumer = broker
+        .consume(&[busy.clone(), quiet.clone()])
+        .await
+        .unwrap();
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        let delivery = consumer.next().await.unwrap();
+        let (_message, queue, _redelivered, acker) = delivery.into_parts();
+        acker.ack().await.unwrap();
+        order.push(if queue == busy { "busy" } else { "quiet" });
+    }
+    assert_eq!(
+        order,
+        ["busy", "quiet", "busy", "quiet"],
+        "kombu's round robin"
+    );
+    let mut raw = support::raw_redis(&url).await;
+    let _: () = raw.del(&busy).await.unwrap();
+}
+
+#[tokio::test]
+async fn fetched_but_unstarted_tasks_return_to_the_queue_when_the_consumer_stops() {
+    let Some(url) = support::redis_url().await else {
+        return;
+    };
+    let broker = RedisBroker::connect(&url).await.unwrap();
+    let app = App::new(broker.clone(), RedisBackend::connect(&url).await.unwrap());
+    let queue = unique_queue();
+    for x in 0..10 {
+        app.client()
+            .send_task::<i64>(&DOUBLE, vec![json!(x)], Map::new(), to(&queue))
+            .await
+            .unwrap();
+    }
+    let mut consumer = broker.consume(std::slice::from_ref(&queue)).await.unwrap();
+    // A window of 40 fetches 10 at a time: one round trip takes them all.
+    consumer.set_prefetch(40).await.unwrap();
+    let first = consumer.next().await.unwrap();
+    let mut raw = support::raw_redis(&url).await;
+    assert_eq!(
+        raw.llen::<_, i64>(&queue).await.unwrap(),
+        0,
+        "all ten fetched"
+    );
+    drop(consumer);
+    let mut requeued = 0;
+    for _ in 0..100 {
+        requeued = raw.llen::<_, i64>(&queue).await.unwrap();
+        if requeued == 9 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        requeued, 9,
+        "the nine never handed out are back in the queue"
+    );
+    let (_message, _queue, _redelivered, acker) = first.into_parts();
+    acker.ack().await.unwrap();
+    let _: () = raw.del(&queue).await.unwrap();
 }

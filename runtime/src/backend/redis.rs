@@ -7,14 +7,14 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::ResultBackend;
+use super::redis_listener::ResultListener;
+use super::{DEFAULT_RESULT_EXPIRES, ResultBackend, encode_result};
 use crate::error::{Error, ErrorKind, Result};
-use crate::protocol::{ResultMeta, to_python_json};
+use crate::protocol::{ResultMeta, TaskState};
+use crate::redis_connection::RedisConnection;
 
 /// Celery's key prefix for task results.
 pub const TASK_META_PREFIX: &str = "celery-task-meta-";
@@ -34,79 +34,32 @@ redis.call('PUBLISH', KEYS[1], ARGV[1])
 return 1
 "#;
 
-/// How long one Redis operation may take before it fails.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A Redis result backend.
 #[derive(Clone)]
 pub struct RedisBackend {
-    client: redis::Client,
-    connection: ConnectionManager,
+    connection: RedisConnection,
+    listener: ResultListener,
     script: redis::Script,
     result_expires: Duration,
-    display: String,
 }
 
 impl std::fmt::Debug for RedisBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBackend")
-            .field("url", &self.display)
+            .field("url", &self.connection.display())
             .finish()
     }
-}
-
-pub(crate) fn redis_error(
-    action: &str,
-    kind: ErrorKind,
-) -> impl Fn(redis::RedisError) -> Error + '_ {
-    move |e| Error::new(kind, format!("redis: could not {action}")).with_source(e)
-}
-
-/// The URL without its password, for logs and banners.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
-/// A client for `url`, or a configuration error that does not reveal the password.
-pub(crate) fn open_client(url: &str) -> Result<redis::Client> {
-    redis::Client::open(url).map_err(|e| {
-        Error::new(
-            ErrorKind::Config,
-            format!("invalid Redis URL `{}`", redact(url)),
-        )
-        .with_source(e)
-    })
-}
-
-/// A connection manager that reconnects with backoff and bounds every operation.
-pub(crate) async fn connect(client: &redis::Client, kind: ErrorKind) -> Result<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(OPERATION_TIMEOUT))
-        .set_response_timeout(Some(OPERATION_TIMEOUT))
-        .set_number_of_retries(6)
-        .set_max_delay(Duration::from_secs(5));
-    client
-        .get_connection_manager_with_config(config)
-        .await
-        .map_err(redis_error("connect", kind))
 }
 
 impl RedisBackend {
     /// Connects to `url` (`redis://[:password@]host[:port][/db]`).
     pub async fn connect(url: &str) -> Result<Self> {
-        let client = open_client(url)?;
-        let connection = connect(&client, ErrorKind::Backend).await?;
+        let connection = RedisConnection::open(url, ErrorKind::Backend).await?;
         Ok(RedisBackend {
-            client,
+            listener: ResultListener::new(connection.clone()),
             connection,
             script: redis::Script::new(STORE_SCRIPT),
-            result_expires: Duration::from_secs(86_400),
-            display: redact(url),
+            result_expires: DEFAULT_RESULT_EXPIRES,
         })
     }
 
@@ -116,16 +69,27 @@ impl RedisBackend {
         self
     }
 
+    /// How long an operation is retried while Redis is unreachable (default 20 s), so a
+    /// worker storing a result rides out a Redis restart.
+    pub fn retry_window(mut self, window: Duration) -> Self {
+        self.connection.set_retry_window(window);
+        self.listener = ResultListener::new(self.connection.clone());
+        self
+    }
+
     fn key(task_id: &str) -> String {
         format!("{TASK_META_PREFIX}{task_id}")
     }
 
     async fn read(&self, task_id: &str) -> Result<Option<ResultMeta>> {
-        let mut connection = self.connection.clone();
-        let raw: Option<Vec<u8>> = connection
-            .get(Self::key(task_id))
-            .await
-            .map_err(redis_error("read a result", ErrorKind::Backend))?;
+        let key = Self::key(task_id);
+        let raw: Option<Vec<u8>> = self
+            .connection
+            .run("read a result", |mut c| {
+                let key = key.clone();
+                async move { c.get(key).await }
+            })
+            .await?;
         raw.map(|bytes| decode(&bytes)).transpose()
     }
 }
@@ -143,18 +107,34 @@ fn decode(bytes: &[u8]) -> Result<ResultMeta> {
 impl ResultBackend for RedisBackend {
     fn store<'a>(&'a self, meta: &'a ResultMeta) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let payload = to_python_json(meta).map_err(|e| {
-                Error::new(ErrorKind::Encode, "could not encode a result").with_source(e)
-            })?;
-            let mut connection = self.connection.clone();
-            let _: i64 = self
-                .script
-                .key(Self::key(&meta.task_id))
-                .arg(payload)
-                .arg(self.result_expires.as_secs())
-                .invoke_async(&mut connection)
-                .await
-                .map_err(redis_error("store a result", ErrorKind::Backend))?;
+            let payload = encode_result(meta)?;
+            let key = Self::key(&meta.task_id);
+            let expires = self.result_expires.as_secs();
+            if meta.status == TaskState::Success {
+                // Nothing may overwrite a SUCCESS, but a SUCCESS may overwrite anything:
+                // no need for the script's check, and a pipeline is cheaper for Redis.
+                let mut pipeline = redis::pipe();
+                pipeline
+                    .set_ex(&key, &payload, expires)
+                    .ignore()
+                    .publish(&key, &payload)
+                    .ignore();
+                self.connection
+                    .run("store a result", |mut c| {
+                        let pipeline = &pipeline;
+                        async move { pipeline.query_async::<()>(&mut c).await }
+                    })
+                    .await?;
+            } else {
+                let _: i64 = self
+                    .connection
+                    .run("store a result", |mut c| {
+                        let mut invocation = self.script.prepare_invoke();
+                        invocation.key(&key).arg(&payload).arg(expires);
+                        async move { invocation.invoke_async(&mut c).await }
+                    })
+                    .await?;
+            }
             Ok(())
         })
     }
@@ -167,64 +147,37 @@ impl ResultBackend for RedisBackend {
         Box::pin(async move {
             let channel = Self::key(task_id);
             loop {
-                let mut pubsub =
-                    tokio::time::timeout(OPERATION_TIMEOUT, self.client.get_async_pubsub())
-                        .await
-                        .map_err(|_| {
-                            Error::new(
-                                ErrorKind::Timeout,
-                                "redis: connecting for results timed out",
-                            )
-                        })?
-                        .map_err(redis_error("subscribe for a result", ErrorKind::Backend))?;
-                pubsub
-                    .subscribe(&channel)
-                    .await
-                    .map_err(redis_error("subscribe for a result", ErrorKind::Backend))?;
+                let mut registration = self.listener.register(&channel).await?;
                 // Subscribed first, then read: a result stored in between is not missed.
+                // After a lost subscription the read runs again, for the same reason.
                 if let Some(meta) = self.read(task_id).await?.filter(|m| m.status.is_ready()) {
                     return Ok(meta);
                 }
-                let mut messages = pubsub.on_message();
-                while let Some(message) = messages.next().await {
-                    let meta = decode(message.get_payload_bytes())?;
+                while let Some(payload) = registration.messages.recv().await {
+                    let meta = decode(&payload)?;
                     if meta.status.is_ready() {
                         return Ok(meta);
                     }
                 }
-                // The subscription connection dropped (e.g. Redis restarted): subscribe again.
-                tracing::warn!(task_id, "result subscription lost; resubscribing");
-                tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
     }
 
     fn forget<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let mut connection = self.connection.clone();
-            let _: i64 = connection
-                .del(Self::key(task_id))
-                .await
-                .map_err(redis_error("delete a result", ErrorKind::Backend))?;
+            let key = Self::key(task_id);
+            let _: i64 = self
+                .connection
+                .run("delete a result", |mut c| {
+                    let key = key.clone();
+                    async move { c.del(key).await }
+                })
+                .await?;
             Ok(())
         })
     }
 
     fn describe(&self) -> String {
-        self.display.clone()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn urls_lose_their_passwords_in_logs() {
-        assert_eq!(
-            redact("redis://:secret@cache:6379/2"),
-            "redis://…@cache:6379/2"
-        );
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        self.connection.display().to_owned()
     }
 }

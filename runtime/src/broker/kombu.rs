@@ -63,8 +63,8 @@ pub struct DeliveryInfo {
     pub routing_key: String,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Envelope<P> {
+#[derive(Deserialize)]
+struct Envelope {
     body: String,
     #[serde(rename = "content-encoding", default)]
     content_encoding: Option<String>,
@@ -73,7 +73,20 @@ struct Envelope<P> {
     #[serde(default)]
     headers: Map<String, Value>,
     #[serde(default)]
-    properties: P,
+    properties: ReadProperties,
+}
+
+/// The envelope as written: [`Envelope`]'s layout over borrowed parts, so wrapping a
+/// message copies nothing but its encoded body.
+#[derive(Serialize)]
+struct WrittenEnvelope<'a> {
+    body: String,
+    #[serde(rename = "content-encoding")]
+    content_encoding: &'a str,
+    #[serde(rename = "content-type")]
+    content_type: &'a str,
+    headers: &'a Map<String, Value>,
+    properties: WrittenProperties<'a>,
 }
 
 /// Properties as kombu writes them, in its order: the message's own, then
@@ -130,11 +143,11 @@ pub struct EnvelopeError(pub String);
 /// Python worker crashes or loses the message: rusty-celery#253).
 pub fn wrap(message: &RawMessage, info: &DeliveryInfo, delivery_tag: &str) -> Vec<u8> {
     let properties = &message.properties;
-    let envelope = Envelope {
+    let envelope = WrittenEnvelope {
         body: base64::engine::general_purpose::STANDARD.encode(&message.body),
-        content_encoding: Some(message.content_encoding.clone()),
-        content_type: Some(message.content_type.clone()),
-        headers: message.headers.clone(),
+        content_encoding: &message.content_encoding,
+        content_type: &message.content_type,
+        headers: &message.headers,
         properties: WrittenProperties {
             correlation_id: properties.correlation_id.as_deref(),
             reply_to: properties.reply_to.as_deref(),
@@ -153,7 +166,7 @@ pub fn wrap(message: &RawMessage, info: &DeliveryInfo, delivery_tag: &str) -> Ve
 /// Reads a kombu envelope. The body is base64-decoded when `body_encoding` says so and
 /// used as-is when it is absent, as kombu does.
 pub fn unwrap(bytes: &[u8]) -> Result<Unwrapped, EnvelopeError> {
-    let envelope: Envelope<ReadProperties> =
+    let envelope: Envelope =
         serde_json::from_slice(bytes).map_err(|e| EnvelopeError(e.to_string()))?;
     let body = match envelope.properties.body_encoding.as_deref() {
         Some("base64") => base64::engine::general_purpose::STANDARD

@@ -1,6 +1,8 @@
 //! The Redis broker, sharing queues with Python Celery through kombu's key layout.
 //!
-//! - Publishing `LPUSH`es kombu's envelope onto the queue's priority-bucket list.
+//! - Publishing `LPUSH`es kombu's envelope onto the queue's priority-bucket list, and
+//!   announces it on a wake-up channel so idle Celerity consumers fetch at once (Python
+//!   producers do not announce; their messages are found by the idle poll).
 //! - Fetching pops and records the message in `unacked` / `unacked_index` in one Lua
 //!   script, so no crash can lose a message between the two. kombu's `BRPOP` followed by
 //!   `MULTI` can.
@@ -8,54 +10,60 @@
 //! - A message left unacknowledged longer than the visibility timeout (a dead consumer's)
 //!   is restored by the sweep in [`RedisBroker::restore_visible`], with kombu's rules and
 //!   its `unacked_mutex`.
+//! - Consuming registers kombu's `_kombu.binding.<queue>` so Python producers that route
+//!   through the queue's exchange find it, and rotates queues after each delivery like
+//!   kombu's round-robin cycle so no queue starves another.
+//! - Every operation has a timeout and is retried across a Redis restart
+//!   ([`RedisConnection::run`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::FutureExt;
 use futures::future::BoxFuture;
-use redis::aio::ConnectionManager;
 
 use super::kombu::{self, DeliveryInfo};
-use super::{Acknowledger, Broker, Consumer, Control, ControlStream, Delivery};
-use crate::backend::redis::{connect, open_client, redact, redis_error};
+use super::{Acknowledger, Broker, Consumer, Control, Delivery};
 use crate::error::{ErrorKind, Result};
 use crate::protocol::RawMessage;
+use crate::redis_connection::{RedisConnection, Subscription};
 
-/// Pops the first message of KEYS (in order) and records it as unacknowledged, atomically.
-/// ARGV[1] is the fetch time in seconds. Returns `{key, envelope}`; a message whose
-/// envelope cannot be read is returned with `malformed` and not recorded: no consumer
-/// could ever acknowledge it.
+/// Pops up to ARGV[2] messages from KEYS (in order: the first key is drained before the
+/// next is touched) and records each as unacknowledged, atomically. ARGV[1] is the fetch
+/// time in seconds. Returns a flat list of `key, envelope, flag` triples; the flag is
+/// `malformed` for a message whose envelope cannot be read, which is not recorded: no
+/// consumer could ever acknowledge it.
 const FETCH_SCRIPT: &str = r#"
+local limit = tonumber(ARGV[2]) or 1
+local fetched = {}
+local count = 0
 for _, key in ipairs(KEYS) do
-  local message = redis.call('RPOP', key)
-  if message then
+  while count < limit do
+    local message = redis.call('RPOP', key)
+    if not message then break end
+    count = count + 1
     local ok, envelope = pcall(cjson.decode, message)
     if not ok or type(envelope) ~= 'table' or type(envelope['properties']) ~= 'table'
        or type(envelope['properties']['delivery_tag']) ~= 'string' then
-      return {key, message, 'malformed'}
+      table.insert(fetched, key); table.insert(fetched, message); table.insert(fetched, 'malformed')
+    else
+      local properties = envelope['properties']
+      local info = properties['delivery_info']
+      local exchange, routing_key = '', key
+      if type(info) == 'table' then
+        exchange = info['exchange'] or ''
+        routing_key = info['routing_key'] or key
+      end
+      local tag = properties['delivery_tag']
+      redis.call('ZADD', 'unacked_index', ARGV[1], tag)
+      redis.call('HSET', 'unacked', tag,
+        '[' .. message .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(routing_key) .. ']')
+      table.insert(fetched, key); table.insert(fetched, message); table.insert(fetched, '')
     end
-    local properties = envelope['properties']
-    local info = properties['delivery_info']
-    local exchange, routing_key = '', key
-    if type(info) == 'table' then
-      exchange = info['exchange'] or ''
-      routing_key = info['routing_key'] or key
-    end
-    local tag = properties['delivery_tag']
-    redis.call('ZADD', 'unacked_index', ARGV[1], tag)
-    redis.call('HSET', 'unacked', tag,
-      '[' .. message .. ', ' .. cjson.encode(exchange) .. ', ' .. cjson.encode(routing_key) .. ']')
-    return {key, message}
   end
+  if count >= limit then break end
 end
-return false
-"#;
-
-/// Acknowledges: forgets the unacked record (`QoS.ack` → `_remove_from_indices`).
-const ACK_SCRIPT: &str = r#"
-redis.call('ZREM', 'unacked_index', ARGV[1])
-return redis.call('HDEL', 'unacked', ARGV[1])
+return fetched
 "#;
 
 /// Requeues an unacked message at the back of its queue (`QoS.reject(requeue=True)` →
@@ -114,8 +122,10 @@ return restored
 /// kombu's default `visibility_timeout`.
 const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// How often each consumer sweeps for messages of dead consumers (kombu: about 100 s).
-const RESTORE_INTERVAL: Duration = Duration::from_secs(60);
+/// The longest pause between two sweeps for messages of dead consumers. Shorter
+/// visibility timeouts sweep more often (half the timeout, at least a second apart), so
+/// a message is restored soon after its timeout passes.
+const MAX_RESTORE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Longest pause between fetch attempts on idle queues.
 const MAX_IDLE_POLL: Duration = Duration::from_millis(50);
@@ -127,21 +137,18 @@ pub struct RedisBroker {
     visibility_timeout: Duration,
 }
 
+#[derive(Clone)]
 struct Shared {
-    client: redis::Client,
-    connection: ConnectionManager,
+    connection: RedisConnection,
     fetch: redis::Script,
-    ack: redis::Script,
     requeue: redis::Script,
     restore: redis::Script,
-    db: i64,
-    display: String,
 }
 
 impl std::fmt::Debug for RedisBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBroker")
-            .field("url", &self.shared.display)
+            .field("url", &self.shared.connection.display())
             .finish()
     }
 }
@@ -149,19 +156,12 @@ impl std::fmt::Debug for RedisBroker {
 impl RedisBroker {
     /// Connects to `url` (`redis://[:password@]host[:port][/db]`).
     pub async fn connect(url: &str) -> Result<Self> {
-        let client = open_client(url)?;
-        let db = client.get_connection_info().redis_settings().db();
-        let connection = connect(&client, ErrorKind::Broker).await?;
         Ok(RedisBroker {
             shared: Arc::new(Shared {
-                client,
-                connection,
+                connection: RedisConnection::open(url, ErrorKind::Broker).await?,
                 fetch: redis::Script::new(FETCH_SCRIPT),
-                ack: redis::Script::new(ACK_SCRIPT),
                 requeue: redis::Script::new(REQUEUE_SCRIPT),
                 restore: redis::Script::new(RESTORE_SCRIPT),
-                db,
-                display: redact(url),
             }),
             visibility_timeout: DEFAULT_VISIBILITY_TIMEOUT,
         })
@@ -175,34 +175,79 @@ impl RedisBroker {
         self
     }
 
+    /// Sets how long an operation is retried while Redis is unreachable (default 20 s).
+    /// Publishing, fetching and acknowledging ride out a Redis restart shorter than this.
+    pub fn retry_window(mut self, window: Duration) -> Self {
+        Arc::make_mut(&mut self.shared)
+            .connection
+            .set_retry_window(window);
+        self
+    }
+
     /// Restores every message unacknowledged for longer than the visibility timeout;
     /// returns how many (0 when another consumer holds the sweep's mutex).
     pub async fn restore_visible(&self) -> Result<usize> {
         let shared = &self.shared;
         let cutoff = now_seconds() - self.visibility_timeout.as_secs_f64();
-        let mut connection = shared.connection.clone();
+        let token = uuid::Uuid::new_v4().to_string();
         let restored: i64 = shared
-            .restore
-            .arg(cutoff)
-            .arg(uuid::Uuid::new_v4().to_string())
-            .arg(kombu::PRIORITY_SEPARATOR)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(redis_error(
-                "restore unacknowledged tasks",
-                ErrorKind::Broker,
-            ))?;
+            .connection
+            .run("restore unacknowledged tasks", |mut c| {
+                let mut invocation = shared.restore.prepare_invoke();
+                invocation
+                    .arg(cutoff)
+                    .arg(&token)
+                    .arg(kombu::PRIORITY_SEPARATOR);
+                async move { invocation.invoke_async(&mut c).await }
+            })
+            .await?;
         if restored > 0 {
             tracing::warn!(restored, "restored unacknowledged tasks of a lost consumer");
         }
         Ok(usize::try_from(restored).unwrap_or(0))
     }
 
-    /// The pub/sub channel of control broadcasts. Celery's pidbox uses `/<db>.celery.pidbox`
-    /// with its own envelope; Celerity's revoke travels on a channel of its own until the
-    /// pidbox protocol is spoken.
-    fn control_channel(&self) -> String {
-        format!("/{}.celerity.control", self.shared.db)
+    /// Publishes `messages` to `queue` in one round trip: one `LPUSH` per priority bucket,
+    /// then one wake-up. Order within a bucket is kept.
+    pub async fn publish_many(&self, queue: &str, messages: &[RawMessage]) -> Result<()> {
+        let info = DeliveryInfo {
+            exchange: String::new(),
+            routing_key: queue.to_owned(),
+        };
+        let mut buckets: Vec<(String, Vec<Vec<u8>>)> = Vec::new();
+        for message in messages {
+            let key = kombu::priority_key(queue, message.properties.priority.unwrap_or(0));
+            let tag = uuid::Uuid::new_v4().to_string();
+            let envelope = kombu::wrap(message, &info, &tag);
+            match buckets.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, envelopes)) => envelopes.push(envelope),
+                None => buckets.push((key, vec![envelope])),
+            }
+        }
+        if buckets.is_empty() {
+            return Ok(());
+        }
+        let mut pipeline = redis::pipe();
+        for (key, envelopes) in &buckets {
+            pipeline.cmd("LPUSH").arg(key).arg(envelopes).ignore();
+        }
+        pipeline
+            .cmd("PUBLISH")
+            .arg(self.wake_channel(queue))
+            .arg("")
+            .ignore();
+        self.shared
+            .connection
+            .run("publish tasks", |mut c| {
+                let pipeline = &pipeline;
+                async move { pipeline.query_async::<()>(&mut c).await }
+            })
+            .await
+    }
+
+    /// The pub/sub channel announcing new messages in `queue` to idle consumers.
+    fn wake_channel(&self, queue: &str) -> String {
+        format!("/{}.celerity.wake.{queue}", self.shared.connection.db())
     }
 }
 
@@ -216,129 +261,128 @@ fn now_seconds() -> f64 {
 impl Broker for RedisBroker {
     fn publish<'a>(&'a self, queue: &'a str, message: RawMessage) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let info = DeliveryInfo {
-                exchange: String::new(),
-                routing_key: queue.to_owned(),
-            };
-            let tag = uuid::Uuid::new_v4().to_string();
-            let envelope = kombu::wrap(&message, &info, &tag);
-            let key = kombu::priority_key(queue, message.properties.priority.unwrap_or(0));
-            let mut connection = self.shared.connection.clone();
-            redis::cmd("LPUSH")
-                .arg(key)
-                .arg(envelope)
-                .query_async::<i64>(&mut connection)
+            self.publish_many(queue, std::slice::from_ref(&message))
                 .await
-                .map_err(redis_error("publish a task", ErrorKind::Broker))?;
-            Ok(())
         })
     }
 
+    fn publish_batch<'a>(
+        &'a self,
+        queue: &'a str,
+        messages: Vec<RawMessage>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.publish_many(queue, &messages).await })
+    }
+
     fn consume<'a>(&'a self, queues: &'a [String]) -> BoxFuture<'a, Result<Box<dyn Consumer>>> {
-        let broker = self.clone();
-        let sweeper = tokio::spawn(async move {
-            loop {
-                if let Err(error) = broker.restore_visible().await {
-                    tracing::warn!(%error, "could not sweep for unacknowledged tasks");
+        Box::pin(async move {
+            self.bind(queues).await?;
+            let channels = queues.iter().map(|q| self.wake_channel(q)).collect();
+            let mut wake = Subscription::new(self.shared.connection.clone(), channels);
+            wake.connect().await?;
+            let broker = self.clone();
+            let interval =
+                (self.visibility_timeout / 2).clamp(Duration::from_secs(1), MAX_RESTORE_INTERVAL);
+            let sweeper = tokio::spawn(async move {
+                loop {
+                    if let Err(error) = broker.restore_visible().await {
+                        tracing::warn!(%error, "could not sweep for unacknowledged tasks");
+                    }
+                    tokio::time::sleep(interval).await;
                 }
-                tokio::time::sleep(RESTORE_INTERVAL).await;
-            }
-        });
-        let consumer = RedisConsumer {
-            broker: self.clone(),
-            keys: kombu::consume_keys(queues),
-            idle: Duration::ZERO,
-            sweeper,
-        };
-        Box::pin(async move { Ok(Box::new(consumer) as Box<dyn Consumer>) })
+            });
+            let consumer = RedisConsumer {
+                broker: self.clone(),
+                keys: Arc::new(kombu::consume_keys(queues)),
+                idle: Duration::ZERO,
+                wake,
+                batch: 1,
+                buffer: std::collections::VecDeque::new(),
+                pending: None,
+                sweeper,
+            };
+            Ok(Box::new(consumer) as Box<dyn Consumer>)
+        })
     }
 
     fn describe(&self) -> String {
-        self.shared.display.clone()
+        self.shared.connection.display().to_owned()
     }
 
     fn broadcast<'a>(&'a self, command: Control) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let Control::Revoke { task_ids } = command;
-            let payload =
-                serde_json::json!({"method": "revoke", "arguments": {"task_id": task_ids}})
-                    .to_string();
-            let mut connection = self.shared.connection.clone();
-            redis::cmd("PUBLISH")
-                .arg(self.control_channel())
-                .arg(payload)
-                .query_async::<i64>(&mut connection)
-                .await
-                .map_err(redis_error(
-                    "broadcast a control command",
-                    ErrorKind::Broker,
-                ))?;
+            let body = super::MailboxCommand::revoke(&task_ids);
+            let payload = super::redis_pidbox::broadcast_envelope(&body);
+            let channel = super::redis_pidbox::channel(self.shared.connection.db());
+            self.shared
+                .connection
+                .run("broadcast a control command", |mut c| {
+                    let mut command = redis::cmd("PUBLISH");
+                    command.arg(&channel).arg(&payload);
+                    async move { command.query_async::<i64>(&mut c).await }
+                })
+                .await?;
             Ok(())
         })
     }
 
-    fn control<'a>(&'a self) -> BoxFuture<'a, Result<Box<dyn ControlStream>>> {
+    fn mailbox<'a>(
+        &'a self,
+        _node: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Box<dyn super::Mailbox>>>> {
         Box::pin(async move {
-            let mut pubsub = self
-                .shared
-                .client
-                .get_async_pubsub()
-                .await
-                .map_err(redis_error(
-                    "subscribe to control commands",
-                    ErrorKind::Broker,
-                ))?;
-            pubsub
-                .subscribe(self.control_channel())
-                .await
-                .map_err(redis_error(
-                    "subscribe to control commands",
-                    ErrorKind::Broker,
-                ))?;
-            Ok(Box::new(RedisControl {
-                stream: pubsub.into_on_message(),
-            }) as Box<dyn ControlStream>)
+            let mailbox =
+                super::redis_pidbox::RedisMailbox::open(self.shared.connection.clone()).await?;
+            Ok(Some(Box::new(mailbox) as Box<dyn super::Mailbox>))
         })
     }
 }
 
-struct RedisControl {
-    stream: redis::aio::PubSubStream,
-}
-
-impl ControlStream for RedisControl {
-    fn next(&mut self) -> BoxFuture<'_, Option<Control>> {
-        Box::pin(async move {
-            while let Some(message) = self.stream.next().await {
-                let Ok(command) =
-                    serde_json::from_slice::<serde_json::Value>(message.get_payload_bytes())
-                else {
-                    tracing::warn!("ignoring a control message that is not JSON");
-                    continue;
-                };
-                if command["method"] == "revoke" {
-                    let ids = command["arguments"]["task_id"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default();
-                    let task_ids = ids
-                        .iter()
-                        .filter_map(|v| v.as_str().map(str::to_owned))
-                        .collect();
-                    return Some(Control::Revoke { task_ids });
-                }
-            }
-            None
-        })
+impl RedisBroker {
+    /// Registers each queue in kombu's binding table of the exchange of the same name
+    /// (`Channel._queue_bind`: member `routing_key␆␖pattern␆␖queue`), as a Python
+    /// worker declaring the queue does, so Python producers route to it.
+    async fn bind(&self, queues: &[String]) -> Result<()> {
+        let mut pipeline = redis::pipe();
+        for queue in queues {
+            let sep = kombu::PRIORITY_SEPARATOR;
+            let member = format!("{queue}{sep}{sep}{queue}");
+            pipeline
+                .sadd(format!("_kombu.binding.{queue}"), &member)
+                .ignore()
+                .sadd(format!("_kombu.binding_permanent.{queue}"), &member)
+                .ignore();
+        }
+        self.shared
+            .connection
+            .run("register queue bindings", |mut c| {
+                let pipeline = &pipeline;
+                async move { pipeline.query_async::<()>(&mut c).await }
+            })
+            .await
     }
 }
 
 struct RedisConsumer {
     broker: RedisBroker,
-    keys: Vec<String>,
+    /// The queues' list keys in the order of the next fetch, priority-major (see
+    /// [`kombu::consume_keys`]): one run of the queues per priority step. Shared with the
+    /// fetch task.
+    keys: Arc<Vec<String>>,
     /// Current pause between attempts on empty queues: 0 after a delivery, doubling to
-    /// `MAX_IDLE_POLL` while the queues stay empty.
+    /// `MAX_IDLE_POLL` while the queues stay empty, cut short by a wake-up.
     idle: Duration,
+    /// Wake-ups announcing new messages in the queues.
+    wake: Subscription,
+    /// How many messages one fetch may take: a quarter of the worker's prefetch window
+    /// (at least one), so a busy worker saves round trips without reserving much more
+    /// than its window.
+    batch: usize,
+    /// Fetched, recorded as unacknowledged, not yet handed out.
+    buffer: std::collections::VecDeque<Delivery>,
+    /// A fetch whose reply has not been read yet.
+    pending: Option<tokio::task::JoinHandle<Result<Vec<Vec<u8>>>>>,
     /// The periodic `restore_visible` sweep, stopped with the consumer.
     sweeper: tokio::task::JoinHandle<()>,
 }
@@ -346,58 +390,167 @@ struct RedisConsumer {
 impl Drop for RedisConsumer {
     fn drop(&mut self) {
         self.sweeper.abort();
+        // Fetched but never handed out: back to the queue now rather than after the
+        // visibility timeout (kombu restores a closing channel's unacked messages too).
+        let buffered = std::mem::take(&mut self.buffer);
+        let pending = self.pending.take();
+        if buffered.is_empty() && pending.is_none() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let broker = self.broker.clone();
+        runtime.spawn(async move {
+            let mut ackers: Vec<Box<dyn Acknowledger>> =
+                buffered.into_iter().map(|d| d.into_parts().3).collect();
+            if let Some(Ok(Ok(fetched))) = match pending {
+                Some(pending) => Some(pending.await),
+                None => None,
+            } {
+                for (queue, envelope, _) in entries(fetched) {
+                    if let Some(acker) = acker_for(&broker, &queue, envelope) {
+                        ackers.push(Box::new(acker));
+                    }
+                }
+            }
+            for acker in ackers {
+                if let Err(error) = acker.reject(true).await {
+                    tracing::warn!(%error, "could not requeue a fetched task; it returns after the visibility timeout");
+                }
+            }
+        });
     }
 }
 
 impl RedisConsumer {
-    async fn fetch(&mut self) -> Result<Option<Delivery>> {
-        let shared = &self.broker.shared;
-        let mut connection = shared.connection.clone();
-        let mut invocation = shared.fetch.prepare_invoke();
-        for key in &self.keys {
-            invocation.key(key);
-        }
-        invocation.arg(now_seconds());
-        let fetched: Option<Vec<Vec<u8>>> = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(redis_error("fetch a task", ErrorKind::Broker))?;
-        let Some(mut parts) = fetched else {
-            return Ok(None);
+    /// Fetches up to `batch` messages in one round trip into the buffer.
+    ///
+    /// The script runs in a task of its own, kept until its reply is read: were `next`
+    /// dropped mid-fetch (the worker's select on shutdown or a held ETA), the messages
+    /// the script recorded would otherwise be stranded until the visibility timeout.
+    async fn fetch(&mut self) -> Result<()> {
+        let pending = match &mut self.pending {
+            Some(pending) => pending,
+            None => {
+                let broker = self.broker.clone();
+                let keys = self.keys.clone();
+                let limit = self.batch;
+                self.pending.insert(tokio::spawn(async move {
+                    let shared = &broker.shared;
+                    let now = now_seconds();
+                    shared
+                        .connection
+                        .run("fetch tasks", |mut c| {
+                            let mut invocation = shared.fetch.prepare_invoke();
+                            for key in keys.iter() {
+                                invocation.key(key);
+                            }
+                            invocation.arg(now).arg(limit);
+                            async move { invocation.invoke_async::<Vec<Vec<u8>>>(&mut c).await }
+                        })
+                        .await
+                }))
+            }
         };
-        let malformed = parts.len() == 3;
-        let envelope = parts.swap_remove(1);
-        let queue = kombu::queue_of_key(&String::from_utf8_lossy(&parts[0])).to_owned();
-        if malformed {
-            tracing::warn!(%queue, bytes = envelope.len(), "dropped a message that is not a kombu envelope");
-            return Ok(Some(malformed_delivery(queue)));
+        let fetched = pending.await;
+        self.pending = None;
+        let fetched = fetched.map_err(|e| {
+            crate::error::Error::new(ErrorKind::Broker, "the fetch task failed").with_source(e)
+        })??;
+        for (queue, envelope, malformed) in entries(fetched) {
+            let delivery = if malformed {
+                tracing::warn!(%queue, bytes = envelope.len(), "dropped a message that is not a kombu envelope");
+                malformed_delivery(queue)
+            } else {
+                self.delivery(queue, envelope)
+            };
+            self.buffer.push_back(delivery);
         }
+        if let Some(last) = self.buffer.back() {
+            let queue = last.queue.clone();
+            self.rotate_after(&queue);
+        }
+        Ok(())
+    }
+
+    fn delivery(&self, queue: String, envelope: Vec<u8>) -> Delivery {
         match kombu::unwrap(&envelope) {
             Ok(unwrapped) => {
-                let acker = RedisAcker {
-                    broker: self.broker.clone(),
-                    tag: Some(unwrapped.delivery_tag),
-                    queue_key: kombu::priority_key(
-                        &queue,
-                        unwrapped.message.properties.priority.unwrap_or(0),
-                    ),
+                let priority = unwrapped.message.properties.priority.unwrap_or(0);
+                let acker = RedisAcker::new(
+                    &self.broker,
+                    &queue,
+                    priority,
+                    unwrapped.delivery_tag,
                     envelope,
-                };
-                Ok(Some(Delivery::new(
+                );
+                Delivery::new(
                     unwrapped.message,
                     queue,
                     unwrapped.redelivered,
                     Box::new(acker),
-                )))
+                )
             }
             Err(error) => {
                 // Recorded by the script (it had a tag) but unreadable here: acknowledge it
                 // away rather than let the sweep restore it forever.
                 tracing::warn!(%error, %queue, "dropped an unreadable envelope");
-                Ok(Some(malformed_delivery(queue)))
+                malformed_delivery(queue)
             }
         }
     }
+
+    /// Moves `queue` to the back of the fetch order (kombu's `_queue_cycle.rotate`), so a
+    /// busy queue cannot starve the others of the same priority.
+    fn rotate_after(&mut self, queue: &str) {
+        let count = self.keys.len() / kombu::PRIORITY_STEPS.len();
+        if count < 2 {
+            return;
+        }
+        // The first run holds priority 0, whose key is the queue's own name.
+        if let Some(position) = self.keys[..count].iter().position(|k| k == queue) {
+            for run in Arc::make_mut(&mut self.keys).chunks_mut(count) {
+                run[position..].rotate_left(1);
+            }
+        }
+    }
+
+    /// Waits for a wake-up or the current idle pause, whichever comes first.
+    async fn idle_wait(&mut self) {
+        self.idle = (self.idle * 2).clamp(Duration::from_millis(1), MAX_IDLE_POLL);
+        // Wake-ups that arrived while busy announce messages already taken: drop them,
+        // or each would cost a fetch that finds nothing.
+        while self.wake.next().now_or_never().is_some() {}
+        tokio::select! {
+            _ = self.wake.next() => self.idle = Duration::ZERO,
+            _ = tokio::time::sleep(self.idle) => {}
+        }
+    }
+}
+
+/// The fetch script's reply, `key, envelope, flag` triples, as `(queue, envelope,
+/// malformed)`.
+fn entries(fetched: Vec<Vec<u8>>) -> impl Iterator<Item = (String, Vec<u8>, bool)> {
+    let mut parts = fetched.into_iter();
+    std::iter::from_fn(move || {
+        let (key, envelope, flag) = (parts.next()?, parts.next()?, parts.next()?);
+        let queue = kombu::queue_of_key(&String::from_utf8_lossy(&key)).to_owned();
+        Some((queue, envelope, !flag.is_empty()))
+    })
+}
+
+/// The acknowledger of a fetched `envelope` from `queue`, if it can be read.
+fn acker_for(broker: &RedisBroker, queue: &str, envelope: Vec<u8>) -> Option<RedisAcker> {
+    let unwrapped = kombu::unwrap(&envelope).ok()?;
+    let priority = unwrapped.message.properties.priority.unwrap_or(0);
+    Some(RedisAcker::new(
+        broker,
+        queue,
+        priority,
+        unwrapped.delivery_tag,
+        envelope,
+    ))
 }
 
 /// A delivery standing for a message that could not be read: the worker logs and
@@ -429,19 +582,21 @@ impl Consumer for RedisConsumer {
     fn next(&mut self) -> BoxFuture<'_, Result<Delivery>> {
         Box::pin(async move {
             loop {
-                match self.fetch().await {
-                    Ok(Some(delivery)) => {
-                        self.idle = Duration::ZERO;
-                        return Ok(delivery);
-                    }
-                    Ok(None) => {
-                        self.idle = (self.idle * 2).clamp(Duration::from_millis(1), MAX_IDLE_POLL);
-                        tokio::time::sleep(self.idle).await;
-                    }
-                    Err(error) => return Err(error),
+                if let Some(delivery) = self.buffer.pop_front() {
+                    self.idle = Duration::ZERO;
+                    return Ok(delivery);
+                }
+                self.fetch().await?;
+                if self.buffer.is_empty() {
+                    self.idle_wait().await;
                 }
             }
         })
+    }
+
+    fn set_prefetch(&mut self, count: usize) -> BoxFuture<'_, Result<()>> {
+        self.batch = (count / 4).max(1);
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -453,19 +608,43 @@ struct RedisAcker {
     envelope: Vec<u8>,
 }
 
+impl RedisAcker {
+    fn new(
+        broker: &RedisBroker,
+        queue: &str,
+        priority: u8,
+        tag: String,
+        envelope: Vec<u8>,
+    ) -> Self {
+        RedisAcker {
+            broker: broker.clone(),
+            tag: Some(tag),
+            queue_key: kombu::priority_key(queue, priority),
+            envelope,
+        }
+    }
+}
+
 impl Acknowledger for RedisAcker {
     fn ack(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
         let tag = self.tag.take();
         let shared = self.broker.shared.clone();
         Box::pin(async move {
             let Some(tag) = tag else { return Ok(()) };
-            let mut connection = shared.connection.clone();
+            // kombu's `QoS.ack` → `_remove_from_indices`: one pipeline, no script.
+            let mut pipeline = redis::pipe();
+            pipeline
+                .zrem("unacked_index", &tag)
+                .ignore()
+                .hdel("unacked", &tag)
+                .ignore();
             shared
-                .ack
-                .arg(tag)
-                .invoke_async::<i64>(&mut connection)
-                .await
-                .map_err(redis_error("acknowledge a task", ErrorKind::Broker))?;
+                .connection
+                .run("acknowledge a task", |mut c| {
+                    let pipeline = &pipeline;
+                    async move { pipeline.query_async::<()>(&mut c).await }
+                })
+                .await?;
             Ok(())
         })
     }
@@ -481,15 +660,14 @@ impl Acknowledger for RedisAcker {
         let envelope = std::mem::take(&mut self.envelope);
         Box::pin(async move {
             let Some(tag) = tag else { return Ok(()) };
-            let mut connection = shared.connection.clone();
-            shared
-                .requeue
-                .key(key)
-                .arg(tag)
-                .arg(envelope)
-                .invoke_async::<i64>(&mut connection)
-                .await
-                .map_err(redis_error("requeue a task", ErrorKind::Broker))?;
+            let _: i64 = shared
+                .connection
+                .run("requeue a task", |mut c| {
+                    let mut invocation = shared.requeue.prepare_invoke();
+                    invocation.key(&key).arg(&tag).arg(&envelope);
+                    async move { invocation.invoke_async(&mut c).await }
+                })
+                .await?;
             Ok(())
         })
     }

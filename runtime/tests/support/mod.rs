@@ -72,7 +72,348 @@ impl celerity::Invoke<Doubler> for DoubleArgs {
     }
 }
 
+/// Arguments of `t.double` as a sender serializes them.
+#[derive(serde::Serialize)]
+pub struct DoubleCall {
+    pub x: i64,
+}
+
+/// Options sending to `queue`.
+pub fn to(queue: &str) -> celerity::SendOptions {
+    celerity::SendOptions {
+        queue: Some(queue.to_owned()),
+        ..Default::default()
+    }
+}
+
 /// A queue name no other test uses.
 pub fn unique_queue() -> String {
     format!("celerity-test-{}", uuid::Uuid::new_v4())
+}
+
+/// A Redis server of the test's own, on a free port, persisting every write (append-only
+/// file, fsync always) so that it can be killed and restarted without losing data.
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+    /// Serves TLS only, with a certificate of a CA of its own (`ca.pem` in `dir`).
+    tls: bool,
+}
+
+impl RedisServer {
+    /// Starts one, or returns `None` after printing why the test skips (no `redis-server`
+    /// on `PATH`); fails instead when `CELERITY_REQUIRE_BROKERS=1`.
+    pub async fn start() -> Option<Self> {
+        Self::launch(false).await
+    }
+
+    /// Starts one that serves TLS only, with a server certificate for 127.0.0.1 signed by
+    /// a CA of its own (see [`Self::ca_file`]). Needs `openssl` as well.
+    pub async fn start_tls() -> Option<Self> {
+        Self::launch(true).await
+    }
+
+    async fn launch(tls: bool) -> Option<Self> {
+        let found = std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            if brokers_required() {
+                panic!("redis-server is not on PATH, and CELERITY_REQUIRE_BROKERS=1");
+            }
+            eprintln!("SKIPPED: redis-server is not on PATH (the test runs a Redis of its own)");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("celerity-redis-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("a data directory");
+        if tls {
+            make_certificates(&dir)?;
+        }
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir,
+            tls,
+        };
+        server.spawn().await;
+        Some(server)
+    }
+
+    /// The server's URL (`rediss://` for a TLS server; its CA is not in the URL).
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The PEM file of the CA that signed a TLS server's certificate.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Kills the server (SIGKILL: no chance to save anything beyond what is on disk).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and data.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    async fn spawn(&mut self) {
+        let mut command = std::process::Command::new("redis-server");
+        command.args(["--bind", "127.0.0.1"]);
+        if self.tls {
+            let file = |name: &str| self.dir.join(name).display().to_string();
+            command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--tls-cert-file", &file("server.pem")])
+                .args(["--tls-key-file", &file("server.key")])
+                .args(["--tls-ca-cert-file", &file("ca.pem")])
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        let child = command
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let mut url = self.url();
+        if self.tls {
+            // Only to see it is up: the tests check the certificate themselves.
+            url.push_str("#insecure");
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        for _ in 0..100 {
+            if let Ok(client) = redis::Client::open(url.as_str())
+                && let Ok(mut c) = client.get_multiplexed_async_connection().await
+                && redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not come up on port {}", self.port);
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 it signed, made with `openssl`, in `dir`.
+fn make_certificates(dir: &std::path::Path) -> Option<()> {
+    let openssl = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .ok()?;
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let made = openssl(
+        &[
+            &["req", "-x509"],
+            &key[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=celerity test CA",
+            ],
+        ]
+        .concat(),
+    ) && openssl(
+        &[
+            &["req"],
+            &key[..],
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    ) && openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+    ]);
+    if made {
+        return Some(());
+    }
+    if brokers_required() {
+        panic!("openssl could not make test certificates, and CELERITY_REQUIRE_BROKERS=1");
+    }
+    eprintln!("SKIPPED: openssl could not make test certificates (is it on PATH?)");
+    None
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Python interpreter with Celery installed (`CELERITY_PYTHON`, else the workspace's
+/// `.venv`), or `None` after printing why the test skips; fails instead when
+/// `CELERITY_REQUIRE_BROKERS=1`.
+pub fn python_with_celery() -> Option<std::path::PathBuf> {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    let python = std::env::var_os("CELERITY_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or(venv);
+    let found = std::process::Command::new(&python)
+        .args(["-c", "import celery, redis"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some(python);
+    }
+    if brokers_required() {
+        panic!(
+            "Python Celery is not importable from {} (set CELERITY_PYTHON), and CELERITY_REQUIRE_BROKERS=1",
+            python.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED: Python Celery is not importable from {} (set CELERITY_PYTHON to an interpreter with celery[redis])",
+        python.display()
+    );
+    None
+}
+
+/// The AMQP URL to test against (`CELERITY_TEST_AMQP_URL`, default
+/// `amqp://guest:guest@127.0.0.1:5672/%2f`), or `None` after printing why the test skips.
+pub async fn amqp_url() -> Option<String> {
+    let url = std::env::var("CELERITY_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let reachable = async {
+        let connection = lapin::Connection::connect(&url, amqp_properties())
+            .await
+            .ok()?;
+        let _ = connection.close(200, "reachable").await;
+        Some(())
+    };
+    match tokio::time::timeout(Duration::from_secs(3), reachable).await {
+        Ok(Some(())) => Some(url),
+        _ if brokers_required() => {
+            panic!("RabbitMQ is not reachable at {url}, and CELERITY_REQUIRE_BROKERS=1")
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED: RabbitMQ is not reachable at {url} (set CELERITY_TEST_AMQP_URL, or CELERITY_REQUIRE_BROKERS=1 to fail instead)"
+            );
+            None
+        }
+    }
+}
+
+fn amqp_properties() -> lapin::ConnectionProperties {
+    lapin::ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio::current())
+}
+
+/// A plain AMQP channel for arranging and inspecting what Celerity does on RabbitMQ.
+pub struct RawAmqp {
+    _connection: lapin::Connection,
+    /// The channel.
+    pub channel: lapin::Channel,
+}
+
+impl RawAmqp {
+    /// Connects to `url`.
+    pub async fn connect(url: &str) -> RawAmqp {
+        let connection = lapin::Connection::connect(url, amqp_properties())
+            .await
+            .expect("an AMQP connection");
+        let channel = connection.create_channel().await.expect("a channel");
+        RawAmqp {
+            _connection: connection,
+            channel,
+        }
+    }
+
+    /// Takes the next message of `queue`, if any.
+    pub async fn get(&self, queue: &str) -> Option<lapin::message::BasicGetMessage> {
+        let options = lapin::options::BasicGetOptions { no_ack: true };
+        self.channel
+            .basic_get(queue, options)
+            .await
+            .expect("basic.get")
+    }
+
+    /// How many messages wait in `queue` (declared passively: it must exist).
+    pub async fn count(&self, queue: &str) -> u32 {
+        let options = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        self.channel
+            .queue_declare(queue, options, Default::default())
+            .await
+            .expect("the queue exists")
+            .message_count()
+    }
+
+    /// Deletes `queue` and an exchange of the same name, as Celery declares them.
+    pub async fn delete(&self, queue: &str) {
+        let _ = self.channel.queue_delete(queue, Default::default()).await;
+        let _ = self
+            .channel
+            .exchange_delete(queue, Default::default())
+            .await;
+    }
 }
