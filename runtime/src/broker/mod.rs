@@ -4,13 +4,18 @@
 //! [`Delivery`]s, which must be acknowledged or rejected. Decoding is the worker's job, so
 //! every transport treats malformed messages the same way.
 
+pub(crate) mod amqp;
 pub mod kombu;
 mod memory;
+pub mod pidbox;
 mod redis;
+mod redis_pidbox;
 
 use futures::future::BoxFuture;
 
+pub use amqp::{AmqpBroker, AmqpOptions, AmqpQueue, ExchangeType};
 pub use memory::MemoryBroker;
+pub use pidbox::{Mailbox, MailboxCommand, ReplyTo};
 pub use redis::RedisBroker;
 
 use crate::error::Result;
@@ -21,6 +26,21 @@ pub trait Broker: Send + Sync + 'static {
     /// Publishes `message` to `queue`. When this returns `Ok`, the broker has the message.
     fn publish<'a>(&'a self, queue: &'a str, message: RawMessage) -> BoxFuture<'a, Result<()>>;
 
+    /// Publishes `messages` to `queue`, in order. Transports that can (Redis pipelines)
+    /// do it in one round trip; the default publishes one by one.
+    fn publish_batch<'a>(
+        &'a self,
+        queue: &'a str,
+        messages: Vec<RawMessage>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            for message in messages {
+                self.publish(queue, message).await?;
+            }
+            Ok(())
+        })
+    }
+
     /// Starts consuming from `queues`.
     fn consume<'a>(&'a self, queues: &'a [String]) -> BoxFuture<'a, Result<Box<dyn Consumer>>>;
 
@@ -30,8 +50,27 @@ pub trait Broker: Send + Sync + 'static {
     /// Broadcasts a control command to every worker (Celery's pidbox broadcast).
     fn broadcast<'a>(&'a self, command: Control) -> BoxFuture<'a, Result<()>>;
 
-    /// Subscribes to control commands broadcast to workers.
-    fn control<'a>(&'a self) -> BoxFuture<'a, Result<Box<dyn ControlStream>>>;
+    /// Subscribes to control commands broadcast to workers. A worker listens here only
+    /// when the transport gives it no [`mailbox`](Broker::mailbox), where Celery's
+    /// commands arrive instead. The default is a stream with nothing on it.
+    fn control<'a>(&'a self) -> BoxFuture<'a, Result<Box<dyn ControlStream>>> {
+        Box::pin(async { Ok(Box::new(Silent) as Box<dyn ControlStream>) })
+    }
+
+    /// Closes the broker's connections for a clean exit: a connection still open when the
+    /// runtime stops is torn down mid-frame, with errors in the logs. Operations after it
+    /// fail. The default does nothing.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// The remote-control mailbox of worker `node` (Celery's pidbox, `kombu/pidbox.py`),
+    /// where the transport has one: what `celery inspect` and `celery control` reach.
+    /// `None`, the default, for a transport Celery's tools cannot reach.
+    fn mailbox<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Option<Box<dyn Mailbox>>>> {
+        let _ = node;
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// A command broadcast to workers.
@@ -45,6 +84,15 @@ pub enum Control {
     },
 }
 
+/// A control stream with nothing on it.
+struct Silent;
+
+impl ControlStream for Silent {
+    fn next(&mut self) -> BoxFuture<'_, Option<Control>> {
+        Box::pin(futures::future::pending())
+    }
+}
+
 /// Control commands as a worker receives them.
 pub trait ControlStream: Send {
     /// The next command; `None` when the broker closed the stream.
@@ -55,6 +103,15 @@ pub trait ControlStream: Send {
 pub trait Consumer: Send {
     /// Waits for the next delivery. Cancel-safe: dropping the future loses no message.
     fn next(&mut self) -> BoxFuture<'_, Result<Delivery>>;
+
+    /// How many deliveries the broker may hand out unacknowledged (AMQP `basic.qos`). The
+    /// worker sets its prefetch window before the first `next`, and raises it by one for
+    /// each message it holds until its ETA, as Celery does
+    /// (`celery/worker/strategy.py`: `consumer.qos.increment_eventually()`), so held
+    /// messages do not starve the window. Transports that fetch on demand ignore it.
+    fn set_prefetch(&mut self, _count: usize) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A message handed to a worker, with the means to settle it.

@@ -1,0 +1,275 @@
+//! Celery's mailbox (`kombu/pidbox.py`) on AMQP: commands are published to the fanout
+//! exchange `celery.pidbox`, and each node reads them from its own exclusive queue
+//! `<node>.celery.pidbox` bound to it; answers go to the direct exchange
+//! `reply.celery.pidbox` with the client's id as routing key. Python's
+//! `app.control.revoke(id)` and `celery inspect ping` reach Rust workers this way, and
+//! `AsyncResult::revoke` reaches Python workers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel};
+use serde_json::Value;
+
+use super::topology::{ExchangeType, declare_exchange};
+use super::{AmqpBroker, Declare, Route, wire};
+use crate::broker::pidbox::{
+    Mailbox, MailboxCommand, ReplyTo, clock_adjust, clock_forward, task_ids,
+};
+use crate::broker::{Control, ControlStream};
+use crate::error::{ErrorKind, Result};
+use crate::protocol::to_python_json;
+
+/// `control_queue_ttl`: commands older than this are dropped from a node's queue.
+const QUEUE_TTL_MS: i32 = 300_000;
+/// `control_queue_expires`: the broker deletes a dead node's queue after this.
+const QUEUE_EXPIRES_MS: i32 = 10_000;
+
+/// Tells apart the broadcast listeners of several workers in one process.
+static LISTENERS: AtomicU64 = AtomicU64::new(0);
+
+fn exchange_name(broker: &AmqpBroker) -> String {
+    format!("{}.pidbox", broker.options().control_exchange)
+}
+
+/// The clock as py-amqp writes a Python int: `I` while it fits in 32 bits.
+fn clock_header() -> AMQPValue {
+    wire::amqp_value(&Value::from(clock_forward()))
+}
+
+/// A mailbox message's properties as kombu's producer sets them: JSON, the headers, and
+/// persistent for commands, transient for answers (`Mailbox.reply_exchange`).
+fn properties(headers: FieldTable, delivery_mode: u8) -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type(ShortString::from("application/json"))
+        .with_content_encoding(ShortString::from("utf-8"))
+        .with_delivery_mode(delivery_mode)
+        .with_priority(0)
+        .with_headers(headers)
+}
+
+/// Publishes `command` as `Mailbox._broadcast` does without a reply: to the fanout
+/// exchange, which is declared first (non-durable, as `Mailbox._get_exchange`).
+pub(super) async fn broadcast(broker: &AmqpBroker, command: Control) -> Result<()> {
+    let Control::Revoke { task_ids } = command;
+    let body = MailboxCommand::revoke(&task_ids);
+    let exchange = exchange_name(broker);
+    let mut headers = FieldTable::default();
+    headers.insert("clock".into(), clock_header());
+    headers.insert("expires".into(), AMQPValue::LongInt(0));
+    let route = Route {
+        exchange: &exchange,
+        routing_key: "",
+        declare: Declare::TransientExchange(&exchange, ExchangeType::Fanout),
+    };
+    let payload = to_python_json(&body).unwrap_or_default();
+    broker
+        .publish_confirmed(route, properties(headers, 2), &payload)
+        .await
+}
+
+/// A node's queue: declared, bound and consumed again after a lost connection.
+struct NodeQueue {
+    broker: AmqpBroker,
+    queue: String,
+    live: Option<(Channel, lapin::Consumer)>,
+    failures: u32,
+}
+
+impl NodeQueue {
+    async fn open(broker: AmqpBroker, node: &str) -> Result<NodeQueue> {
+        let queue = format!("{node}.{}.pidbox", broker.options().control_exchange);
+        let mut node_queue = NodeQueue {
+            broker,
+            queue,
+            live: None,
+            failures: 0,
+        };
+        node_queue.live = Some(node_queue.subscribe().await?);
+        Ok(node_queue)
+    }
+
+    /// Declares the exchange and the queue as `Mailbox.get_queue` does (exclusive,
+    /// auto-deleted, with the control TTLs), binds them, and consumes without acks.
+    async fn subscribe(&self) -> Result<(Channel, lapin::Consumer)> {
+        let broker = &self.broker;
+        let exchange = exchange_name(broker);
+        let channel = broker.consuming_channel().await?;
+        broker
+            .bounded(
+                "declare the control exchange",
+                declare_exchange(&channel, &exchange, ExchangeType::Fanout, false),
+            )
+            .await?;
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-message-ttl".into(), AMQPValue::LongInt(QUEUE_TTL_MS));
+        arguments.insert("x-expires".into(), AMQPValue::LongInt(QUEUE_EXPIRES_MS));
+        let options = QueueDeclareOptions {
+            durable: false,
+            exclusive: true,
+            auto_delete: true,
+            ..Default::default()
+        };
+        broker
+            .bounded(
+                "declare the control queue",
+                channel.queue_declare(&self.queue, options, arguments),
+            )
+            .await?;
+        broker
+            .bounded(
+                "bind the control queue",
+                channel.queue_bind(
+                    &self.queue,
+                    &exchange,
+                    "",
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                ),
+            )
+            .await?;
+        let consumer = broker
+            .consume_unacknowledged(&channel, &self.queue, "consume control commands")
+            .await?;
+        Ok((channel, consumer))
+    }
+
+    /// The next command on the queue, after adjusting the clock to the sender's;
+    /// `None` once the broker is closed.
+    async fn next(&mut self) -> Option<MailboxCommand> {
+        loop {
+            let Some((_, consumer)) = self.live.as_mut() else {
+                tokio::time::sleep(self.broker.backoff(self.failures)).await;
+                match self.subscribe().await {
+                    Ok(live) => {
+                        self.failures = 0;
+                        self.live = Some(live);
+                    }
+                    Err(error) if error.kind() == ErrorKind::Closed => return None,
+                    Err(error) => {
+                        self.failures = self.failures.saturating_add(1);
+                        tracing::warn!(%error, queue = %self.queue, "could not re-open the control mailbox");
+                    }
+                }
+                continue;
+            };
+            match consumer.next().await {
+                Some(Ok(delivery)) => {
+                    let message = wire::raw_message(&delivery.properties, delivery.data);
+                    if let Some(clock) = message.headers.get("clock").and_then(Value::as_u64) {
+                        clock_adjust(clock);
+                    }
+                    match MailboxCommand::from_json(&message.body) {
+                        Some(command) => return Some(command),
+                        None => tracing::warn!("ignoring a control message that is not a command"),
+                    }
+                }
+                Some(Err(_)) | None => {
+                    if !self.broker.is_closed() {
+                        tracing::warn!(queue = %self.queue, "control mailbox lost; re-opening");
+                    }
+                    self.live = None;
+                    self.failures = 1;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for NodeQueue {
+    fn drop(&mut self) {
+        if let Some((channel, _)) = self.live.take() {
+            self.broker.close_in_background(channel, "mailbox closed");
+        }
+    }
+}
+
+/// The revokes broadcast to workers, read from a queue of this listener's own.
+pub(super) struct PidboxStream {
+    node: String,
+    queue: NodeQueue,
+}
+
+impl PidboxStream {
+    pub async fn open(broker: AmqpBroker) -> Result<Self> {
+        let node = format!(
+            "celerity-{}-{}@{}",
+            std::process::id(),
+            LISTENERS.fetch_add(1, Ordering::Relaxed),
+            crate::client::hostname()
+        );
+        let queue = NodeQueue::open(broker, &node).await?;
+        Ok(PidboxStream { node, queue })
+    }
+}
+
+impl ControlStream for PidboxStream {
+    fn next(&mut self) -> BoxFuture<'_, Option<Control>> {
+        Box::pin(async move {
+            loop {
+                let command = self.queue.next().await?;
+                if command.method == "revoke" && command.is_for(&self.node) {
+                    let task_ids = task_ids(command.arguments.get("task_id"));
+                    return Some(Control::Revoke { task_ids });
+                }
+            }
+        })
+    }
+}
+
+/// A worker's mailbox: the commands sent to node `<node>` and the way back to the client.
+pub(super) struct AmqpMailbox {
+    queue: NodeQueue,
+}
+
+impl AmqpMailbox {
+    /// `None` when another connection holds this node's exclusive queue: a worker of the
+    /// same name is running (Celery's workers then refuse the mailbox too).
+    pub async fn open(broker: AmqpBroker, node: &str) -> Result<Option<Self>> {
+        match NodeQueue::open(broker, node).await {
+            Ok(queue) => Ok(Some(AmqpMailbox { queue })),
+            Err(error) if error.to_string().contains("RESOURCE_LOCKED") => {
+                tracing::warn!(
+                    node,
+                    "a node of this name already uses its mailbox; this worker will not answer remote control (give it a unique name)"
+                );
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+impl Mailbox for AmqpMailbox {
+    fn next(&mut self) -> BoxFuture<'_, Option<MailboxCommand>> {
+        Box::pin(self.queue.next())
+    }
+
+    /// Publishes the answer as `Mailbox._publish_reply` does: to the reply exchange
+    /// (direct, non-durable, declared first), transient, with the request's ticket.
+    fn reply<'a>(
+        &'a mut self,
+        to: &'a ReplyTo,
+        ticket: &'a str,
+        answer: Value,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut headers = FieldTable::default();
+            headers.insert("ticket".into(), AMQPValue::LongString(ticket.into()));
+            headers.insert("clock".into(), clock_header());
+            let route = Route {
+                exchange: &to.exchange,
+                routing_key: &to.routing_key,
+                declare: Declare::TransientExchange(&to.exchange, ExchangeType::Direct),
+            };
+            let payload = to_python_json(&answer).unwrap_or_default();
+            self.queue
+                .broker
+                .publish_confirmed(route, properties(headers, 1), &payload)
+                .await
+        })
+    }
+}
