@@ -2,11 +2,18 @@
 
 use std::sync::Arc;
 
-use crate::backend::{MemoryBackend, RedisBackend, ResultBackend};
-use crate::broker::{Broker, MemoryBroker, RedisBroker};
+use crate::backend::{MemoryBackend, RedisBackend, ResultBackend, RpcBackend};
+use crate::broker::{AmqpBroker, Broker, MemoryBroker, RedisBroker};
 use crate::client::Client;
 use crate::error::{Error, ErrorKind, Result};
 use crate::worker::WorkerBuilder;
+
+/// The variable naming the broker URL (Celery's `broker_url`).
+pub(crate) const BROKER_URL_VAR: &str = "CELERITY_BROKER_URL";
+/// The variable naming the result backend URL (Celery's `result_backend`).
+pub(crate) const RESULT_BACKEND_VAR: &str = "CELERITY_RESULT_BACKEND";
+/// The broker and backend when none is named: the embedded one.
+pub(crate) const DEFAULT_URL: &str = "memory://";
 
 /// A broker and a result backend: the entry point for sending and running tasks.
 ///
@@ -50,17 +57,34 @@ impl App {
         }
     }
 
-    /// An app configured by URL: `memory://` (the embedded default) or `redis://`, for
-    /// the broker and the result backend alike.
+    /// An app configured by URL. Brokers: `memory://` (the embedded default), `redis://`,
+    /// `amqp://` or `amqps://` (RabbitMQ). Result backends: `memory://`, `redis://`, and
+    /// `rpc://`, which sends results back over the AMQP broker's connection and so needs
+    /// an `amqp://` broker, as in Celery.
     pub async fn from_urls(broker_url: &str, backend_url: &str) -> Result<App> {
+        let mut amqp = None;
         let broker: Arc<dyn Broker> = match scheme(broker_url)? {
             "memory" => Arc::new(MemoryBroker::new()),
-            "redis" => Arc::new(RedisBroker::connect(broker_url).await?),
+            "redis" | "rediss" => Arc::new(RedisBroker::connect(broker_url).await?),
+            "amqp" | "amqps" | "pyamqp" => {
+                let broker = AmqpBroker::connect(broker_url).await?;
+                amqp = Some(broker.clone());
+                Arc::new(broker)
+            }
             other => return Err(unsupported("broker", other, broker_url)),
         };
         let backend: Arc<dyn ResultBackend> = match scheme(backend_url)? {
             "memory" => Arc::new(MemoryBackend::new()),
-            "redis" => Arc::new(RedisBackend::connect(backend_url).await?),
+            "redis" | "rediss" => Arc::new(RedisBackend::connect(backend_url).await?),
+            "rpc" => match &amqp {
+                Some(broker) => Arc::new(RpcBackend::connect(broker).await?),
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        "the rpc:// result backend sends results over AMQP: it needs an amqp:// broker",
+                    ));
+                }
+            },
             other => return Err(unsupported("result backend", other, backend_url)),
         };
         Ok(App::from_parts(broker, backend))
@@ -69,9 +93,8 @@ impl App {
     /// The broker and backend URLs from `CELERITY_BROKER_URL` and
     /// `CELERITY_RESULT_BACKEND` (Celery's setting names), defaulting to `memory://`.
     pub async fn from_env() -> Result<App> {
-        let broker = std::env::var("CELERITY_BROKER_URL").unwrap_or_else(|_| "memory://".into());
-        let backend =
-            std::env::var("CELERITY_RESULT_BACKEND").unwrap_or_else(|_| "memory://".into());
+        let broker = std::env::var(BROKER_URL_VAR).unwrap_or_else(|_| DEFAULT_URL.into());
+        let backend = std::env::var(RESULT_BACKEND_VAR).unwrap_or_else(|_| DEFAULT_URL.into());
         App::from_urls(&broker, &backend).await
     }
 
@@ -94,6 +117,12 @@ impl App {
     pub fn backend(&self) -> &Arc<dyn ResultBackend> {
         self.client.backend()
     }
+
+    /// Closes the broker's connections (and so the `rpc://` backend's, which shares them),
+    /// for a clean exit once workers are shut down and no more tasks are sent.
+    pub async fn close(&self) {
+        self.broker().close().await;
+    }
 }
 
 fn scheme(url: &str) -> Result<&str> {
@@ -109,10 +138,13 @@ fn scheme(url: &str) -> Result<&str> {
 
 fn unsupported(what: &str, scheme: &str, url: &str) -> Error {
     let shown = url.split('@').next_back().unwrap_or(url);
+    let supported = if what == "broker" {
+        "memory://, redis://, rediss://, amqp:// and amqps://"
+    } else {
+        "memory://, redis://, rediss:// and rpc://"
+    };
     Error::new(
         ErrorKind::Config,
-        format!(
-            "unsupported {what} scheme `{scheme}` in `…{shown}`; this build supports memory://"
-        ),
+        format!("unsupported {what} scheme `{scheme}` in `…{shown}`; supported: {supported}"),
     )
 }

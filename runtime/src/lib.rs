@@ -24,11 +24,15 @@
 
 mod app;
 pub mod backend;
+mod bounded;
 pub mod broker;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod client;
 mod container;
 mod error;
 pub mod protocol;
+mod redis_connection;
 mod spec;
 mod task;
 mod values;
@@ -47,7 +51,7 @@ pub use protocol::TaskState;
 pub use spec::{ArgSpec, Backoff, RateLimit, RetryPolicy, TaskSpec};
 pub use task::{TASK_ERROR_MODULE, TaskContext, TaskError, TaskResult};
 pub use values::Bytes;
-pub use worker::{Invoke, Worker, WorkerBuilder, decode_args};
+pub use worker::{Invoke, Worker, WorkerBuilder, WorkerSettings, WorkerStatus, decode_args};
 
 /// Brings the code generated from `schemas/<name>.yaml` into the current module.
 ///

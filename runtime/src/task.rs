@@ -93,12 +93,7 @@ pub const TASK_ERROR_MODULE: &str = "celerity.exceptions";
 impl TaskError {
     /// A failure of type `exc_type` (the name Celery clients see) with `message`.
     pub fn new(exc_type: impl Into<String>, message: impl Into<String>) -> Self {
-        TaskError {
-            kind: Box::new(TaskErrorKind::Failure {
-                exception: ExceptionInfo::new(exc_type, TASK_ERROR_MODULE, message),
-                traceback: None,
-            }),
-        }
+        TaskError::python(exc_type, TASK_ERROR_MODULE, message)
     }
 
     /// A failure with an explicit Python module for the exception class, e.g.

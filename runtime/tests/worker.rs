@@ -423,12 +423,13 @@ async fn track_started_records_started_and_ignore_result_stores_nothing() {
         1,
         "it ran"
     );
+    // Drained first, so a result stored late would be there.
+    h.worker.shutdown().await;
     assert_eq!(
         ignored.state().await.unwrap(),
         TaskState::Pending,
         "but stored nothing"
     );
-    h.worker.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]

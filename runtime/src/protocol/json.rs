@@ -4,6 +4,8 @@ use serde::Serialize;
 use serde_json::ser::Formatter;
 use serde_json::{Map, Value};
 
+use super::result::parse_celery_time;
+
 /// Serialises like Python's `json.dumps` with its defaults: `", "` and `": "` separators
 /// and `ensure_ascii` (every non-ASCII character escaped as `\uXXXX`). Celery readers do
 /// not care, but byte-identical messages make wire comparisons with Celery exact.
@@ -67,6 +69,84 @@ impl Formatter for PythonFormatter {
             }
         }
         Ok(())
+    }
+}
+
+/// Replaces kombu's JSON envelopes, `{"__type__": T, "__value__": V}` (kombu ≥ 5.3,
+/// `kombu/utils/json.py`), with the plain forms Celerity's types read, so that arguments
+/// and results written by Python Celery decode like Celerity's own:
+///
+/// | `__type__` | becomes |
+/// |---|---|
+/// | `datetime` | the ISO 8601 text; a naive time gets `+00:00`, as Celery reads naive times as UTC |
+/// | `date`, `time` | the ISO 8601 text |
+/// | `uuid` (`{"hex": …}`) | the hyphenated text |
+/// | `bytes` (UTF-8 text), `base64` | base64 text, the wire form of `bytes` in a schema |
+/// | `decimal` | a number |
+///
+/// Other objects, and envelopes of other types, are left as they are.
+pub fn from_kombu_json(mut value: Value) -> Value {
+    unwrap_kombu(&mut value);
+    value
+}
+
+/// [`from_kombu_json`] in place: only envelopes are replaced, so a value without any
+/// (the common case) is walked but not rebuilt.
+fn unwrap_kombu(value: &mut Value) {
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(unwrap_kombu),
+        Value::Object(map) if is_envelope(map) => {
+            *value = unwrap_envelope(std::mem::take(map));
+        }
+        Value::Object(map) => map.values_mut().for_each(unwrap_kombu),
+        _ => {}
+    }
+}
+
+fn is_envelope(map: &Map<String, Value>) -> bool {
+    map.len() == 2 && map.contains_key("__type__") && map.contains_key("__value__")
+}
+
+fn unwrap_envelope(mut map: Map<String, Value>) -> Value {
+    use base64::Engine;
+    let kind = map
+        .get("__type__")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let plain = match (kind, map.get("__value__")) {
+        ("datetime", Some(Value::String(text))) => Some(Value::String(utc_if_naive(text))),
+        ("date" | "time" | "base64", Some(Value::String(text))) => {
+            Some(Value::String(text.clone()))
+        }
+        ("bytes", Some(Value::String(text))) => Some(Value::String(
+            base64::engine::general_purpose::STANDARD.encode(text.as_bytes()),
+        )),
+        ("uuid", Some(Value::Object(fields))) => fields
+            .get("hex")
+            .and_then(Value::as_str)
+            .and_then(|hex| uuid::Uuid::parse_str(hex).ok())
+            .map(|id| Value::String(id.hyphenated().to_string())),
+        ("decimal", Some(Value::String(text))) => text
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number),
+        _ => None,
+    };
+    plain.unwrap_or_else(|| {
+        let value = map.remove("__value__").map(from_kombu_json);
+        map.insert("__value__".into(), value.unwrap_or(Value::Null));
+        Value::Object(map)
+    })
+}
+
+/// Python's `isoformat()` of a naive datetime has no offset; Celery treats such times as
+/// UTC (`celery/utils/time.py::maybe_make_aware`).
+fn utc_if_naive(text: &str) -> String {
+    if chrono::DateTime::parse_from_rfc3339(text).is_err() && parse_celery_time(text).is_some() {
+        format!("{text}+00:00")
+    } else {
+        text.to_owned()
     }
 }
 
@@ -173,6 +253,35 @@ mod tests {
         assert_eq!(
             String::from_utf8(to_python_json(&json!("😀")).unwrap()).unwrap(),
             r#""\ud83d\ude00""#
+        );
+    }
+
+    #[test]
+    fn reads_kombu_envelopes_as_plain_values() {
+        let python = json!({
+            "at": {"__type__": "datetime", "__value__": "2024-01-02T03:04:05.678901+00:00"},
+            "naive": {"__type__": "datetime", "__value__": "2024-01-02T03:04:05"},
+            "on": [{"__type__": "date", "__value__": "2024-01-02"}],
+            "id": {"__type__": "uuid", "__value__": {"hex": "12345678123456781234567812345678"}},
+            "text": {"__type__": "bytes", "__value__": "hello"},
+            "raw": {"__type__": "base64", "__value__": "/wA="},
+            "price": {"__type__": "decimal", "__value__": "1.10"},
+            "odd": {"__type__": "frozenset", "__value__": [1]},
+            "plain": {"__type__": "x", "__value__": 1, "more": 2},
+        });
+        assert_eq!(
+            from_kombu_json(python),
+            json!({
+                "at": "2024-01-02T03:04:05.678901+00:00",
+                "naive": "2024-01-02T03:04:05+00:00",
+                "on": ["2024-01-02"],
+                "id": "12345678-1234-5678-1234-567812345678",
+                "text": "aGVsbG8=",
+                "raw": "/wA=",
+                "price": 1.1,
+                "odd": {"__type__": "frozenset", "__value__": [1]},
+                "plain": {"__type__": "x", "__value__": 1, "more": 2},
+            })
         );
     }
 

@@ -21,6 +21,25 @@ pub struct RawMessage {
     pub body: Vec<u8>,
 }
 
+/// Writes whole seconds as integers and others as floats, as Python's JSON does for the
+/// `time_limit=30` / `soft_time_limit=0.5` a Celery client was given.
+fn seconds_as_python_writes<S: serde::Serializer>(
+    limits: &(Option<f64>, Option<f64>),
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeTuple;
+    let mut pair = serializer.serialize_tuple(2)?;
+    for limit in [limits.0, limits.1] {
+        match limit {
+            Some(seconds) if seconds.fract() == 0.0 && seconds.abs() < 1e15 => {
+                pair.serialize_element(&(seconds as i64))?
+            }
+            other => pair.serialize_element(&other)?,
+        }
+    }
+    pair.end()
+}
+
 /// Message properties Celery sets (`celery/app/amqp.py`, `kombu/messaging.py`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Properties {
@@ -70,7 +89,7 @@ pub struct Headers {
     #[serde(default, deserialize_with = "null_as_zero")]
     pub retries: u32,
     /// `[hard, soft]` time limits in seconds.
-    #[serde(default)]
+    #[serde(default, serialize_with = "seconds_as_python_writes")]
     pub timelimit: (Option<f64>, Option<f64>),
     /// Id of the first task of the workflow.
     #[serde(default)]
@@ -200,8 +219,13 @@ impl TaskMessage {
         let body: Value = serde_json::from_slice(&raw.body)
             .map_err(|e| MessageError::Invalid(format!("body is not JSON: {e}")))?;
         if raw.headers.contains_key("task") {
-            let headers: Headers = serde_json::from_value(Value::Object(raw.headers.clone()))
-                .map_err(|e| MessageError::Invalid(format!("headers: {e}")))?;
+            // Read in place: cloning the header map first costs a copy of every header.
+            let fields = raw.headers.iter().map(|(k, v)| (k.as_str(), v));
+            let headers = Headers::deserialize(serde::de::value::MapDeserializer::<
+                _,
+                serde_json::Error,
+            >::new(fields))
+            .map_err(|e| MessageError::Invalid(format!("headers: {e}")))?;
             let (args, kwargs, embed) = match body {
                 Value::Array(mut parts) if parts.len() == 3 => {
                     let embed = parts.pop().unwrap_or(Value::Null);
@@ -317,6 +341,19 @@ fn as_kwargs(value: Value) -> Result<Map<String, Value>, MessageError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn time_limits_are_written_as_python_writes_them() {
+        let limits = |hard, soft| {
+            let mut headers: Headers =
+                serde_json::from_value(json!({"task": "t", "id": "1"})).unwrap();
+            headers.timelimit = (hard, soft);
+            serde_json::to_value(&headers).unwrap()["timelimit"].to_string()
+        };
+        assert_eq!(limits(Some(30.0), Some(20.0)), "[30,20]");
+        assert_eq!(limits(Some(30.0), Some(0.5)), "[30,0.5]");
+        assert_eq!(limits(None, None), "[null,null]");
+    }
 
     fn raw(headers: Value, body: &str) -> RawMessage {
         RawMessage {

@@ -7,6 +7,6 @@ mod json;
 mod message;
 mod result;
 
-pub use json::{args_repr, kwargs_repr, to_python_json};
+pub use json::{args_repr, from_kombu_json, kwargs_repr, to_python_json};
 pub use message::{Embed, Headers, MessageError, Properties, RawMessage, TaskMessage};
-pub use result::{ExceptionInfo, ResultMeta, TaskState, celery_time};
+pub use result::{ExceptionInfo, ResultMeta, TaskState, celery_time, parse_celery_time};

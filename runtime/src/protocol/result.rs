@@ -136,6 +136,17 @@ pub fn celery_time(time: chrono::DateTime<chrono::Utc>) -> String {
     time.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
 }
 
+/// Reads a time as Celery writes or accepts it: RFC 3339, or a naive ISO 8601 time, which
+/// Celery treats as UTC (`celery/utils/time.py::maybe_make_aware`).
+pub fn parse_celery_time(text: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(time.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|naive| naive.and_utc())
+}
+
 /// What a result backend stores under `celery-task-meta-<id>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultMeta {
@@ -148,7 +159,7 @@ pub struct ResultMeta {
     #[serde(default)]
     pub traceback: Option<String>,
     /// Tasks sent by this one, as `[[id, parent], null]` tuples.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub children: Vec<Value>,
     /// ISO 8601 time the task became ready; `null` until then.
     #[serde(default)]
@@ -158,6 +169,12 @@ pub struct ResultMeta {
     /// Fields Celery adds when set: `group_id`, `parent_id`, and the extended fields.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// Celery 5.7 writes `"children": null` when a worker records REVOKED for a task revoked
+/// before it arrived (`celery/worker/control.py::_revoke` stores it without a request).
+fn null_as_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Value>, D::Error> {
+    Ok(Option::<Vec<Value>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 impl ResultMeta {
@@ -193,7 +210,7 @@ impl ResultMeta {
 
     /// The exception stored in a FAILURE, RETRY or REVOKED result.
     pub fn exception_info(&self) -> Option<ExceptionInfo> {
-        serde_json::from_value(self.result.clone()).ok()
+        ExceptionInfo::deserialize(&self.result).ok()
     }
 }
 
@@ -235,6 +252,16 @@ mod tests {
                 "task_id"
             ]
         );
+    }
+
+    #[test]
+    fn reads_a_revoked_result_with_null_children() {
+        // Written by a Celery 5.7 worker for a task revoked with `AsyncResult.revoke()`.
+        let captured = r#"{"status": "REVOKED", "result": {"exc_type": "TaskRevokedError", "exc_message": ["revoked"], "exc_module": "celery.exceptions"}, "traceback": null, "children": null, "date_done": "2026-11-21T13:26:42.779377+00:00", "task_id": "3d0ff299-73b2-4645-82fa-9d194a1c7709"}"#;
+        let meta: ResultMeta = serde_json::from_str(captured).unwrap();
+        assert_eq!(meta.status, TaskState::Revoked);
+        assert!(meta.children.is_empty());
+        assert_eq!(meta.exception_info().unwrap().message(), "revoked");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::protocol::from_kombu_json;
 use crate::spec::TaskSpec;
 use crate::task::TaskError;
 
@@ -69,7 +70,9 @@ pub fn decode_args<A: DeserializeOwned>(
             quoted_list(&missing)
         )));
     }
-    serde_path_to_error::deserialize(Value::Object(bound)).map_err(|error| {
+    // Python clients send dates, times and UUIDs in kombu's envelopes; the message
+    // itself keeps them, so a retry republishes exactly what the client sent.
+    serde_path_to_error::deserialize(from_kombu_json(Value::Object(bound))).map_err(|error| {
         let path = error.path().to_string();
         let argument = path.split(['.', '[']).next().unwrap_or(&path).to_owned();
         let inner = error.into_inner();
@@ -168,5 +171,34 @@ mod tests {
             decode(json!(["one", 2]), json!({})).unwrap_err(),
             "TypeError: tasks.add() argument 'x': invalid type: string \"one\", expected i64"
         );
+    }
+
+    #[test]
+    fn reads_dates_and_uuids_in_the_envelopes_python_clients_send() {
+        #[derive(Debug, Deserialize)]
+        struct VisitArgs {
+            at: chrono::DateTime<chrono::Utc>,
+            on: chrono::NaiveDate,
+            by: uuid::Uuid,
+        }
+        static VISIT: TaskSpec = TaskSpec::new(
+            "tasks.visit",
+            &[
+                ArgSpec::new("at", true),
+                ArgSpec::new("on", true),
+                ArgSpec::new("by", true),
+            ],
+        );
+        let Value::Object(kwargs) = json!({
+            "on": {"__type__": "date", "__value__": "2024-01-02"},
+            "by": {"__type__": "uuid", "__value__": {"hex": "12345678123456781234567812345678"}},
+        }) else {
+            unreachable!()
+        };
+        let at = json!({"__type__": "datetime", "__value__": "2024-01-02T03:04:05.5"});
+        let visit: VisitArgs = decode_args(&VISIT, vec![at], kwargs).unwrap();
+        assert_eq!(visit.at.to_rfc3339(), "2024-01-02T03:04:05.500+00:00");
+        assert_eq!(visit.on.to_string(), "2024-01-02");
+        assert_eq!(visit.by.to_string(), "12345678-1234-5678-1234-567812345678");
     }
 }

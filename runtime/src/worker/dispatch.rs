@@ -99,7 +99,7 @@ fn time_limit_exceeded(limit: Duration) -> TaskError {
     tracing::error!(limit = ?limit, "hard time limit exceeded; the task was aborted");
     TaskError::python(
         "TimeLimitExceeded",
-        "celery.exceptions",
+        super::CELERY_EXCEPTIONS,
         format!("{}", limit.as_secs_f64()),
     )
 }

@@ -10,15 +10,19 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::Instrument;
 
 use super::dispatch::{Registered, TaskTable};
+use super::log;
 use crate::broker::{Acknowledger, Consumer, Control, ControlStream};
 use crate::client::Client;
 use crate::container::Container;
-use crate::protocol::{ExceptionInfo, RawMessage, ResultMeta, TaskMessage, TaskState, celery_time};
+use crate::protocol::{
+    ExceptionInfo, Properties, RawMessage, ResultMeta, TaskMessage, TaskState, celery_time,
+    parse_celery_time,
+};
 use crate::spec::RetryPolicy;
 use crate::task::{TaskContext, TaskError, TaskErrorKind};
 
 /// Module Celery's own exceptions live in; Python clients re-raise them as the real class.
-const CELERY_EXCEPTIONS: &str = "celery.exceptions";
+use super::CELERY_EXCEPTIONS;
 
 pub(crate) struct Shared {
     pub client: Client,
@@ -26,41 +30,25 @@ pub(crate) struct Shared {
     pub container: Arc<Container>,
     /// One permit per running task: the concurrency limit.
     pub slots: Arc<Semaphore>,
-    /// One permit per message held from the broker, running or waiting for its ETA.
+    /// One permit per message held from the broker and not waiting for its ETA.
     pub prefetch: Arc<Semaphore>,
+    /// The prefetch window: `concurrency × prefetch_multiplier`.
+    pub window: usize,
+    /// How many messages are held until their ETA. They do not count against the window;
+    /// the broker's prefetch is raised by as many (Celery's `qos.increment_eventually()`).
+    pub held_for_eta: watch::Sender<usize>,
     /// Task ids revoked by broadcast.
     pub revoked: std::sync::Mutex<RevokedSet>,
     /// Next start time allowed per rate-limited task name.
     pub rate_limits:
         std::sync::Mutex<std::collections::HashMap<&'static str, tokio::time::Instant>>,
+    /// The worker's node name, recorded in STARTED results as Celery does.
+    pub hostname: String,
 }
 
 /// Revoked task ids, bounded like Celery's `LimitedSet` (`worker_state.revoked`, 50,000
 /// entries): the oldest are forgotten first.
-#[derive(Debug, Default)]
-pub(crate) struct RevokedSet {
-    ids: std::collections::HashSet<String>,
-    order: std::collections::VecDeque<String>,
-}
-
-impl RevokedSet {
-    const CAPACITY: usize = 50_000;
-
-    pub fn insert(&mut self, id: String) {
-        if self.ids.insert(id.clone()) {
-            self.order.push_back(id);
-            if self.order.len() > Self::CAPACITY {
-                if let Some(oldest) = self.order.pop_front() {
-                    self.ids.remove(&oldest);
-                }
-            }
-        }
-    }
-
-    pub fn contains(&self, id: &str) -> bool {
-        self.ids.contains(id)
-    }
-}
+pub(crate) type RevokedSet = crate::bounded::Bounded<(), 50_000>;
 
 impl Shared {
     /// Waits for the task's turn under its rate limit: starts are spaced `period / count`
@@ -82,11 +70,25 @@ impl Shared {
         tokio::time::sleep_until(turn).await;
     }
 
+    /// Marks `ids` as revoked: each is discarded when received, or when its ETA comes.
+    pub fn revoke(&self, ids: impl IntoIterator<Item = String>) {
+        let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            revoked.insert_new(id, ());
+        }
+    }
+
+    /// The revoked ids, oldest first.
+    pub fn revoked_ids(&self) -> Vec<String> {
+        let revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+        revoked.keys().cloned().collect()
+    }
+
     fn is_revoked(&self, id: &str) -> bool {
         self.revoked
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains(id)
+            .contains_key(id)
     }
 }
 
@@ -96,10 +98,7 @@ pub(crate) async fn listen(shared: Arc<Shared>, mut control: Box<dyn ControlStre
         match command {
             Control::Revoke { task_ids } => {
                 tracing::info!(?task_ids, "tasks revoked");
-                let mut revoked = shared.revoked.lock().unwrap_or_else(|p| p.into_inner());
-                for id in task_ids {
-                    revoked.insert(id);
-                }
+                shared.revoke(task_ids);
             }
         }
     }
@@ -112,9 +111,21 @@ pub(crate) async fn consume(
     mut consumer: Box<dyn Consumer>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let mut held_for_eta = shared.held_for_eta.subscribe();
+    let mut prefetch = 0;
     loop {
+        let wanted = shared.window + *held_for_eta.borrow_and_update();
+        if wanted != prefetch {
+            match consumer.set_prefetch(wanted).await {
+                Ok(()) => prefetch = wanted,
+                Err(error) => {
+                    tracing::warn!(%error, wanted, "could not set the broker's prefetch count")
+                }
+            }
+        }
         let held = tokio::select! {
             _ = stopped.wait_for(|s| *s) => return,
+            _ = held_for_eta.changed() => continue,
             permit = shared.prefetch.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
@@ -122,6 +133,7 @@ pub(crate) async fn consume(
         };
         let delivery = tokio::select! {
             _ = stopped.wait_for(|s| *s) => return,
+            _ = held_for_eta.changed() => continue,
             delivery = consumer.next() => delivery,
         };
         match delivery {
@@ -140,13 +152,9 @@ pub(crate) async fn consume(
 
 fn parse_time(text: &Option<String>, header: &str) -> Result<Option<DateTime<Utc>>, String> {
     let Some(text) = text else { return Ok(None) };
-    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
-        return Ok(Some(time.with_timezone(&Utc)));
-    }
-    // Celery treats a naive time as UTC (`celery/utils/time.py::maybe_make_aware`).
-    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
-        .map(|naive| Some(naive.and_utc()))
-        .map_err(|e| format!("invalid `{header}` header {text:?}: {e}"))
+    parse_celery_time(text)
+        .map(Some)
+        .ok_or_else(|| format!("invalid `{header}` header {text:?}: not an ISO 8601 time"))
 }
 
 /// The receive strategy: decode, find the task, check expiry, hold until the ETA, wait
@@ -156,7 +164,7 @@ async fn receive(
     raw: RawMessage,
     queue: String,
     acker: Box<dyn Acknowledger>,
-    held: OwnedSemaphorePermit,
+    mut held: OwnedSemaphorePermit,
 ) {
     let message = match TaskMessage::from_raw(&raw) {
         Ok(message) => message,
@@ -179,6 +187,7 @@ async fn receive(
         let exception = ExceptionInfo::new("NotRegistered", CELERY_EXCEPTIONS, message.task());
         store(
             &shared,
+            &message.properties,
             ResultMeta::exception(message.id(), TaskState::Failure, &exception, None),
         )
         .await;
@@ -196,18 +205,31 @@ async fn receive(
             return;
         }
     };
+    log::received(registered.spec.name, message.id(), &queue, eta);
     if let Some(due) = eta.filter(|eta| *eta > Utc::now()) {
-        // Held without a slot: a task waiting for its ETA keeps its place in the prefetch
-        // window but lets other tasks run.
+        // Held without a slot and outside the prefetch window, which the broker's prefetch
+        // is raised for instead, so held tasks cannot starve the others
+        // (`celery/worker/strategy.py`); the place is taken back when the ETA comes.
         let wait = (due - Utc::now()).to_std().unwrap_or_default();
         tracing::debug!(id = message.id(), ?wait, "holding task until its ETA");
+        drop(held);
+        shared.held_for_eta.send_modify(|n| *n += 1);
         tokio::time::sleep(wait).await;
+        shared
+            .held_for_eta
+            .send_modify(|n| *n = n.saturating_sub(1));
+        // Closed at shutdown: the message goes back to the broker unsettled.
+        let Ok(permit) = shared.prefetch.clone().acquire_owned().await else {
+            return;
+        };
+        held = permit;
     }
     shared.rate_limit(registered.spec).await;
     let Ok(slot) = shared.slots.clone().acquire_owned().await else {
         return;
     };
     let delivery = Received {
+        raw,
         message,
         queue,
         acker,
@@ -219,6 +241,9 @@ async fn receive(
 
 /// A decoded message ready to run.
 struct Received {
+    /// The message as delivered: a retry decodes its arguments from it again, since the
+    /// run consumed the decoded ones.
+    raw: RawMessage,
     message: TaskMessage,
     queue: String,
     acker: Box<dyn Acknowledger>,
@@ -241,8 +266,8 @@ async fn settle(acker: Box<dyn Acknowledger>, how: Settle) {
     }
 }
 
-async fn store(shared: &Shared, meta: ResultMeta) {
-    if let Err(error) = shared.client.backend().store(&meta).await {
+async fn store(shared: &Shared, request: &Properties, meta: ResultMeta) {
+    if let Err(error) = shared.client.backend().store_for(&meta, request).await {
         tracing::error!(%error, id = %meta.task_id, status = %meta.status, "could not store a task result");
     }
 }
@@ -256,7 +281,8 @@ async fn execute(
     _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 ) {
     let Received {
-        message,
+        raw,
+        mut message,
         queue,
         acker,
         expires,
@@ -266,7 +292,7 @@ async fn execute(
     let id = message.id().to_owned();
     let span = tracing::info_span!(
         "task",
-        name = spec.name,
+        task = spec.name,
         id = %id,
         retries = message.headers.retries,
         queue = %queue,
@@ -279,10 +305,15 @@ async fn execute(
         if expired || shared.is_revoked(&id) {
             let reason = if expired { "expired" } else { "revoked" };
             tracing::Span::current().record("outcome", "revoked");
-            tracing::warn!(reason, "discarding revoked task");
+            log::discarded(spec.name, &id, reason);
             if !ignore_result {
                 let exception = ExceptionInfo::new("TaskRevokedError", CELERY_EXCEPTIONS, reason);
-                store(&shared, ResultMeta::exception(&id, TaskState::Revoked, &exception, None)).await;
+                store(
+                    &shared,
+                    &message.properties,
+                    ResultMeta::exception(&id, TaskState::Revoked, &exception, None),
+                )
+                .await;
             }
             settle(acker, Settle::Ack).await;
             return;
@@ -296,16 +327,29 @@ async fn execute(
             None
         };
         if spec.track_started && !ignore_result {
-            let started = serde_json::json!({"pid": std::process::id(), "hostname": crate::client::hostname()});
-            store(&shared, ResultMeta::new(&id, TaskState::Started, started)).await;
+            let started =
+                serde_json::json!({"pid": std::process::id(), "hostname": shared.hostname});
+            store(
+                &shared,
+                &message.properties,
+                ResultMeta::new(&id, TaskState::Started, started),
+            )
+            .await;
         }
         // The header's limits win over the task's, as in Celery (`[hard, soft]`).
         let limit = |header: Option<f64>, default: Option<Duration>| {
-            header.filter(|s| *s > 0.0).map(Duration::from_secs_f64).or(default)
+            header
+                .filter(|s| *s > 0.0)
+                .map(Duration::from_secs_f64)
+                .or(default)
         };
         let time_limit = limit(message.headers.timelimit.0, spec.time_limit);
         let soft_time_limit = limit(message.headers.timelimit.1, spec.soft_time_limit);
-        let root_id = message.headers.root_id.clone().unwrap_or_else(|| id.clone());
+        let root_id = message
+            .headers
+            .root_id
+            .clone()
+            .unwrap_or_else(|| id.clone());
         let ctx = TaskContext {
             id: id.clone(),
             name: spec.name.to_owned(),
@@ -318,10 +362,17 @@ async fn execute(
             client: shared.client.child_of(&id, &root_id),
             soft_deadline: soft_time_limit.map(|d| tokio::time::Instant::now() + d),
         };
+        log::started(spec.name, &id, message.headers.retries);
         let started = Instant::now();
         let outcome = registered
             .handler
-            .run(shared.container.clone(), ctx, message.args.clone(), message.kwargs.clone(), time_limit)
+            .run(
+                shared.container.clone(),
+                ctx,
+                std::mem::take(&mut message.args),
+                std::mem::take(&mut message.kwargs),
+                time_limit,
+            )
             .await;
         let elapsed = started.elapsed();
         let span = tracing::Span::current();
@@ -329,22 +380,32 @@ async fn execute(
         match outcome {
             Ok(value) => {
                 span.record("outcome", "success");
-                tracing::info!(duration = ?elapsed, "task succeeded");
+                log::succeeded(spec.name, &id, elapsed, &value);
                 if !ignore_result {
-                    store(&shared, ResultMeta::new(&id, TaskState::Success, value)).await;
+                    store(
+                        &shared,
+                        &message.properties,
+                        ResultMeta::new(&id, TaskState::Success, value),
+                    )
+                    .await;
                 }
             }
             Err(error) => match retry_decision(spec.retry, &error, message.headers.retries) {
                 Some(countdown) => {
                     span.record("outcome", "retry");
-                    retry(&shared, &message, &queue, &error, countdown).await;
+                    retry(&shared, &raw, &message, &queue, &error, countdown).await;
                 }
                 None => {
                     span.record("outcome", "failure");
                     let (exception, traceback) = failure_of(error, spec.retry);
-                    tracing::error!(duration = ?elapsed, exc_type = %exception.exc_type, error = %exception.message(), "task failed");
+                    log::failed(spec.name, &id, elapsed, &exception);
                     if !ignore_result {
-                        store(&shared, ResultMeta::exception(&id, TaskState::Failure, &exception, traceback)).await;
+                        store(
+                            &shared,
+                            &message.properties,
+                            ResultMeta::exception(&id, TaskState::Failure, &exception, traceback),
+                        )
+                        .await;
                     }
                 }
             },
@@ -418,27 +479,45 @@ fn failure_of(error: TaskError, policy: Option<RetryPolicy>) -> (ExceptionInfo, 
 /// `celery/app/task.py::Task.retry` does), then records RETRY.
 async fn retry(
     shared: &Shared,
+    raw: &RawMessage,
     message: &TaskMessage,
     queue: &str,
     error: &TaskError,
     countdown: Duration,
 ) {
-    let mut next = message.clone();
-    next.headers.retries += 1;
-    next.headers.parent_id = Some(message.id().to_owned());
     let eta = Utc::now() + chrono::Duration::from_std(countdown).unwrap_or_default();
-    next.headers.eta = Some(celery_time(eta));
-    if let Err(error) = shared.client.publish(queue, &next).await {
+    let republished = match TaskMessage::from_raw(raw) {
+        Ok(mut next) => {
+            next.headers.retries += 1;
+            next.headers.parent_id = Some(message.id().to_owned());
+            next.headers.eta = Some(celery_time(eta));
+            shared.client.publish(queue, &next).await
+        }
+        // It decoded before the run, so it decodes again; kept as an error, not a panic.
+        Err(error) => Err(crate::error::Error::new(
+            crate::error::ErrorKind::Decode,
+            format!("the task message no longer decodes: {error}"),
+        )),
+    };
+    if let Err(error) = republished {
         tracing::error!(%error, "could not republish the task for its retry; it fails instead");
         let exception = ExceptionInfo::new("RetryFailed", CELERY_EXCEPTIONS, error.to_string());
         store(
             shared,
+            &message.properties,
             ResultMeta::exception(message.id(), TaskState::Failure, &exception, None),
         )
         .await;
         return;
     }
-    tracing::warn!(retries = next.headers.retries, countdown = ?countdown, reason = %error, "task will be retried");
+    log::retried(
+        message.task(),
+        message.id(),
+        message.headers.retries + 1,
+        countdown,
+        eta,
+        error.exception(),
+    );
     let exception = error.exception().cloned().unwrap_or_else(|| {
         ExceptionInfo::new(
             "Retry",
@@ -448,6 +527,7 @@ async fn retry(
     });
     store(
         shared,
+        &message.properties,
         ResultMeta::exception(message.id(), TaskState::Retry, &exception, None),
     )
     .await;

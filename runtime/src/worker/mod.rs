@@ -1,8 +1,10 @@
 //! The worker: consumes task messages, runs them concurrently, stores their results.
 
 mod args;
+mod control;
 mod dispatch;
 mod execute;
+mod log;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +23,10 @@ use crate::spec::TaskSpec;
 use dispatch::TaskTable;
 use execute::Shared;
 
+/// The module of the exceptions Celery itself raises (`NotRegistered`, `TimeLimitExceeded`,
+/// `TaskRevokedError`, …).
+const CELERY_EXCEPTIONS: &str = "celery.exceptions";
+
 /// Celery's `worker_prefetch_multiplier` default.
 const DEFAULT_PREFETCH_MULTIPLIER: usize = 4;
 
@@ -33,6 +39,7 @@ pub struct WorkerBuilder {
     prefetch_multiplier: usize,
     queues: Option<Vec<String>>,
     shutdown_timeout: Duration,
+    hostname: String,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -56,6 +63,7 @@ impl WorkerBuilder {
             prefetch_multiplier: DEFAULT_PREFETCH_MULTIPLIER,
             queues: None,
             shutdown_timeout: Duration::from_secs(30),
+            hostname: expand_hostname(DEFAULT_HOSTNAME),
         }
     }
 
@@ -113,6 +121,43 @@ impl WorkerBuilder {
         self
     }
 
+    /// Names this worker (Celery's node name, `-n`), as it appears in the banner, the logs
+    /// and the STARTED results of tracked tasks. `%h` stands for the machine's host name,
+    /// `%n` for its first label and `%d` for the rest, as in Celery: the default is
+    /// `celery@%h`.
+    pub fn hostname(&mut self, hostname: &str) -> &mut Self {
+        self.hostname = expand_hostname(hostname);
+        self
+    }
+
+    /// What the worker will do once started: its name, limits, queues and tasks.
+    pub fn settings(&self) -> WorkerSettings {
+        let mut tasks: Vec<_> = self.table.specs().collect();
+        tasks.sort_by_key(|spec| spec.name);
+        WorkerSettings {
+            hostname: self.hostname.clone(),
+            concurrency: self.concurrency,
+            prefetch_multiplier: self.prefetch_multiplier,
+            queues: self.consumed_queues(),
+            tasks,
+            shutdown_timeout: self.shutdown_timeout,
+        }
+    }
+
+    /// The queues set with [`queues`](Self::queues), else those of the registered tasks.
+    fn consumed_queues(&self) -> Vec<String> {
+        match &self.queues {
+            Some(queues) => queues.clone(),
+            None => {
+                let mut queues: Vec<String> =
+                    self.table.specs().map(|s| s.queue.to_owned()).collect();
+                queues.sort();
+                queues.dedup();
+                queues
+            }
+        }
+    }
+
     /// Checks the wiring, builds the singletons, and starts consuming on the current
     /// tokio runtime. A missing dependency or a cycle fails here, before any message is
     /// taken from the broker.
@@ -123,27 +168,25 @@ impl WorkerBuilder {
                 "the worker has no registered tasks",
             ));
         }
+        let queues = self.consumed_queues();
         let container = self
             .container
             .build(&self.client)
             .await
             .map_err(|e| Error::new(ErrorKind::Container, e.to_string()))?;
-        let queues = match self.queues {
-            Some(queues) => queues,
-            None => {
-                let mut queues: Vec<String> =
-                    self.table.specs().map(|s| s.queue.to_owned()).collect();
-                queues.sort();
-                queues.dedup();
-                queues
-            }
-        };
         let streams = async {
-            let control = self.client.broker().control().await?;
-            let consumer = self.client.broker().consume(&queues).await?;
-            Ok::<_, Error>((control, consumer))
+            let broker = self.client.broker();
+            // Revokes arrive in the mailbox where there is one; only a transport without
+            // one needs the separate control stream (else every revoke came twice).
+            let mailbox = broker.mailbox(&self.hostname).await?;
+            let control = match mailbox {
+                Some(_) => None,
+                None => Some(broker.control().await?),
+            };
+            let consumer = broker.consume(&queues).await?;
+            Ok::<_, Error>((control, mailbox, consumer))
         };
-        let (control, consumer) = match streams.await {
+        let (control, mailbox, consumer) = match streams.await {
             Ok(streams) => streams,
             Err(error) => {
                 container.close().await;
@@ -158,33 +201,87 @@ impl WorkerBuilder {
             container: Arc::new(container),
             slots: Arc::new(Semaphore::new(self.concurrency)),
             prefetch: Arc::new(Semaphore::new(prefetch)),
+            window: prefetch,
+            held_for_eta: watch::channel(0).0,
             revoked: Default::default(),
             rate_limits: Default::default(),
+            hostname: self.hostname,
         });
-        let listener = tokio::spawn(execute::listen(shared.clone(), control));
-        tracing::info!(queues = ?queues, concurrency = self.concurrency, prefetch, "worker started");
-        let task = tokio::spawn(execute::consume(shared.clone(), consumer, stopped));
+        let listener =
+            control.map(|control| tokio::spawn(execute::listen(shared.clone(), control)));
+        let mailbox = mailbox.map(|mailbox| tokio::spawn(control::answer(shared.clone(), mailbox)));
+        tracing::info!(queues = ?queues, concurrency = self.concurrency, prefetch, "{} ready.", shared.hostname);
+        let (consuming_tx, consuming) = watch::channel(true);
+        let task = tokio::spawn({
+            let shared = shared.clone();
+            async move {
+                execute::consume(shared, consumer, stopped).await;
+                consuming_tx.send_replace(false);
+            }
+        });
         Ok(Worker {
             stop,
             task,
             listener,
+            mailbox,
             shared,
-            prefetch,
             queues,
+            consuming,
             shutdown_timeout: self.shutdown_timeout,
         })
     }
+}
+
+/// A worker's configuration, as [`WorkerBuilder::settings`] reports it (the worker's
+/// banner shows it).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WorkerSettings {
+    /// The node name, e.g. `celery@web-1`.
+    pub hostname: String,
+    /// How many tasks run at once.
+    pub concurrency: usize,
+    /// Messages held per concurrency slot.
+    pub prefetch_multiplier: usize,
+    /// The queues consumed.
+    pub queues: Vec<String>,
+    /// The registered tasks, sorted by name.
+    pub tasks: Vec<&'static TaskSpec>,
+    /// How long shutdown waits for running tasks.
+    pub shutdown_timeout: Duration,
 }
 
 /// A running worker.
 pub struct Worker {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
-    listener: JoinHandle<()>,
+    listener: Option<JoinHandle<()>>,
+    /// Answers Celery's remote-control commands, where the broker has a mailbox.
+    mailbox: Option<JoinHandle<()>>,
     shared: Arc<Shared>,
-    prefetch: usize,
     queues: Vec<String>,
+    consuming: watch::Receiver<bool>,
     shutdown_timeout: Duration,
+}
+
+/// Whether a worker still takes messages from the broker: what a health check reports.
+/// Cheap to clone; it outlives the worker.
+#[derive(Debug, Clone)]
+pub struct WorkerStatus {
+    consuming: watch::Receiver<bool>,
+}
+
+impl WorkerStatus {
+    /// True from start until shutdown begins, unless the consumer stopped on its own.
+    pub fn is_consuming(&self) -> bool {
+        // A closed channel means the consumer task is gone (it panicked or was dropped).
+        *self.consuming.borrow() && self.consuming.has_changed().is_ok()
+    }
+
+    /// Resolves when the worker stops consuming, for whatever reason.
+    pub async fn stopped(&mut self) {
+        let _ = self.consuming.wait_for(|consuming| !consuming).await;
+    }
 }
 
 impl std::fmt::Debug for Worker {
@@ -206,12 +303,24 @@ impl Worker {
         &self.queues
     }
 
+    /// This worker's node name, e.g. `celery@web-1`.
+    pub fn hostname(&self) -> &str {
+        &self.shared.hostname
+    }
+
+    /// A handle telling whether this worker is consuming, for health checks.
+    pub fn status(&self) -> WorkerStatus {
+        WorkerStatus {
+            consuming: self.consuming.clone(),
+        }
+    }
+
     /// Stops consuming, waits for held and running tasks (up to the shutdown timeout),
     /// then closes the singletons. Messages not yet started go back to the broker.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
-        let all = u32::try_from(self.prefetch).unwrap_or(u32::MAX);
+        let all = u32::try_from(self.shared.window).unwrap_or(u32::MAX);
         match tokio::time::timeout(
             self.shutdown_timeout,
             self.shared.prefetch.acquire_many(all),
@@ -223,7 +332,14 @@ impl Worker {
                 tracing::warn!(timeout = ?self.shutdown_timeout, "shutting down with tasks still running")
             }
         }
-        self.listener.abort();
+        // Tasks still waiting for their ETA will not run: their messages go back.
+        self.shared.prefetch.close();
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
+        if let Some(mailbox) = &self.mailbox {
+            mailbox.abort();
+        }
         self.shared.container.close().await;
         tracing::info!("worker stopped");
     }
@@ -243,6 +359,36 @@ impl Worker {
             }
         }
     }
+}
+
+/// Celery's default node name.
+pub(crate) const DEFAULT_HOSTNAME: &str = "celery@%h";
+
+/// Expands Celery's node name variables (`celery/utils/nodenames.py`): `%h` the host
+/// name, `%n` its first label, `%d` the rest, `%%` a percent sign.
+fn expand_hostname(template: &str) -> String {
+    let host = crate::client::hostname();
+    let (name, domain) = host.split_once('.').unwrap_or((host, ""));
+    let mut out = String::with_capacity(template.len() + host.len());
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('h') => out.push_str(host),
+            Some('n') => out.push_str(name),
+            Some('d') => out.push_str(domain),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
 }
 
 async fn wait_for_signal() -> Result<()> {

@@ -1,0 +1,286 @@
+//! The worker program: an application's `main` is one call, configured like
+//! `celery worker` by flags and `CELERITY_*` environment variables.
+//!
+//! ```no_run
+//! use std::process::ExitCode;
+//!
+//! fn main() -> ExitCode {
+//!     celerity::cli::run_worker(|worker| {
+//!         // Register the application's tasks and singletons, as a test would:
+//!         // my_app::tasks::register_mailer::<my_app::SmtpMailer>(worker);
+//!         # let _ = worker;
+//!     })
+//! }
+//! ```
+//!
+//! At start it prints a banner (the node name, broker, backend, queues, concurrency and
+//! every task with its queue), then logs one line per task event, readable or JSON; it
+//! stops gracefully on SIGINT/SIGTERM. `--health-addr` and `--ready-file` tell an
+//! orchestrator that the worker is alive and consuming.
+
+mod banner;
+mod health;
+mod logging;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+pub use banner::Banner;
+pub use logging::{LogFormat, subscriber};
+
+use crate::app::App;
+use crate::error::{Error, ErrorKind, Result};
+use crate::worker::{DEFAULT_HOSTNAME, WorkerBuilder};
+
+/// The worker's command line. Every flag can also be set by its `CELERITY_*` variable;
+/// a flag wins over its variable.
+#[derive(Debug, Clone, PartialEq, Parser)]
+#[command(
+    name = "worker",
+    version,
+    about = "Runs a Celerity worker: consumes task messages, runs them, stores their results"
+)]
+#[non_exhaustive]
+pub struct WorkerArgs {
+    /// Broker URL: memory://, redis://[:password@]host[:port][/db] or amqp://…
+    #[arg(
+        short = 'b',
+        long,
+        env = crate::app::BROKER_URL_VAR,
+        default_value = crate::app::DEFAULT_URL,
+        value_name = "URL"
+    )]
+    pub broker_url: String,
+
+    /// Result backend URL: memory://, redis://[:password@]host[:port][/db], rediss://… or rpc://
+    #[arg(
+        long,
+        env = crate::app::RESULT_BACKEND_VAR,
+        default_value = crate::app::DEFAULT_URL,
+        value_name = "URL"
+    )]
+    pub result_backend: String,
+
+    /// Queues to consume, comma-separated [default: the queues of the registered tasks]
+    #[arg(
+        short = 'Q',
+        long,
+        env = "CELERITY_QUEUES",
+        value_delimiter = ',',
+        value_name = "QUEUE,…"
+    )]
+    pub queues: Vec<String>,
+
+    /// How many tasks run at once [default: 4 per core]
+    #[arg(short = 'c', long, env = "CELERITY_CONCURRENCY", value_parser = positive, value_name = "N")]
+    pub concurrency: Option<usize>,
+
+    /// Messages held from the broker per concurrency slot (Celery's worker_prefetch_multiplier)
+    #[arg(long, env = "CELERITY_PREFETCH_MULTIPLIER", default_value = "4", value_parser = positive, value_name = "N")]
+    pub prefetch_multiplier: usize,
+
+    /// Node name; %h is the host name, %n its first label, %d the rest
+    #[arg(short = 'n', long, env = "CELERITY_HOSTNAME", default_value = DEFAULT_HOSTNAME, value_name = "NAME")]
+    pub hostname: String,
+
+    /// Log level or filter: error, warn, info, debug, trace, or directives such as `info,my_app=debug`
+    #[arg(
+        short = 'l',
+        long,
+        visible_alias = "loglevel",
+        env = "CELERITY_LOG_LEVEL",
+        default_value = "info",
+        value_name = "LEVEL"
+    )]
+    pub log_level: String,
+
+    /// Log lines for people (human) or for log pipelines (json)
+    #[arg(long, env = "CELERITY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// How long a shutdown waits for running tasks: seconds, or a number with ms, s, m, h or d
+    #[arg(long, env = "CELERITY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = duration, value_name = "DURATION")]
+    pub shutdown_timeout: Duration,
+
+    /// Serve GET /healthz on this address: 200 while consuming, 503 otherwise
+    #[arg(long, env = "CELERITY_HEALTH_ADDR", value_name = "HOST:PORT")]
+    pub health_addr: Option<SocketAddr>,
+
+    /// Keep this file while consuming: written at start, touched every 5 s, removed at shutdown
+    #[arg(long, env = "CELERITY_READY_FILE", value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Parses the command line and the environment, sets up logging, runs the worker with the
+/// tasks `register` adds until SIGINT or SIGTERM, and returns the process's exit status.
+pub fn run_worker<F>(register: F) -> ExitCode
+where
+    F: FnOnce(&mut WorkerBuilder),
+{
+    WorkerArgs::parse().run_to_exit(register)
+}
+
+impl WorkerArgs {
+    /// Sets up logging, then runs the worker on a new multi-threaded tokio runtime and
+    /// reports how it ended: success after a graceful shutdown, failure (logged) when it
+    /// could not start.
+    pub fn run_to_exit<F>(self, register: F) -> ExitCode
+    where
+        F: FnOnce(&mut WorkerBuilder),
+    {
+        let logging =
+            subscriber(self.log_format, &self.log_level, std::io::stderr).and_then(|subscriber| {
+                tracing::subscriber::set_global_default(subscriber).map_err(|e| {
+                    Error::new(ErrorKind::Config, "a global logger is already set").with_source(e)
+                })
+            });
+        if let Err(error) = logging {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!(%error, "could not start the tokio runtime");
+                return ExitCode::FAILURE;
+            }
+        };
+        match runtime.block_on(self.run(register)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!("{error}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// Connects, registers, prints the banner to stdout, starts consuming, keeps the
+    /// health checks up to date, and returns after a graceful shutdown on SIGINT or
+    /// SIGTERM. Logging is the caller's.
+    pub async fn run<F>(self, register: F) -> Result<()>
+    where
+        F: FnOnce(&mut WorkerBuilder),
+    {
+        // Bound first: a port already in use stops the worker before it takes a message.
+        let health = match self.health_addr {
+            Some(addr) => Some(health::HealthServer::bind(addr).await?),
+            None => None,
+        };
+        let app = App::from_urls(&self.broker_url, &self.result_backend).await?;
+        let mut builder = app.worker();
+        register(&mut builder);
+        self.configure(&mut builder);
+        let mut banner = Banner::new(
+            &builder.settings(),
+            &app.broker().describe(),
+            &app.backend().describe(),
+        );
+        if let Some(health) = &health {
+            banner = banner.health_url(format!("http://{}/healthz", health.local_addr()));
+        }
+        if let Some(path) = &self.ready_file {
+            banner = banner.ready_file(path.display().to_string());
+        }
+        println!("{banner}");
+        let worker = builder.start().await?;
+        if let Some(health) = health {
+            tokio::spawn(health.serve(worker.status(), worker.hostname().to_owned()));
+        }
+        let ready_file = self
+            .ready_file
+            .map(|path| tokio::spawn(health::keep_ready_file(path, worker.status())));
+        let outcome = worker.run_until_signal().await;
+        if let Some(ready_file) = ready_file {
+            // It removes the file as soon as consuming stops; wait for that.
+            let _ = ready_file.await;
+        }
+        // Close broker connections cleanly (AMQP sends connection.close) before exiting.
+        app.close().await;
+        outcome
+    }
+
+    /// Applies these settings to `builder` (after the application registered its tasks).
+    pub fn configure(&self, builder: &mut WorkerBuilder) {
+        let queues: Vec<&str> = self
+            .queues
+            .iter()
+            .map(|q| q.trim())
+            .filter(|q| !q.is_empty())
+            .collect();
+        if !queues.is_empty() {
+            builder.queues(queues);
+        }
+        if let Some(concurrency) = self.concurrency {
+            builder.concurrency(concurrency);
+        }
+        builder
+            .prefetch_multiplier(self.prefetch_multiplier)
+            .hostname(&self.hostname)
+            .shutdown_timeout(self.shutdown_timeout);
+    }
+}
+
+fn positive(text: &str) -> std::result::Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `30`, `30s`, `1.5s`, `500ms`, `2m`, `1h`, `1d`, as durations are written in task schemas.
+fn duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        other => return Err(format!("unknown unit `{other}` (use ms, s, m, h or d)")),
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
+        .ok_or_else(|| format!("`{text}` is not a duration (e.g. 30s, 500ms, 2m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_the_schema_language() {
+        assert_eq!(duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(duration("1d"), Ok(Duration::from_secs(86400)));
+        assert!(
+            duration("5 days")
+                .unwrap_err()
+                .contains("unknown unit `days`")
+        );
+        assert!(duration("s").unwrap_err().contains("is not a duration"));
+    }
+
+    #[test]
+    fn counts_are_positive() {
+        assert_eq!(positive("8"), Ok(8));
+        assert_eq!(positive("0"), Err("must be at least 1".into()));
+        assert!(positive("-1").is_err());
+    }
+}

@@ -1,0 +1,103 @@
+//! Answers Celery's remote-control commands (`celery/worker/control.py`) from the
+//! worker's mailbox, so that `celery inspect ping`, `celery inspect registered`,
+//! `app.control.revoke()` and the start-up sync of Python workers (mingle's `hello`)
+//! see a Celerity worker as one of their own.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::execute::Shared;
+use crate::broker::pidbox::{clock_forward, task_ids as ids};
+use crate::broker::{Mailbox, MailboxCommand};
+
+/// Runs the commands addressed to this worker until the mailbox closes.
+pub(crate) async fn answer(shared: Arc<Shared>, mut mailbox: Box<dyn Mailbox>) {
+    while let Some(command) = mailbox.next().await {
+        if !command.is_for(&shared.hostname) {
+            continue;
+        }
+        tracing::debug!(method = %command.method, "control command");
+        let answer = handle(&shared, &command);
+        // `Node.dispatch` answers only requests that carry `reply_to` (and a ticket).
+        if let (Some(to), Some(ticket)) = (&command.reply_to, &command.ticket) {
+            let mut body = serde_json::Map::new();
+            body.insert(shared.hostname.clone(), answer);
+            if let Err(error) = mailbox.reply(to, ticket, Value::Object(body)).await {
+                tracing::warn!(%error, method = %command.method, "could not answer a control command");
+            }
+        }
+    }
+}
+
+/// `{"ok": …}` and `{"error": …}`, as `control.py::ok` / `nok` build answers.
+fn ok(value: impl Into<Value>) -> Value {
+    json!({ "ok": value.into() })
+}
+
+fn nok(value: impl Into<Value>) -> Value {
+    json!({ "error": value.into() })
+}
+
+/// A task id or a list of them (`maybe_list`), or the keys of a dict (the `hello` of
+/// Celery before 5.5 sends `revoked` as `LimitedSet._data`).
+/// Python's `repr` of a set of strings, as Celery's revoke answer prints it.
+fn set_repr(ids: &[String]) -> String {
+    let items: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
+    format!("{{{}}}", items.join(", "))
+}
+
+fn handle(shared: &Shared, command: &MailboxCommand) -> Value {
+    let arguments = &command.arguments;
+    match command.method.as_str() {
+        "ping" => ok("pong"),
+        "revoke" => {
+            let task_ids = ids(arguments.get("task_id"));
+            if arguments.get("terminate") == Some(&Value::Bool(true)) {
+                // Celery's `terminate` signals the pool process running the task. A
+                // Celerity task runs inside the worker's own process, so it is left to
+                // finish; only tasks not yet started are discarded.
+                tracing::warn!(
+                    ?task_ids,
+                    "revoke with terminate: running tasks are not interrupted"
+                );
+            }
+            shared.revoke(task_ids.iter().cloned());
+            ok(format!("tasks {} flagged as revoked", set_repr(&task_ids)))
+        }
+        "hello" => {
+            let from = arguments.get("from_node").and_then(Value::as_str);
+            if from == Some(shared.hostname.as_str()) {
+                return Value::Null;
+            }
+            shared.revoke(ids(arguments.get("revoked")));
+            json!({"revoked": shared.revoked_ids(), "clock": clock_forward()})
+        }
+        "registered" => {
+            let mut names: Vec<&str> = shared.table.specs().map(|spec| spec.name).collect();
+            names.sort_unstable();
+            json!(names)
+        }
+        other => nok(format!(
+            "Celerity workers do not implement the control command '{other}'"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_task_ids_in_every_form_celery_sends() {
+        assert_eq!(ids(Some(&json!("a"))), ["a"]);
+        assert_eq!(ids(Some(&json!(["a", "b"]))), ["a", "b"]);
+        assert_eq!(ids(Some(&json!({"a": 1.0}))), ["a"]);
+        assert!(ids(None).is_empty());
+        assert_eq!(
+            set_repr(&["a".into(), "b".into()]),
+            "{'a', 'b'}",
+            "as Python prints a set"
+        );
+    }
+}
