@@ -149,5 +149,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     worker.shutdown().await;
+    // Closes broker connections (RabbitMQ's) before the runtime stops.
+    app.close().await;
     Ok(())
 }

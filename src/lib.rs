@@ -2,9 +2,10 @@
 //!
 //! `schemas/tasks.yaml` declares the tasks; `build.rs` generates [`tasks`] from it; the
 //! [`components`] module implements the generated worker traits; [`register`] wires them
-//! into a worker.
+//! into a worker; [`web`] is an HTTP service that enqueues them.
 
 pub mod components;
+pub mod web;
 
 /// Code generated from `schemas/tasks.yaml`.
 pub mod tasks {

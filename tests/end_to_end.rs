@@ -10,12 +10,15 @@ use celerity::backend::MemoryBackend;
 use celerity::broker::MemoryBroker;
 use celerity::protocol::{RawMessage, TaskMessage};
 use celerity::{App, ResultError, SendOptions, TaskState, Worker};
-use celerity_shop::tasks::{
-    self, EmailAddress, Order, OrderLine, OrderStatus, ReportFormat, Role, TasksRegistry,
-};
+use celerity_shop::tasks::{self, Order, OrderLine, OrderStatus, ReportFormat, TasksRegistry};
 use chrono::NaiveDate;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
+
+#[path = "support/shop.rs"]
+mod shop;
+
+use shop::address;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -28,115 +31,15 @@ async fn start() -> (App, Worker, TasksRegistry) {
     (app, worker, registry)
 }
 
-fn address(email: &str) -> EmailAddress {
-    EmailAddress {
-        email: email.into(),
-        name: None,
-    }
-}
-
 #[tokio::test]
 async fn every_reference_task_round_trips_with_its_typed_result() {
-    let (_app, worker, tasks) = start().await;
-
-    assert_eq!(tasks.ping().await.unwrap().get(WAIT).await.unwrap(), "pong");
-
-    let receipt = tasks
-        .send_email(
-            address("ada@example.com"),
-            "Hi".into(),
-            "Body".into(),
-            vec![address("ops@example.com")],
-            BTreeMap::new(),
-        )
-        .await
-        .unwrap();
-    let receipt_id = receipt.id().to_owned();
-    let receipt = receipt.get(WAIT).await.unwrap();
-    assert_eq!(receipt.accepted, ["ada@example.com", "ops@example.com"]);
-    assert_eq!(receipt.message_id, format!("<{receipt_id}@shop.example>"));
-
-    assert_eq!(
-        tasks
-            .cleanup_sessions(30, true)
-            .await
-            .unwrap()
-            .get(WAIT)
-            .await
-            .unwrap(),
-        0
-    );
-
-    let user = tasks
-        .create_user(
-            "grace@example.com".into(),
-            Role::Admin,
-            Some("Grace".into()),
-        )
-        .await
-        .unwrap()
-        .get(WAIT)
-        .await
-        .unwrap();
-    assert_eq!(
-        (user.email.as_str(), user.role),
-        ("grace@example.com", Role::Admin)
-    );
-
-    let order = Order {
-        id: Uuid::new_v4(),
-        customer_id: user.id,
-        lines: vec![
-            OrderLine {
-                sku: "TEA-01".into(),
-                quantity: 3,
-                unit_price_cents: 450,
-            },
-            OrderLine {
-                sku: "BO-KETTLE".into(),
-                quantity: 1,
-                unit_price_cents: 3000,
-            },
-        ],
-        shipping: None,
-        metadata: BTreeMap::from([("channel".into(), "web".into())]),
-    };
-    let outcome = tasks
-        .process_order(order.clone(), false)
-        .await
-        .unwrap()
-        .get(WAIT)
-        .await
-        .unwrap();
-    assert_eq!(outcome.order_id, order.id);
-    assert_eq!(outcome.status, OrderStatus::Backordered);
-    assert_eq!(outcome.total_cents, 3 * 450 + 3000);
-    assert_eq!(
-        outcome.warnings,
-        ["no shipping address: collection in store"]
-    );
-
-    let since = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
-    let report = tasks
-        .generate_report(
-            "r".into(),
-            ReportFormat::Json,
-            since,
-            NaiveDate::from_ymd_opt(2026, 1, 3),
-            json!({"region": "eu"}),
-        )
-        .await
-        .unwrap()
-        .get(WAIT)
-        .await
-        .unwrap();
-    assert_eq!((report.rows, report.format), (3, ReportFormat::Json));
-    assert_eq!(report.totals["orders"], 9.0);
-    assert_eq!(
-        String::from_utf8(report.content.0).unwrap(),
-        "day,region,orders\n2026-01-01,eu,0\n2026-01-02,eu,3\n2026-01-03,eu,6\n"
-    );
-
+    let app = App::memory();
+    let mut worker = app.worker();
+    celerity_shop::register(&mut worker);
+    worker.queues(["shop-e2e"]);
+    let worker = worker.start().await.expect("the worker starts");
+    let tasks = TasksRegistry::new(app.client());
+    shop::every_reference_task_round_trips(&tasks, "shop-e2e").await;
     worker.shutdown().await;
 }
 
@@ -430,8 +333,8 @@ async fn the_wire_message_has_every_header_celery_sends() {
     assert_eq!(raw.headers["retries"], 0);
     assert_eq!(
         raw.headers["timelimit"],
-        json!([30.0, 20.0]),
-        "Celery's order is [hard, soft]"
+        json!([30, 20]),
+        "Celery's order is [hard, soft], whole seconds as integers as Python writes them"
     );
     assert_eq!(raw.headers["root_id"], raw.headers["id"]);
     assert!(raw.headers["eta"].as_str().unwrap().ends_with("+00:00"));

@@ -1,0 +1,143 @@
+//! The worker's command line: defaults, `CELERITY_*` variables, flags over variables, and
+//! what the parsed settings do to a worker. One test, because it changes the process's
+//! environment, which every parse reads.
+
+use std::time::Duration;
+
+use celerity::App;
+use celerity::cli::{LogFormat, WorkerArgs};
+use clap::Parser;
+
+const VARIABLES: [&str; 11] = [
+    "CELERITY_BROKER_URL",
+    "CELERITY_RESULT_BACKEND",
+    "CELERITY_QUEUES",
+    "CELERITY_CONCURRENCY",
+    "CELERITY_PREFETCH_MULTIPLIER",
+    "CELERITY_HOSTNAME",
+    "CELERITY_LOG_LEVEL",
+    "CELERITY_LOG_FORMAT",
+    "CELERITY_SHUTDOWN_TIMEOUT",
+    "CELERITY_HEALTH_ADDR",
+    "CELERITY_READY_FILE",
+];
+
+fn parse(args: &[&str]) -> Result<WorkerArgs, clap::Error> {
+    WorkerArgs::try_parse_from(std::iter::once("worker").chain(args.iter().copied()))
+}
+
+fn set(name: &str, value: &str) {
+    // SAFETY: this test binary has a single test, so no other thread reads the
+    // environment while it changes.
+    unsafe { std::env::set_var(name, value) }
+}
+
+#[test]
+fn flags_win_over_variables_which_win_over_defaults() {
+    for name in VARIABLES {
+        // SAFETY: as in `set`.
+        unsafe { std::env::remove_var(name) }
+    }
+
+    let defaults = parse(&[]).unwrap();
+    assert_eq!(defaults.broker_url, "memory://");
+    assert_eq!(defaults.result_backend, "memory://");
+    assert!(defaults.queues.is_empty());
+    assert_eq!(defaults.concurrency, None);
+    assert_eq!(defaults.prefetch_multiplier, 4);
+    assert_eq!(defaults.hostname, "celery@%h");
+    assert_eq!(defaults.log_level, "info");
+    assert_eq!(defaults.log_format, LogFormat::Human);
+    assert_eq!(defaults.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(defaults.health_addr, None);
+    assert_eq!(defaults.ready_file, None);
+
+    set("CELERITY_BROKER_URL", "redis://127.0.0.1:6379/0");
+    set("CELERITY_RESULT_BACKEND", "redis://127.0.0.1:6379/1");
+    set("CELERITY_QUEUES", "orders,email");
+    set("CELERITY_CONCURRENCY", "3");
+    set("CELERITY_PREFETCH_MULTIPLIER", "1");
+    set("CELERITY_HOSTNAME", "billing@%h");
+    set("CELERITY_LOG_LEVEL", "debug");
+    set("CELERITY_LOG_FORMAT", "json");
+    set("CELERITY_SHUTDOWN_TIMEOUT", "2m");
+    set("CELERITY_HEALTH_ADDR", "127.0.0.1:9100");
+    set("CELERITY_READY_FILE", "/tmp/celerity.ready");
+    let from_env = parse(&[]).unwrap();
+    assert_eq!(from_env.broker_url, "redis://127.0.0.1:6379/0");
+    assert_eq!(from_env.result_backend, "redis://127.0.0.1:6379/1");
+    assert_eq!(from_env.queues, ["orders", "email"]);
+    assert_eq!(from_env.concurrency, Some(3));
+    assert_eq!(from_env.prefetch_multiplier, 1);
+    assert_eq!(from_env.hostname, "billing@%h");
+    assert_eq!(from_env.log_level, "debug");
+    assert_eq!(from_env.log_format, LogFormat::Json);
+    assert_eq!(from_env.shutdown_timeout, Duration::from_secs(120));
+    assert_eq!(
+        from_env.health_addr,
+        Some("127.0.0.1:9100".parse().unwrap())
+    );
+    assert_eq!(
+        from_env.ready_file.as_deref(),
+        Some(std::path::Path::new("/tmp/celerity.ready"))
+    );
+
+    let flags = parse(&[
+        "-b",
+        "amqp://guest:guest@127.0.0.1:5672//",
+        "-Q",
+        "reports",
+        "-c",
+        "16",
+        "-n",
+        "w2@example",
+        "--log-format",
+        "human",
+        "--shutdown-timeout",
+        "500ms",
+        "--loglevel",
+        "warn",
+    ])
+    .unwrap();
+    assert_eq!(flags.broker_url, "amqp://guest:guest@127.0.0.1:5672//");
+    assert_eq!(flags.queues, ["reports"]);
+    assert_eq!(flags.concurrency, Some(16));
+    assert_eq!(flags.hostname, "w2@example");
+    assert_eq!(flags.log_format, LogFormat::Human);
+    assert_eq!(flags.shutdown_timeout, Duration::from_millis(500));
+    assert_eq!(flags.log_level, "warn");
+    // Not given as flags: still from the environment.
+    assert_eq!(flags.result_backend, "redis://127.0.0.1:6379/1");
+    assert_eq!(flags.prefetch_multiplier, 1);
+
+    // What the settings do to a worker.
+    let app = App::memory();
+    let mut builder = app.worker();
+    celerity_shop::register(&mut builder);
+    flags.configure(&mut builder);
+    let settings = builder.settings();
+    assert_eq!(settings.queues, ["reports"]);
+    assert_eq!(settings.concurrency, 16);
+    assert_eq!(settings.prefetch_multiplier, 1);
+    assert_eq!(settings.hostname, "w2@example");
+    assert_eq!(settings.shutdown_timeout, Duration::from_millis(500));
+
+    // Mistakes are reported with the flag and a reason.
+    let zero = parse(&["-c", "0"]).unwrap_err().to_string();
+    assert!(
+        zero.contains("--concurrency") && zero.contains("must be at least 1"),
+        "{zero}"
+    );
+    let unit = parse(&["--shutdown-timeout", "5 days"])
+        .unwrap_err()
+        .to_string();
+    assert!(unit.contains("unknown unit `days`"), "{unit}");
+    let format = parse(&["--log-format", "xml"]).unwrap_err().to_string();
+    assert!(
+        format.contains("[possible values: human, json]"),
+        "{format}"
+    );
+    set("CELERITY_CONCURRENCY", "many");
+    let bad_env = parse(&[]).unwrap_err().to_string();
+    assert!(bad_env.contains("--concurrency"), "{bad_env}");
+}
