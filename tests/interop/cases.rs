@@ -1,0 +1,550 @@
+//! The interop cases, written once and run by each transport's suite.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use celerity::{AsyncResult, ResultError, SendOptions, TaskFailure, TaskState};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use serde_json::{Map, Value, json};
+
+use super::python::{Call, Python};
+use super::rust_worker;
+use super::tasks::{self, Address, Customer, Profile, TasksRegistry};
+use super::transport::Transport;
+use super::unique_queue;
+
+/// How long any one result may take: every case finishes in a few seconds when things
+/// work, so this only bounds a failure.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A customer with nested structures, an optional struct, a map, dates and non-ASCII text.
+pub fn customer() -> Customer {
+    Customer {
+        name: "Zoë Ødegård 東京 😀".into(),
+        tags: vec!["vip".into(), "früh".into()],
+        address: Some(Address {
+            street: "1 Rue de l'Église".into(),
+            city: "Zürich".into(),
+            country: "CH".into(),
+        }),
+        scores: BTreeMap::from([("loyalty".into(), 1.5), ("spend".into(), 2.25)]),
+        joined: NaiveDate::from_ymd_opt(2024, 1, 2).expect("a date"),
+        last_seen: last_seen(),
+    }
+}
+
+fn last_seen() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 3, 1, 10, 0, 0).unwrap() + chrono::Duration::microseconds(123_456)
+}
+
+/// What `interop.profile` answers for [`customer`], on either side.
+pub fn expected_profile() -> Profile {
+    Profile {
+        greeting: "Hello, Zoë Ødegård 東京 😀!".into(),
+        tag_count: 2,
+        city: Some("Zürich".into()),
+        total_score: 3.75,
+        member_for_days: 59,
+        next_visit: last_seen() + chrono::Duration::days(1),
+    }
+}
+
+/// [`customer`] as Python code builds it: a dict with real `date` and `datetime` objects.
+fn python_customer() -> Value {
+    json!({
+        "name": "Zoë Ødegård 東京 😀",
+        "tags": ["vip", "früh"],
+        "address": {"street": "1 Rue de l'Église", "city": "Zürich"},
+        "scores": {"loyalty": 1.5, "spend": 2.25},
+        "joined": {"$date": "2024-01-02"},
+        "last_seen": {"$datetime": "2024-03-01T10:00:00.123456+00:00"},
+    })
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        other => panic!("{other} is not an object"),
+    }
+}
+
+fn failure<T: std::fmt::Debug>(outcome: Result<T, ResultError>, what: &str) -> TaskFailure {
+    match outcome {
+        Err(ResultError::Failed(failure)) => failure,
+        other => panic!("{what}: expected a failure, got {other:?}"),
+    }
+}
+
+/// The distinct states of a result until it is ready, polled as a client would.
+async fn states_until_ready(result: AsyncResult<Value>) -> Vec<TaskState> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen: Vec<TaskState> = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        let state = result.state().await.expect("the result backend answers");
+        if seen.last() != Some(&state) {
+            seen.push(state.clone());
+        }
+        if state.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    seen
+}
+
+/// Whether `states` contains `expected` in that order (other states may come between).
+fn went_through<S: std::fmt::Display>(states: &[S], expected: &[&str]) -> bool {
+    let mut states = states.iter().map(ToString::to_string);
+    expected
+        .iter()
+        .all(|want| states.any(|state| state == *want))
+}
+
+fn time(text: &Value) -> DateTime<Utc> {
+    let text = match text {
+        Value::String(text) => text,
+        Value::Object(tagged) => tagged
+            .get("$datetime")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{text} is not a datetime")),
+        other => panic!("{other} is not a time"),
+    };
+    DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .with_timezone(&Utc)
+}
+
+/// Rust → Python: the generated client sends tasks that a Python Celery worker runs.
+pub async fn rust_client_python_worker(transport: &Transport, python: &Python) {
+    let queue = unique_queue("to-python");
+    let worker = python.worker(transport, &queue).await;
+    let app = transport.app().await;
+    let tasks = TasksRegistry::new(app.client());
+    let client = app.client();
+    let to_queue = SendOptions {
+        queue: Some(queue.clone()),
+        ..Default::default()
+    };
+    let two_seconds = Duration::from_secs(2);
+
+    let add = tasks.add(2, 40).queue(&queue).await.unwrap();
+    let unicode = tasks
+        .greet("Zoë 東京 😀".into(), "Grüß Gott".into(), "!".into())
+        .queue(&queue)
+        .await
+        .unwrap();
+    // Untyped sends leave arguments out, so Python's own defaults apply.
+    let defaults = client
+        .send_task::<String>(
+            &tasks::GREET,
+            vec![json!("Ada")],
+            Map::new(),
+            to_queue.clone(),
+        )
+        .await
+        .unwrap();
+    let kwargs = client
+        .send_task::<String>(
+            &tasks::GREET,
+            vec![],
+            object(json!({"punctuation": "?", "name": "Zoë"})),
+            to_queue.clone(),
+        )
+        .await
+        .unwrap();
+    let profile = tasks.profile(customer()).queue(&queue).await.unwrap();
+    let declined = tasks
+        .charge("4000000000000002".into(), 500)
+        .queue(&queue)
+        .await
+        .unwrap();
+    let invalid = tasks
+        .charge("4242424242424242".into(), 0)
+        .queue(&queue)
+        .await
+        .unwrap();
+    let retried = tasks.flaky(2).queue(&queue).await.unwrap();
+    let retry_states = tokio::spawn(states_until_ready(client.result(retried.id())));
+    let exhausted = tasks.flaky(5).queue(&queue).await.unwrap();
+    let expired = tasks
+        .add(1, 1)
+        .countdown(two_seconds)
+        .expires(Duration::from_secs(1))
+        .queue(&queue)
+        .await
+        .unwrap();
+    let before = Utc::now();
+    let delayed = tasks
+        .timing()
+        .countdown(two_seconds)
+        .queue(&queue)
+        .await
+        .unwrap();
+    let after = Utc::now();
+
+    assert_eq!(add.get(WAIT).await.unwrap(), 42, "positional arguments");
+    assert_eq!(unicode.get(WAIT).await.unwrap(), "Grüß Gott, Zoë 東京 😀!");
+    assert_eq!(
+        defaults.get(WAIT).await.unwrap(),
+        "Hello, Ada!",
+        "Python's defaults"
+    );
+    assert_eq!(
+        kwargs.get(WAIT).await.unwrap(),
+        "Hello, Zoë?",
+        "keyword arguments"
+    );
+    assert_eq!(
+        profile.get(WAIT).await.unwrap(),
+        expected_profile(),
+        "nested structures and dates, and Python's datetime result read back"
+    );
+
+    let declined = failure(declined.get(WAIT).await, "a declined card");
+    assert_eq!(
+        (declined.exc_type.as_str(), declined.message.as_str()),
+        ("PaymentDeclined", "card 4000000000000002 was declined")
+    );
+    assert_eq!(declined.exc_module.as_deref(), Some("interop_app"));
+    assert!(
+        declined
+            .traceback
+            .as_deref()
+            .is_some_and(|t| t.contains("raise PaymentDeclined")),
+        "Python's traceback comes along: {:?}",
+        declined.traceback
+    );
+    let invalid = failure(invalid.get(WAIT).await, "an invalid amount");
+    assert_eq!(
+        (
+            invalid.exc_type.as_str(),
+            invalid.exc_module.as_deref(),
+            invalid.message.as_str()
+        ),
+        (
+            "ValueError",
+            Some("builtins"),
+            "amount must be positive, got 0"
+        )
+    );
+
+    assert_eq!(
+        retried.get(WAIT).await.unwrap(),
+        2,
+        "retried twice, then succeeded"
+    );
+    let states = retry_states.await.unwrap();
+    assert!(
+        went_through(&states, &["RETRY", "SUCCESS"]),
+        "RETRY is visible while Python waits to retry: {states:?}"
+    );
+    let exhausted = failure(exhausted.get(WAIT).await, "retries run out");
+    assert_eq!(
+        (exhausted.exc_type.as_str(), exhausted.message.as_str()),
+        ("GatewayTimeout", "attempt 4 timed out"),
+        "after max_retries (3) the last error is the failure"
+    );
+
+    match expired.get(WAIT).await {
+        Err(ResultError::Revoked(revoked)) => assert_eq!(
+            (revoked.exc_type.as_str(), revoked.message.as_str()),
+            ("TaskRevokedError", "expired")
+        ),
+        other => panic!("a task past its expiry is revoked, got {other:?}"),
+    }
+    assert_eq!(expired.state().await.unwrap(), TaskState::Revoked);
+
+    let timing = delayed.get(WAIT).await.unwrap();
+    let eta = timing.eta.expect("the message's eta");
+    assert!(
+        eta >= before + two_seconds && eta <= after + two_seconds,
+        "the countdown became an eta 2 s after sending: {eta} (sent {before}..{after})"
+    );
+    assert!(
+        timing.ran_at >= eta - chrono::Duration::milliseconds(50),
+        "ran at {} before its eta {eta}",
+        timing.ran_at
+    );
+    drop(worker);
+}
+
+/// Python → Rust: Python code sends tasks that a Celerity worker runs.
+pub async fn python_client_rust_worker(transport: &Transport, python: &Python) {
+    let queue = unique_queue("to-rust");
+    let app = transport.app().await;
+    let worker = rust_worker::start(&app, &queue).await;
+    let calls = [
+        Call::send_task("add", "interop.add").args(json!([2, 3])),
+        Call::apply_async("greet-kwargs", "interop.greet")
+            .kwargs(json!({"name": "Zoë 東京 😀", "greeting": "Grüß Gott"})),
+        Call::send_task("greet-defaults", "interop.greet").args(json!(["Ada"])),
+        Call::apply_async("profile", "interop.profile").args(json!([python_customer()])),
+        Call::send_task("priority", "interop.add")
+            .args(json!([20, 22]))
+            .option("priority", json!(9)),
+        Call::send_task("countdown", "interop.timing").option("countdown", json!(2)),
+        Call::send_task("expires", "interop.add")
+            .args(json!([1, 1]))
+            .option("countdown", json!(2))
+            .option("expires", json!(1)),
+        Call::send_task("declined", "interop.charge").args(json!(["4000000000000002", 500])),
+        Call::apply_async("invalid", "interop.charge").args(json!(["4242424242424242", 0])),
+        Call::send_task("started", "interop.slow").args(json!([1.0])),
+        Call::apply_async("retried", "interop.flaky").args(json!([2])),
+        Call::send_task("unknown", "interop.missing").args(json!([1])),
+    ];
+    let seen = python.drive(transport, &queue, &calls, WAIT).await;
+
+    assert_eq!(seen.result("add"), &json!(5), "send_task with args");
+    assert_eq!(
+        seen.result("greet-kwargs"),
+        &json!("Grüß Gott, Zoë 東京 😀!"),
+        "apply_async with kwargs; the schema's default fills `punctuation`"
+    );
+    assert_eq!(seen.result("greet-defaults"), &json!("Hello, Ada!"));
+    assert_eq!(
+        seen.result("profile"),
+        &json!({
+            "greeting": "Hello, Zoë Ødegård 東京 😀!",
+            "tag_count": 2,
+            "city": "Zürich",
+            "total_score": 3.75,
+            "member_for_days": 59,
+            "next_visit": "2024-03-02T10:00:00.123456Z",
+        }),
+        "Python's date and datetime arguments decode; Celerity answers with ISO text"
+    );
+    assert_eq!(seen.result("priority"), &json!(42), "a priority 9 message");
+
+    let countdown = seen.result("countdown");
+    let sent = time(&json!(seen.get("countdown").sent_at));
+    let eta = time(&countdown["eta"]);
+    let held = (eta - sent).to_std().unwrap_or_default();
+    assert!(
+        held >= Duration::from_millis(1900) && held <= Duration::from_millis(2500),
+        "the eta is the countdown after sending: {held:?}"
+    );
+    assert!(
+        time(&countdown["ran_at"]) >= eta,
+        "ran before its eta: {countdown}"
+    );
+
+    let expired = seen.exception("expires");
+    assert_eq!(
+        (
+            expired.type_name.as_str(),
+            expired.module.as_str(),
+            expired.message.as_str()
+        ),
+        ("TaskRevokedError", "celery.exceptions", "expired")
+    );
+    assert_eq!(seen.get("expires").states.last().unwrap(), "REVOKED");
+
+    let declined = seen.exception("declined");
+    assert_eq!(
+        (declined.type_name.as_str(), declined.message.as_str()),
+        ("PaymentDeclined", "card 4000000000000002 was declined"),
+        "the schema's error type and message, raised in Python"
+    );
+    let invalid = seen.exception("invalid");
+    assert!(
+        invalid.is_value_error,
+        "TaskError::python(\"ValueError\", \"builtins\", …) raises a real ValueError: {invalid:?}"
+    );
+    assert_eq!(invalid.message, "amount must be positive, got 0");
+    assert_eq!(seen.get("invalid").states.last().unwrap(), "FAILURE");
+
+    let started = seen.get("started");
+    assert_eq!(seen.result("started"), &json!("rust"));
+    assert!(
+        went_through(&started.states, &["STARTED", "SUCCESS"]),
+        "STARTED is visible from Python: {:?}",
+        started.states
+    );
+    let retried = seen.get("retried");
+    assert_eq!(seen.result("retried"), &json!(2));
+    assert!(
+        went_through(&retried.states, &["RETRY", "SUCCESS"]),
+        "RETRY is visible from Python: {:?}",
+        retried.states
+    );
+
+    let unknown = seen.exception("unknown");
+    assert_eq!(
+        (unknown.type_name.as_str(), unknown.module.as_str()),
+        ("NotRegistered", "celery.exceptions"),
+        "a task the worker does not know fails as in Celery"
+    );
+    assert_eq!(unknown.args, [json!("interop.missing")]);
+    worker.shutdown().await;
+}
+
+/// A Python worker and a Celerity worker on one queue: every task completes as sent,
+/// whichever worker takes it.
+pub async fn mixed_fleet(transport: &Transport, python: &Python) {
+    let queue = unique_queue("mixed");
+    let python_worker = python.worker(transport, &queue).await;
+    let app = transport.app().await;
+    let rust = rust_worker::start(&app, &queue).await;
+    let tasks = TasksRegistry::new(app.client());
+
+    let python_calls: Vec<Call> = (100..124)
+        .map(|n| Call::apply_async(&format!("tag-{n}"), "interop.tag").args(json!([n])))
+        .chain((0..4).map(|i| {
+            Call::send_task(&format!("greet-{i}"), "interop.greet")
+                .kwargs(json!({"name": format!("Zoë {i}"), "punctuation": "?"}))
+        }))
+        // A retry is a new message on the queue: the other worker may take it.
+        .chain(
+            (0..4)
+                .map(|i| Call::send_task(&format!("flaky-{i}"), "interop.flaky").args(json!([1]))),
+        )
+        .collect();
+    let from_python = python.drive(transport, &queue, &python_calls, WAIT);
+    let from_rust = async {
+        let mut tags = Vec::new();
+        let mut profiles = Vec::new();
+        let mut retried = Vec::new();
+        for n in 0..24 {
+            tags.push((n, tasks.tag(n).queue(&queue).await.unwrap()));
+            if n % 6 == 0 {
+                profiles.push(tasks.profile(customer()).queue(&queue).await.unwrap());
+                retried.push(tasks.flaky(2).queue(&queue).await.unwrap());
+            }
+        }
+        let mut tagged = Vec::new();
+        for (n, result) in tags {
+            tagged.push((n, result.get(WAIT).await.unwrap()));
+        }
+        for result in profiles {
+            assert_eq!(
+                result.get(WAIT).await.unwrap(),
+                expected_profile(),
+                "the same typed result from either worker"
+            );
+        }
+        for result in retried {
+            assert_eq!(
+                result.get(WAIT).await.unwrap(),
+                2,
+                "retried twice, then succeeded"
+            );
+        }
+        tagged
+    };
+    let (seen, tagged) = tokio::join!(from_python, from_rust);
+
+    let mut ran_by: BTreeMap<String, usize> = BTreeMap::new();
+    for (n, tagged) in &tagged {
+        assert_eq!(tagged.n, *n, "a Celerity client's task came back as sent");
+        *ran_by.entry(tagged.worker.clone()).or_default() += 1;
+    }
+    for n in 100..124 {
+        let result = seen.result(&format!("tag-{n}"));
+        assert_eq!(
+            result["n"],
+            json!(n),
+            "a Python client's task came back as sent"
+        );
+        let worker = result["worker"].as_str().expect("the worker's kind");
+        *ran_by.entry(worker.to_owned()).or_default() += 1;
+    }
+    for i in 0..4 {
+        assert_eq!(
+            seen.result(&format!("greet-{i}")),
+            &json!(format!("Hello, Zoë {i}?"))
+        );
+    }
+    for i in 0..4 {
+        assert_eq!(seen.result(&format!("flaky-{i}")), &json!(1));
+    }
+    assert!(
+        ran_by.get("python").is_some_and(|n| *n > 0) && ran_by.get("rust").is_some_and(|n| *n > 0),
+        "both workers took tasks from the queue: {ran_by:?}"
+    );
+    rust.shutdown().await;
+    drop(python_worker);
+}
+
+/// Celery's remote control reaches a Celerity worker: `celery inspect ping` and
+/// `celery inspect registered` answer, and Python's `AsyncResult.revoke()` stops a task
+/// the worker holds for its countdown.
+pub async fn celery_control_reaches_celerity(transport: &Transport, python: &Python) {
+    let queue = unique_queue("control");
+    let node = format!(
+        "celerity-{}@interop",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let app = transport.app().await;
+    let worker = rust_worker::start_as(&app, &queue, &node).await;
+
+    let ping = python
+        .celery(
+            transport,
+            &["inspect", "ping", "--destination", &node, "--timeout", "5"],
+        )
+        .await;
+    assert!(
+        ping.contains(&format!(" {node}: OK")) && ping.contains("pong"),
+        "`celery inspect ping` reaches the Celerity worker:\n{ping}"
+    );
+    assert!(ping.contains("1 node online."), "{ping}");
+
+    let registered = python
+        .celery(
+            transport,
+            &[
+                "inspect",
+                "registered",
+                "--destination",
+                &node,
+                "--timeout",
+                "5",
+                "--json",
+            ],
+        )
+        .await;
+    let registered: Value = serde_json::from_str(registered.trim())
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {registered}"));
+    let names: Vec<&str> = tasks::TASKS.iter().map(|spec| spec.name).collect();
+    let mut names = names;
+    names.sort_unstable();
+    assert_eq!(registered, json!({ node.clone(): names }));
+
+    let calls = [Call::send_task("revoked", "interop.add")
+        .args(json!([1, 2]))
+        .option("countdown", json!(2))
+        .revoke()];
+    let seen = python.drive(transport, &queue, &calls, WAIT).await;
+    let revoked = seen.exception("revoked");
+    assert_eq!(
+        (revoked.type_name.as_str(), revoked.message.as_str()),
+        ("TaskRevokedError", "revoked"),
+        "a revoke from Python stops the task on the Celerity worker"
+    );
+    worker.shutdown().await;
+}
+
+/// `AsyncResult::revoke` reaches Python workers: a task held for its countdown by a
+/// Python worker is discarded and recorded REVOKED.
+pub async fn celerity_revoke_reaches_python(transport: &Transport, python: &Python) {
+    let queue = unique_queue("revoke");
+    let worker = python.worker(transport, &queue).await;
+    let app = transport.app().await;
+    let tasks = TasksRegistry::new(app.client());
+    let held = tasks
+        .add(1, 2)
+        .countdown(Duration::from_secs(2))
+        .queue(&queue)
+        .await
+        .unwrap();
+    held.revoke().await.unwrap();
+    match held.get(WAIT).await {
+        Err(ResultError::Revoked(revoked)) => assert_eq!(
+            (revoked.exc_type.as_str(), revoked.message.as_str()),
+            ("TaskRevokedError", "revoked")
+        ),
+        other => panic!("the Python worker discards a revoked task, got {other:?}"),
+    }
+    drop(worker);
+}

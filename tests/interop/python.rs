@@ -1,0 +1,433 @@
+//! Python Celery from the Rust tests: finding an interpreter that has it, running a
+//! Python worker of `tests/python/interop_app.py`, sending tasks through
+//! `tests/python/drive.py`, and running Celery's command line.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use super::transport::{Transport, skip};
+
+/// How long a Python worker may take to say it is ready (imports are slow on a busy CI
+/// machine).
+const WORKER_START: Duration = Duration::from_secs(60);
+
+/// A Python interpreter that can import `celery`.
+#[derive(Debug, Clone)]
+pub struct Python {
+    interpreter: PathBuf,
+}
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn app_dir() -> PathBuf {
+    workspace().join("tests/python")
+}
+
+impl Python {
+    /// `CELERITY_PYTHON`, else the workspace's `.venv/bin/python`, if it imports
+    /// `celery`; otherwise `None` after saying why the test skips.
+    pub fn find() -> Option<Python> {
+        let interpreter = match std::env::var_os("CELERITY_PYTHON") {
+            Some(path) => PathBuf::from(path),
+            None => workspace().join(".venv/bin/python"),
+        };
+        let imports = Command::new(&interpreter)
+            .args(["-c", "import celery"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if imports {
+            Some(Python { interpreter })
+        } else {
+            skip(&format!(
+                "Python celery not found ({} cannot import celery; set CELERITY_PYTHON, or run \
+                 `python3 -m venv .venv && .venv/bin/pip install 'celery[redis]>=5.3,<6'`)",
+                interpreter.display()
+            ))
+        }
+    }
+
+    /// A command running this interpreter in `tests/python`, configured for `transport`
+    /// and `queue`.
+    fn command(&self, transport: &Transport, queue: &str) -> Command {
+        let mut command = Command::new(&self.interpreter);
+        command
+            .current_dir(app_dir())
+            .env("CELERITY_INTEROP_BROKER", &transport.broker)
+            .env("CELERITY_INTEROP_BACKEND", &transport.backend)
+            .env("CELERITY_INTEROP_QUEUE", queue)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .env("PYTHONUNBUFFERED", "1");
+        command
+    }
+
+    /// Starts a Python Celery worker consuming `queue`, and waits until it is ready.
+    pub async fn worker(&self, transport: &Transport, queue: &str) -> PythonWorker {
+        let node = format!("py-{}@%h", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let mut command = self.command(transport, queue);
+        command
+            .args([
+                "-m",
+                "celery",
+                "-A",
+                "interop_app",
+                "worker",
+                "--pool",
+                "threads",
+            ])
+            .args([
+                "--concurrency",
+                "4",
+                "--loglevel",
+                "INFO",
+                "--queues",
+                queue,
+            ])
+            .args(["--hostname", &node])
+            .args([
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let name = transport.name;
+        tokio::task::spawn_blocking(move || PythonWorker::start(command, name))
+            .await
+            .expect("the Python worker's start-up thread")
+    }
+
+    /// Sends `calls` from Python (`drive.py`) with `queue` as the default queue, waits
+    /// until every result is ready (at most `timeout`), and returns what Python observed,
+    /// by call name.
+    pub async fn drive(
+        &self,
+        transport: &Transport,
+        queue: &str,
+        calls: &[Call],
+        timeout: Duration,
+    ) -> Observations {
+        let calls: Vec<Value> = calls.iter().map(Call::to_json).collect();
+        let plan = json!({"timeout": timeout.as_secs_f64(), "calls": calls});
+        let mut command = self.command(transport, queue);
+        command.arg("drive.py");
+        let output = tokio::task::spawn_blocking(move || run(command, &plan.to_string()))
+            .await
+            .expect("the driver thread");
+        let report: Value = serde_json::from_str(&output).unwrap_or_else(|e| {
+            panic!("drive.py printed something that is not JSON ({e}):\n{output}")
+        });
+        let calls = report["calls"]
+            .as_array()
+            .unwrap_or_else(|| panic!("drive.py's report has no calls:\n{output}"));
+        Observations {
+            calls: calls
+                .iter()
+                .map(|call| (text(&call["name"]), Observed::from_json(call)))
+                .collect(),
+        }
+    }
+
+    /// Runs Celery's command line (`celery -A interop_app <args>`) and returns its
+    /// standard output.
+    pub async fn celery(&self, transport: &Transport, args: &[&str]) -> String {
+        let mut command = self.command(transport, "celery");
+        command
+            .args(["-m", "celery", "-A", "interop_app"])
+            .args(args);
+        tokio::task::spawn_blocking(move || run(command, ""))
+            .await
+            .expect("the celery command's thread")
+    }
+}
+
+/// Runs `command` with `input` on stdin; its stdout, or a panic showing stderr.
+fn run(mut command: Command, input: &str) -> String {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .expect("writing to Python");
+    }
+    let output = child.wait_with_output().expect("Python's output");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    stdout
+}
+
+/// A Python Celery worker process, stopped (warm shutdown) when dropped.
+pub struct PythonWorker {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    /// Its node name, e.g. `py-1a2b3c4d@host`.
+    pub node: String,
+}
+
+impl PythonWorker {
+    fn start(mut command: Command, transport: &str) -> PythonWorker {
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start a Python worker ({command:?}): {e}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready) = mpsc::channel();
+        let streams: [Box<dyn Read + Send>; 2] = [
+            Box::new(child.stdout.take().expect("piped stdout")),
+            Box::new(child.stderr.take().expect("piped stderr")),
+        ];
+        for stream in streams {
+            let log = log.clone();
+            let ready_tx = ready_tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    // Celery logs `<node> ready.` once it consumes (celery/apps/worker.py).
+                    if let Some(node) = line.strip_suffix(" ready.") {
+                        let node = node.rsplit(' ').next().unwrap_or(node).to_owned();
+                        let _ = ready_tx.send(node);
+                    }
+                    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        let deadline = Instant::now() + WORKER_START;
+        let mut worker = PythonWorker {
+            child,
+            log,
+            node: String::new(),
+        };
+        while Instant::now() < deadline {
+            if let Ok(node) = ready.recv_timeout(Duration::from_millis(100)) {
+                worker.node = node;
+                return worker;
+            }
+            if let Ok(Some(status)) = worker.child.try_wait() {
+                panic!(
+                    "the Python worker on {transport} exited ({status}) before it was ready:\n{}",
+                    worker.log()
+                );
+            }
+        }
+        panic!(
+            "the Python worker on {transport} was not ready within {WORKER_START:?}:\n{}",
+            worker.log()
+        );
+    }
+
+    /// Everything the worker printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for PythonWorker {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- Python worker {} log ---\n{}", self.node, self.log());
+        }
+        // SIGTERM is Celery's warm shutdown: it returns prefetched messages to the broker
+        // within milliseconds. On AMQP the process then lingers for about ten seconds
+        // before it exits, with nothing left to do, so it is killed after a short wait.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One call `drive.py` makes.
+#[derive(Debug, Clone)]
+pub struct Call {
+    name: String,
+    task: String,
+    via: &'static str,
+    args: Vec<Value>,
+    kwargs: Map<String, Value>,
+    options: Map<String, Value>,
+    revoke: bool,
+}
+
+impl Call {
+    /// `app.send_task(task, ...)`, reported as `name`.
+    pub fn send_task(name: &str, task: &str) -> Call {
+        Call {
+            name: name.to_owned(),
+            task: task.to_owned(),
+            via: "send_task",
+            args: Vec::new(),
+            kwargs: Map::new(),
+            options: Map::new(),
+            revoke: false,
+        }
+    }
+
+    /// `<the Python task object>.apply_async(...)`, reported as `name`.
+    pub fn apply_async(name: &str, task: &str) -> Call {
+        Call {
+            via: "apply_async",
+            ..Call::send_task(name, task)
+        }
+    }
+
+    /// Positional arguments (a JSON array). `{"$date": …}` and `{"$datetime": …}` are
+    /// sent as Python `date` and `datetime` objects.
+    pub fn args(mut self, args: Value) -> Call {
+        let Value::Array(args) = args else {
+            panic!("args must be an array")
+        };
+        self.args = args;
+        self
+    }
+
+    /// Keyword arguments (a JSON object).
+    pub fn kwargs(mut self, kwargs: Value) -> Call {
+        let Value::Object(kwargs) = kwargs else {
+            panic!("kwargs must be an object")
+        };
+        self.kwargs = kwargs;
+        self
+    }
+
+    /// An `apply_async` / `send_task` option: `countdown`, `expires`, `priority`, `queue`.
+    pub fn option(mut self, key: &str, value: Value) -> Call {
+        self.options.insert(key.to_owned(), value);
+        self
+    }
+
+    /// Revokes the task right after sending it (`AsyncResult.revoke()`).
+    pub fn revoke(mut self) -> Call {
+        self.revoke = true;
+        self
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "name": self.name, "task": self.task, "via": self.via,
+            "args": self.args, "kwargs": self.kwargs, "options": self.options,
+            "revoke": self.revoke,
+        })
+    }
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// What Python saw of one call.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// The task id.
+    pub id: String,
+    /// When Python sent it (ISO 8601).
+    pub sent_at: String,
+    /// The distinct states `AsyncResult.state` went through, in order.
+    pub states: Vec<String>,
+    /// What `AsyncResult.get()` returned (dates tagged as in `drive.py`)...
+    pub result: Option<Value>,
+    /// ...or raised.
+    pub exception: Option<PythonException>,
+}
+
+impl Observed {
+    fn from_json(call: &Value) -> Observed {
+        let exception = call.get("exception").map(|exc| PythonException {
+            type_name: text(&exc["type"]),
+            module: text(&exc["module"]),
+            message: text(&exc["message"]),
+            args: exc["args"].as_array().cloned().unwrap_or_default(),
+            is_value_error: exc["is_value_error"] == Value::Bool(true),
+        });
+        Observed {
+            id: text(&call["id"]),
+            sent_at: text(&call["sent_at"]),
+            states: call["states"]
+                .as_array()
+                .map(|states| states.iter().map(text).collect())
+                .unwrap_or_default(),
+            result: call.get("result").cloned(),
+            exception,
+        }
+    }
+}
+
+/// An exception raised in Python by `AsyncResult.get()`.
+#[derive(Debug, Clone)]
+pub struct PythonException {
+    /// `type(exc).__name__`.
+    pub type_name: String,
+    /// `type(exc).__module__`.
+    pub module: String,
+    /// `str(exc)`.
+    pub message: String,
+    /// `exc.args`.
+    pub args: Vec<Value>,
+    /// `isinstance(exc, ValueError)`.
+    pub is_value_error: bool,
+}
+
+/// Every call's observation, by name.
+#[derive(Debug)]
+pub struct Observations {
+    calls: BTreeMap<String, Observed>,
+}
+
+impl Observations {
+    /// The observation of call `name`.
+    pub fn get(&self, name: &str) -> &Observed {
+        self.calls
+            .get(name)
+            .unwrap_or_else(|| panic!("no call named {name} in {:#?}", self.calls))
+    }
+
+    /// What call `name` returned; panics with what Python saw if it raised.
+    pub fn result(&self, name: &str) -> &Value {
+        let call = self.get(name);
+        call.result
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name} did not return a value: {call:#?}"))
+    }
+
+    /// What call `name` raised; panics with what Python saw if it returned.
+    pub fn exception(&self, name: &str) -> &PythonException {
+        let call = self.get(name);
+        call.exception
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name} did not raise: {call:#?}"))
+    }
+
+    /// Every observation.
+    pub fn all(&self) -> impl Iterator<Item = &Observed> {
+        self.calls.values()
+    }
+}

@@ -1,0 +1,118 @@
+//! Celerity's implementation of the interop tasks: the same behaviour as
+//! `tests/python/interop_app.py`, task for task.
+
+use std::time::Duration;
+
+use celerity::{App, BuildError, Component, TaskContext, TaskError, TaskResult, Worker};
+use chrono::Utc;
+
+use super::tasks::{self, Customer, Interop, Profile, Tagged, Timing};
+
+/// Runs every interop task.
+pub struct RustInterop;
+
+impl Component for RustInterop {
+    type Deps = ();
+
+    async fn build(_deps: (), _ctx: &TaskContext) -> Result<Self, BuildError> {
+        Ok(RustInterop)
+    }
+}
+
+impl Interop for RustInterop {
+    async fn add(&self, _ctx: &TaskContext, x: i64, y: i64) -> TaskResult<i64> {
+        Ok(x + y)
+    }
+
+    async fn greet(
+        &self,
+        _ctx: &TaskContext,
+        name: String,
+        greeting: String,
+        punctuation: String,
+    ) -> TaskResult<String> {
+        Ok(format!("{greeting}, {name}{punctuation}"))
+    }
+
+    async fn profile(&self, _ctx: &TaskContext, customer: Customer) -> TaskResult<Profile> {
+        Ok(Profile {
+            greeting: format!("Hello, {}!", customer.name),
+            tag_count: u32::try_from(customer.tags.len()).unwrap_or(u32::MAX),
+            city: customer.address.map(|address| address.city),
+            total_score: customer.scores.values().sum(),
+            member_for_days: (customer.last_seen.date_naive() - customer.joined).num_days(),
+            next_visit: customer.last_seen + chrono::Duration::days(1),
+        })
+    }
+
+    async fn charge(
+        &self,
+        _ctx: &TaskContext,
+        card: String,
+        amount_cents: i64,
+    ) -> TaskResult<String> {
+        if amount_cents < 1 {
+            return Err(TaskError::python(
+                "ValueError",
+                "builtins",
+                format!("amount must be positive, got {amount_cents}"),
+            ));
+        }
+        if card.ends_with("0002") {
+            return Err(TaskError::new(
+                "PaymentDeclined",
+                format!("card {card} was declined"),
+            ));
+        }
+        let last_four = &card[card.len().saturating_sub(4)..];
+        Ok(format!("charged {amount_cents} to card ending {last_four}"))
+    }
+
+    async fn flaky(&self, ctx: &TaskContext, failures: u32) -> TaskResult<u32> {
+        if ctx.retries < failures {
+            let attempt = ctx.retries + 1;
+            let cause = TaskError::new("GatewayTimeout", format!("attempt {attempt} timed out"));
+            return Err(TaskError::retry(Some(Duration::from_millis(500))).because(cause));
+        }
+        Ok(ctx.retries)
+    }
+
+    async fn slow(&self, _ctx: &TaskContext, seconds: f64) -> TaskResult<String> {
+        tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+        Ok("rust".into())
+    }
+
+    async fn tag(&self, _ctx: &TaskContext, n: i64) -> TaskResult<Tagged> {
+        // As long as the Python task's, so a burst spreads over every worker on the queue.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(Tagged {
+            n,
+            worker: "rust".into(),
+        })
+    }
+
+    async fn timing(&self, ctx: &TaskContext) -> TaskResult<Timing> {
+        Ok(Timing {
+            eta: ctx.eta,
+            ran_at: Utc::now(),
+        })
+    }
+}
+
+/// Starts a Celerity worker running the interop tasks from `queue`.
+pub async fn start(app: &App, queue: &str) -> Worker {
+    start_as(
+        app,
+        queue,
+        &format!("celerity-{}@interop", uuid::Uuid::new_v4().simple()),
+    )
+    .await
+}
+
+/// Starts a Celerity worker named `node` running the interop tasks from `queue`.
+pub async fn start_as(app: &App, queue: &str, node: &str) -> Worker {
+    let mut builder = app.worker();
+    tasks::register_interop::<RustInterop>(&mut builder);
+    builder.queues([queue]).concurrency(4).hostname(node);
+    builder.start().await.expect("the Celerity worker starts")
+}

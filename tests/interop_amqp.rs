@@ -1,0 +1,62 @@
+//! Celerity beside Python Celery 5 on RabbitMQ: the interop cases of
+//! `tests/interop_redis.rs`, with results over AMQP (`rpc://`) and in Redis.
+//!
+//! Needs RabbitMQ (`CELERITY_TEST_AMQP_URL`, default
+//! `amqp://guest:guest@127.0.0.1:5672/%2f`), Redis for the Redis backend
+//! (`CELERITY_TEST_REDIS_URL`) and a Python with Celery (`CELERITY_PYTHON`, default
+//! `.venv/bin/python`); skips without them unless `CELERITY_REQUIRE_BROKERS=1`.
+
+mod interop;
+
+use interop::cases;
+use interop::python::Python;
+use interop::transport::Transport;
+
+fn amqp_rpc() -> Option<(Transport, Python)> {
+    Some((Transport::amqp_rpc()?, Python::find()?))
+}
+
+fn amqp_redis() -> Option<(Transport, Python)> {
+    Some((Transport::amqp_redis()?, Python::find()?))
+}
+
+/// One test per case, on the transport `$transport()` finds.
+macro_rules! interop_tests {
+    ($transport:ident: $($case:ident),+) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let Some((transport, python)) = super::$transport() else {
+                    return;
+                };
+                cases::$case(&transport, &python).await;
+            }
+        )+
+    };
+}
+
+/// Results over AMQP, as Celery's `rpc://` sends them.
+mod rpc_backend {
+    use super::cases;
+
+    interop_tests!(
+        amqp_rpc: rust_client_python_worker,
+        python_client_rust_worker,
+        mixed_fleet,
+        celery_control_reaches_celerity,
+        celerity_revoke_reaches_python
+    );
+}
+
+/// Results in Redis, tasks over RabbitMQ.
+mod redis_backend {
+    use super::cases;
+
+    interop_tests!(
+        amqp_redis: rust_client_python_worker,
+        python_client_rust_worker,
+        mixed_fleet,
+        celery_control_reaches_celerity,
+        celerity_revoke_reaches_python
+    );
+}

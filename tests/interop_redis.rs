@@ -1,0 +1,57 @@
+//! Celerity beside Python Celery 5 on Redis, as broker and result backend: Celerity's
+//! generated client driving a Python worker, Python's client driving a Celerity worker,
+//! and both workers sharing one queue.
+//!
+//! Needs Redis (`CELERITY_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/15`) and a
+//! Python with Celery (`CELERITY_PYTHON`, default `.venv/bin/python`); skips without
+//! them unless `CELERITY_REQUIRE_BROKERS=1`.
+
+mod interop;
+
+use interop::cases;
+use interop::python::Python;
+use interop::transport::Transport;
+
+fn redis_and_python() -> Option<(Transport, Python)> {
+    Some((Transport::redis()?, Python::find()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celerity_client_drives_a_python_worker() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    cases::rust_client_python_worker(&transport, &python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_drives_a_celerity_worker() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    cases::python_client_rust_worker(&transport, &python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_celerity_workers_share_a_queue() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    cases::mixed_fleet(&transport, &python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celery_remote_control_reaches_a_celerity_worker() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    cases::celery_control_reaches_celerity(&transport, &python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_celerity_revoke_reaches_a_python_worker() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    cases::celerity_revoke_reaches_python(&transport, &python).await;
+}
