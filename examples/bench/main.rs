@@ -1,0 +1,265 @@
+//! Benchmarks Celerity beside Python Celery, in one command:
+//!
+//! ```sh
+//! cargo run --release --example bench                  # every reachable broker, with Python
+//! cargo run --release --example bench -- --help        # flags
+//! ```
+//!
+//! For the memory, Redis and RabbitMQ brokers it measures the publish rate from one client
+//! (one call at a time, and in batches), end-to-end throughput of `tasks.ping` with results
+//! stored (from the first publish to the last stored result), the round-trip latency of
+//! sequential calls, the worker's memory and the Redis commands each task costs; then the
+//! generator's time for a 1,000-task schema. With a Python that has Celery
+//! (`CELERITY_PYTHON`, else `./.venv/bin/python`), `bench/celery_bench.py` runs the same
+//! workload on a prefork worker of concurrency 2. It prints a markdown table on stdout,
+//! progress on stderr. Benchmarks report figures; they assert nothing about them.
+
+mod brokers;
+mod generator;
+mod measure;
+mod options;
+mod python;
+mod redis_admin;
+mod report;
+mod worker;
+
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use celerity::broker::{AmqpBroker, AmqpOptions};
+
+use measure::BenchResult;
+use options::{Broker, Options};
+use redis_admin::RedisAdmin;
+use report::Figures;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("worker") {
+        return worker::main(&args[1..]);
+    }
+    let options = match Options::parse(&args) {
+        Ok(Some(options)) => options,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    match runtime.block_on(run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn reachable(options: &Options, broker: Broker) -> Result<(), String> {
+    match broker {
+        Broker::Memory => Ok(()),
+        Broker::Redis => RedisAdmin::connect(&options.redis_url)?.version().map(drop),
+        Broker::Amqp => {
+            // The RabbitMQ rows keep results in Redis.
+            RedisAdmin::connect(&options.redis_url)?.version()?;
+            let quick = AmqpOptions::default().connect_timeout(Duration::from_secs(3));
+            let broker = AmqpBroker::connect_with(&options.amqp_url, quick)
+                .await
+                .map_err(|e| e.to_string())?;
+            broker.close().await;
+            Ok(())
+        }
+    }
+}
+
+async fn run(options: Options) -> BenchResult<()> {
+    let load_at_start = report::load_average();
+    let started_at = chrono::Utc::now();
+    let mut brokers = Vec::new();
+    for broker in
+        options
+            .brokers
+            .clone()
+            .unwrap_or(vec![Broker::Memory, Broker::Redis, Broker::Amqp])
+    {
+        match reachable(&options, broker).await {
+            Ok(()) => brokers.push(broker),
+            Err(error) if options.brokers.is_none() => {
+                eprintln!("skipping {}: {error}", broker.name());
+            }
+            Err(error) => return Err(format!("{}: {error}", broker.name()).into()),
+        }
+    }
+    let python = match options.python {
+        Some(false) => None,
+        Some(true) => {
+            Some(python::find().ok_or("--python: no Python with Celery (set CELERITY_PYTHON)")?)
+        }
+        None => python::find(),
+    };
+    if python.is_none() && options.python.is_none() {
+        eprintln!(
+            "no Python with Celery found (CELERITY_PYTHON, ./.venv/bin/python): Celerity only"
+        );
+    }
+
+    let mut results = Vec::new();
+    for broker in brokers {
+        eprintln!("== {}: Celerity", broker.name());
+        let ours = match broker {
+            Broker::Memory => brokers::bench_memory(&options).await?,
+            _ => brokers::bench_remote(&options, broker).await?,
+        };
+        let theirs = match (&python, broker) {
+            (Some(python), Broker::Redis | Broker::Amqp) => {
+                eprintln!("== {}: Python Celery", broker.name());
+                python_side(python.clone(), &options, broker).await
+            }
+            _ => None,
+        };
+        results.push((broker, ours, theirs));
+    }
+    let generator = if options.generator {
+        eprintln!("== generator");
+        let (best, lines) = generator::time_generator(3)?;
+        eprintln!(
+            "  1,000-task schema: {:.0} ms, {lines} lines",
+            best.as_secs_f64() * 1000.0
+        );
+        Some((best, lines))
+    } else {
+        None
+    };
+
+    print!(
+        "{}",
+        render(&options, started_at, &load_at_start, &results, generator)?
+    );
+    Ok(())
+}
+
+async fn python_side(python: PathBuf, options: &Options, broker: Broker) -> Option<Figures> {
+    let (broker_url, backend_url) = (
+        options.broker_url(broker).to_owned(),
+        options.redis_url.clone(),
+    );
+    let (tasks, publish, samples) = (
+        options.python_tasks,
+        options.python_publish_tasks,
+        options.python_latency_samples,
+    );
+    let run = move || python::run(&python, &broker_url, &backend_url, tasks, publish, samples);
+    match tokio::task::spawn_blocking(run).await {
+        Ok(Ok(figures)) => Some(figures),
+        Ok(Err(error)) => {
+            eprintln!("  Python Celery: {error}");
+            None
+        }
+        Err(error) => {
+            eprintln!("  Python Celery: {error}");
+            None
+        }
+    }
+}
+
+type Results = [(Broker, Figures, Option<Figures>)];
+
+fn render(
+    options: &Options,
+    started_at: chrono::DateTime<chrono::Utc>,
+    load_at_start: &str,
+    results: &Results,
+    generator: Option<(Duration, usize)>,
+) -> BenchResult<String> {
+    let mut out = String::new();
+    let redis_version = RedisAdmin::connect(&options.redis_url)
+        .and_then(|mut admin| admin.version())
+        .unwrap_or_else(|_| "?".into());
+    let python = results.iter().find_map(|(_, _, theirs)| theirs.as_ref());
+    // The worker's own default, read from it rather than worked out again here.
+    let concurrency = options.concurrency.map_or_else(
+        || {
+            let default = celerity::App::memory().worker().settings().concurrency;
+            format!("{default} (its default)")
+        },
+        |n| n.to_string(),
+    );
+    writeln!(
+        out,
+        "Measured {}{} on {}; load average {load_at_start} at the start, {} at the end. \
+         Redis {redis_version}; Celerity worker concurrency {concurrency}; {}.\n",
+        started_at.format("%Y-%m-%d %H:%M UTC"),
+        report::revision().map_or_else(String::new, |r| format!(" at {r}")),
+        report::machine(),
+        report::load_average(),
+        python.map_or("Python Celery not run".to_owned(), |p| format!(
+            "Python {}, Celery {}, prefork worker with concurrency {}",
+            p.python.as_deref().unwrap_or("?"),
+            p.celery.as_deref().unwrap_or("?"),
+            p.worker_concurrency
+                .map_or_else(|| "?".to_owned(), |n| n.to_string())
+        )),
+    )?;
+    report::header(&mut out);
+    for (broker, ours, theirs) in results {
+        report::broker_rows(broker.name(), ours, theirs.as_ref(), &mut out);
+    }
+    if let Some((best, lines)) = generator {
+        report::generator_row(best.as_secs_f64() * 1000.0, lines, &mut out);
+    }
+    out.push_str(
+        "\n¹ Python Celery has no batch publish: its figure is the same `apply_async` loop \
+         holding one producer, so this row's ratio compares batching with none. The end-to-end \
+         rows differ in workload too: Celerity publishes in batches from several senders and \
+         runs its own default concurrency; Python runs one sender, 10,000 tasks by default and \
+         concurrency 2.\n\
+         ² The Celerity worker runs in a process of its own (VmRSS before the run, VmHWM \
+         after it); Python's is the prefork parent and its two children added up.\n\
+         ³ Server-wide `INFO commandstats` over the end-to-end run, less the benchmark's own \
+         result reads; commands that Lua scripts run count too. Below, each command's calls \
+         per task and the Redis time they took per task (a script's time includes its \
+         commands'). The `get` time of those reads is not reported apart by Redis: it is \
+         taken out in proportion to calls, an estimate.\n\
+         ⁴ CPU time over the end-to-end run divided by the tasks: the worker's threads \
+         (`/proc/<pid>/task/*/schedstat`; Python: the prefork parent and children), and \
+         the Redis server's (`INFO cpu`, server-wide, with the benchmark's own result reads) \
+         and RabbitMQ's (its `beam.smp` process, when it runs on this machine). \
+         On the memory broker producer, \
+         worker and result reads share one process.",
+    );
+    for (broker, ours, theirs) in results {
+        for (side, figures) in [("Celerity", Some(ours)), ("Python", theirs.as_ref())] {
+            if let Some(commands) = figures.and_then(|f| f.redis_commands.as_ref()) {
+                let listed: Vec<String> = commands
+                    .iter()
+                    .map(|(name, [calls, us])| format!("{name} {calls:.2} ({us:.1} µs)"))
+                    .collect();
+                write!(
+                    out,
+                    "\n  {side} on {}: {}",
+                    broker.name(),
+                    listed.join(", ")
+                )?;
+            }
+        }
+    }
+    out.push('\n');
+    for (broker, ours, theirs) in results {
+        for (side, figures) in [("Celerity", Some(ours)), ("Python Celery", theirs.as_ref())] {
+            if let Some(failures) = figures.and_then(|f| f.e2e_failures).filter(|&f| f > 0) {
+                writeln!(
+                    out,
+                    "\n{side} on {}: {failures} tasks did not return \"pong\"",
+                    broker.name()
+                )?;
+            }
+        }
+    }
+    Ok(out)
+}
