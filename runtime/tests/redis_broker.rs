@@ -219,6 +219,72 @@ async fn malformed_envelopes_are_dropped_and_the_worker_goes_on() {
 }
 
 #[tokio::test]
+async fn fetching_records_each_message_under_its_own_tag_however_the_envelope_is_written() {
+    let Some(url) = support::redis_url().await else {
+        return;
+    };
+    let app = app(&url).await;
+    let queue = unique_queue();
+    let mut raw = support::raw_redis(&url).await;
+    app.client()
+        .send_task::<i64>(&DOUBLE, vec![json!(1)], Map::new(), to(&queue))
+        .await
+        .unwrap();
+    let kombu: String = raw.rpop(&queue, None).await.unwrap();
+    let original = serde_json::from_str::<Value>(&kombu).unwrap()["properties"]["delivery_tag"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let retag = |tag: &str| kombu.replace(&original, tag);
+
+    // The same message written four ways, each under a tag of its own: as kombu writes
+    // it; compact, as other clients write JSON; with a custom header that is also called
+    // `delivery_tag`; and with a tag holding an escaped quote.
+    let plain = format!("{queue}-plain");
+    let compact = format!("{queue}-compact");
+    let decoy = format!("{queue}-decoy");
+    let quoted = format!("{queue}-quo\"ted");
+    let envelopes = [
+        retag(&plain),
+        serde_json::to_string(&serde_json::from_str::<Value>(&retag(&compact)).unwrap()).unwrap(),
+        retag(&decoy).replacen(
+            r#""headers": {"#,
+            r#""headers": {"delivery_tag": "not-this-one", "#,
+            1,
+        ),
+        retag(&quoted.replace('"', "\\\"")),
+    ];
+    for envelope in &envelopes {
+        let _: i64 = raw.lpush(&queue, envelope).await.unwrap();
+    }
+
+    let broker = RedisBroker::connect(&url).await.unwrap();
+    let mut consumer = broker.consume(std::slice::from_ref(&queue)).await.unwrap();
+    let mut ackers = Vec::new();
+    for _ in &envelopes {
+        let (message, _, _, acker) = consumer.next().await.unwrap().into_parts();
+        assert_eq!(message.headers["task"], DOUBLE.name);
+        ackers.push(acker);
+    }
+    for tag in [&plain, &compact, &decoy, &quoted] {
+        let record: Option<String> = raw.hget("unacked", tag).await.unwrap();
+        let record: Value =
+            serde_json::from_str(&record.unwrap_or_else(|| panic!("no record for {tag}"))).unwrap();
+        assert_eq!(record[0]["properties"]["delivery_tag"], tag.as_str());
+        assert_eq!(record[1], "", "exchange");
+        assert_eq!(record[2], queue.as_str(), "routing key");
+        let indexed: Option<f64> = raw.zscore("unacked_index", tag).await.unwrap();
+        assert!(indexed.is_some(), "{tag} indexed");
+    }
+    for acker in ackers {
+        acker.ack().await.unwrap();
+    }
+    for tag in [&plain, &compact, &decoy, &quoted] {
+        assert!(!raw.hexists::<_, _, bool>("unacked", tag).await.unwrap());
+    }
+}
+
+#[tokio::test]
 async fn a_batch_is_published_in_order_and_every_task_runs() {
     let Some(url) = support::redis_url().await else {
         return;
