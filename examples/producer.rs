@@ -73,10 +73,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(ResultError::Failed(failure)) => {
             println!("tasks.send_email     [{}] -> FAILURE {failure}", sent.id())
         }
-        other => println!(
-            "tasks.send_email     [{}] -> unexpected {other:?}",
-            sent.id()
-        ),
+        other => {
+            return Err(format!(
+                "tasks.send_email     [{}] should have failed; got {other:?}",
+                sent.id()
+            )
+            .into());
+        }
     }
     Ok(())
 }

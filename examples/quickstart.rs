@@ -145,7 +145,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(celerity::ResultError::Failed(failure)) => {
             println!("tasks.send_email (bad)  -> FAILURE {failure}")
         }
-        other => println!("tasks.send_email (bad)  -> unexpected {other:?}"),
+        other => {
+            worker.shutdown().await;
+            return Err(format!("tasks.send_email (bad) should have failed; got {other:?}").into());
+        }
     }
 
     worker.shutdown().await;
