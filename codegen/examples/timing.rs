@@ -3,29 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-fn synthetic(tasks: usize, types: usize) -> String {
-    let mut text = String::from(
-        "version: 1\ndefaults:\n  queue: bulk\n  retry: { max_retries: 3, backoff: exponential, delay: 1s }\ntypes:\n",
-    );
-    for t in 0..types {
-        text.push_str(&format!(
-            "  Record{t}:\n    fields:\n      id: uuid\n      name: string\n      tags: list<string>\n      score: {{ type: f64, default: 0.5 }}\n      parent: {}\n      kind: {{ type: Kind, default: a }}\n",
-            // Each record may point to the next one; the last points nowhere (no cycle).
-            if t + 1 < types { format!("Record{}?", t + 1) } else { "string?".to_owned() }
-        ));
-    }
-    text.push_str("  Kind:\n    enum: [a, b, c]\n");
-    text.push_str("tasks:\n");
-    for n in 0..tasks {
-        text.push_str(&format!(
-            "  tasks.task_{n}:\n    description: Task number {n}.\n    component: Component{}\n    args:\n      record: Record{}\n      count: {{ type: u32, default: 1 }}\n      note: string?\n    result: map<string, Record{}>\n    options:\n      time_limit: 30s\n",
-            n % 10,
-            n % types,
-            (n + 1) % types
-        ));
-    }
-    text
-}
+#[path = "common/synthetic.rs"]
+mod synthetic;
+use synthetic::synthetic;
 
 fn time(label: &str, source: &str) {
     let runs = 5;
