@@ -83,7 +83,7 @@ impl From<TaskFailure> for ErrorBody {
 async fn create_order(
     State(tasks): State<TasksRegistry>,
     Json(order): Json<Order>,
-) -> Result<(StatusCode, Json<Enqueued>), ServiceError> {
+) -> Result<(StatusCode, Json<Enqueued>), ServiceUnavailable> {
     let sent = tasks.process_order(order, true).await?;
     let task_id = sent.id().to_owned();
     tracing::info!(task_id, "order enqueued");
@@ -93,7 +93,7 @@ async fn create_order(
 async fn task_status(
     State(tasks): State<TasksRegistry>,
     Path(id): Path<String>,
-) -> Result<Json<TaskStatus>, ServiceError> {
+) -> Result<Json<TaskStatus>, ServiceUnavailable> {
     // The service does not know which task an id belongs to, so the result is read as
     // JSON: exactly what the task's typed result serialised to.
     let handle: AsyncResult<Value> = tasks.client().result(id.clone());
@@ -106,7 +106,7 @@ async fn task_status(
             Err(ResultError::Failed(failure) | ResultError::Revoked(failure)) => {
                 error = Some(failure.into())
             }
-            Err(other) => return Err(ServiceError::Result(other)),
+            Err(other) => return Err(other.into()),
         }
     }
     Ok(Json(TaskStatus {
@@ -118,23 +118,23 @@ async fn task_status(
 }
 
 /// Why the service could not answer: the broker or the backend failed.
-enum ServiceError {
-    Celerity(celerity::Error),
-    Result(ResultError),
-}
+struct ServiceUnavailable(String);
 
-impl From<celerity::Error> for ServiceError {
+impl From<celerity::Error> for ServiceUnavailable {
     fn from(error: celerity::Error) -> Self {
-        ServiceError::Celerity(error)
+        ServiceUnavailable(error.to_string())
     }
 }
 
-impl IntoResponse for ServiceError {
+impl From<ResultError> for ServiceUnavailable {
+    fn from(error: ResultError) -> Self {
+        ServiceUnavailable(error.to_string())
+    }
+}
+
+impl IntoResponse for ServiceUnavailable {
     fn into_response(self) -> Response {
-        let message = match self {
-            ServiceError::Celerity(error) => error.to_string(),
-            ServiceError::Result(error) => error.to_string(),
-        };
+        let ServiceUnavailable(message) = self;
         tracing::error!(%message, "could not reach the broker or the result backend");
         let body = ErrorBody {
             kind: "ServiceUnavailable".into(),

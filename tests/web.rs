@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use axum::http::{Method, Request, StatusCode};
 use celerity::App;
+use celerity::backend::RedisBackend;
+use celerity::broker::MemoryBroker;
 use celerity_shop::tasks::{EmailAddress, OrderOutcome, OrderStatus, TasksRegistry};
 use celerity_shop::web::{Enqueued, ErrorBody, TaskStatus};
 use http_body_util::{BodyExt, Full};
@@ -112,6 +114,94 @@ async fn orders_round_trip(app: App) {
 
     server.abort();
     worker.shutdown().await;
+}
+
+/// When the result backend goes away, the service answers 503 with the reason instead of
+/// hanging or calling the task pending. The backend is the shared Redis, reached through a
+/// proxy the test cuts.
+#[tokio::test]
+async fn a_lost_result_backend_is_a_503_with_the_reason() {
+    let Some(url) = support::redis_url().await else {
+        return;
+    };
+    let proxy = Proxy::to(&url).await;
+    let backend = RedisBackend::connect(&proxy.url(&url))
+        .await
+        .unwrap()
+        .retry_window(Duration::ZERO);
+    let app = App::new(MemoryBroker::new(), backend);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server =
+        tokio::spawn(axum::serve(listener, celerity_shop::web::router(&app)).into_future());
+    let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+
+    let path = "/tasks/7f8c2c1e-4d5b-4a7e-9a51-0b6f6a2d9c11";
+    let (status, _) = send(&http, Method::GET, addr, path, None).await;
+    assert_eq!(status, StatusCode::OK, "reachable at first");
+
+    proxy.cut();
+    let (status, body) = send(&http, Method::GET, addr, path, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let error: ErrorBody = serde_json::from_value(body).unwrap();
+    assert_eq!(error.kind, "ServiceUnavailable");
+    assert!(
+        error.message.starts_with("redis: could not"),
+        "{}",
+        error.message
+    );
+    server.abort();
+}
+
+/// The `host:port` of a `redis://[user:password@]host:port[/db]` URL.
+fn host_and_port(url: &str) -> &str {
+    let authority = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap();
+    authority.rsplit('@').next().unwrap()
+}
+
+/// A TCP proxy to the Redis of a URL. [`cut`](Self::cut) closes every connection through
+/// it and stops listening, as when the server goes away.
+struct Proxy {
+    port: u16,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn to(url: &str) -> Proxy {
+        let upstream = host_and_port(url).to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tasks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accepted = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let relay = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                accepted.lock().unwrap().push(relay.abort_handle());
+            }
+        });
+        tasks.lock().unwrap().push(accept.abort_handle());
+        Proxy { port, tasks }
+    }
+
+    /// `url` with the proxy's address in place of the server's.
+    fn url(&self, url: &str) -> String {
+        url.replacen(host_and_port(url), &format!("127.0.0.1:{}", self.port), 1)
+    }
+
+    fn cut(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
 }
 
 async fn poll_until_ready(http: &HttpClient, addr: SocketAddr, id: &str) -> TaskStatus {
