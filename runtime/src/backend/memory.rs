@@ -65,15 +65,8 @@ impl ResultBackend for MemoryBackend {
 
     fn wait_ready<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<ResultMeta>> {
         Box::pin(async move {
-            loop {
-                let stored = self.shared.stored.notified();
-                tokio::pin!(stored);
-                stored.as_mut().enable();
-                if let Some(meta) = self.lock().get(task_id).filter(|m| m.status.is_ready()) {
-                    return Ok(meta.clone());
-                }
-                stored.await;
-            }
+            let read = || self.lock().get(task_id).cloned();
+            Ok(super::wait_for_ready(&self.shared.stored, read).await)
         })
     }
 

@@ -18,6 +18,24 @@ use crate::protocol::{Properties, ResultMeta};
 pub(crate) const DEFAULT_RESULT_EXPIRES: std::time::Duration =
     std::time::Duration::from_secs(86_400);
 
+/// Waits until `read` finds a ready result, checking again whenever `stored` is notified
+/// (the in-process backends notify it on every store). Registered before each check, so a
+/// store between the check and the wait is not missed.
+pub(crate) async fn wait_for_ready(
+    stored: &tokio::sync::Notify,
+    read: impl Fn() -> Option<ResultMeta>,
+) -> ResultMeta {
+    loop {
+        let notified = stored.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(meta) = read().filter(|m| m.status.is_ready()) {
+            return meta;
+        }
+        notified.await;
+    }
+}
+
 /// A result as Celery's JSON, the same bytes for every backend.
 pub(crate) fn encode_result(meta: &ResultMeta) -> Result<Vec<u8>> {
     crate::protocol::to_python_json(meta).map_err(|e| {

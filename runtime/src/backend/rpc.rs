@@ -249,15 +249,8 @@ impl ResultBackend for RpcBackend {
 
     fn wait_ready<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<ResultMeta>> {
         Box::pin(async move {
-            loop {
-                let arrived = self.inner.arrived.notified();
-                tokio::pin!(arrived);
-                arrived.as_mut().enable();
-                if let Some(meta) = self.lock().get(task_id).filter(|m| m.status.is_ready()) {
-                    return Ok(meta.clone());
-                }
-                arrived.await;
-            }
+            let read = || self.lock().get(task_id).cloned();
+            Ok(super::wait_for_ready(&self.inner.arrived, read).await)
         })
     }
 
