@@ -63,17 +63,48 @@ pub struct DeliveryInfo {
     pub routing_key: String,
 }
 
+/// The envelope as read. The body borrows from the input where it has no escapes (base64
+/// never has), and the headers map is sized for Celery's headers up front.
 #[derive(Deserialize)]
-struct Envelope {
-    body: String,
+struct Envelope<'a> {
+    #[serde(borrow)]
+    body: std::borrow::Cow<'a, str>,
     #[serde(rename = "content-encoding", default)]
     content_encoding: Option<String>,
     #[serde(rename = "content-type", default)]
     content_type: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "headers_map")]
     headers: Map<String, Value>,
     #[serde(default)]
     properties: ReadProperties,
+}
+
+/// Room for Celery's protocol v2 headers (19) and a few more, so reading them does not
+/// grow and rehash the map several times.
+const HEADERS_CAPACITY: usize = 24;
+
+fn headers_map<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Map<String, Value>, D::Error> {
+    struct Headers;
+    impl<'de> serde::de::Visitor<'de> for Headers {
+        type Value = Map<String, Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of headers")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut entries: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut map =
+                Map::with_capacity(entries.size_hint().unwrap_or(0).max(HEADERS_CAPACITY));
+            while let Some((key, value)) = entries.next_entry::<String, Value>()? {
+                map.insert(key, value);
+            }
+            Ok(map)
+        }
+    }
+    deserializer.deserialize_map(Headers)
 }
 
 /// The envelope as written: [`Envelope`]'s layout over borrowed parts, so wrapping a
@@ -108,10 +139,20 @@ struct WrittenProperties<'a> {
     delivery_tag: &'a str,
 }
 
+/// kombu's properties: the message's own ([`Properties`]' fields, listed here rather than
+/// flattened, which would buffer every entry first) and the transport's.
 #[derive(Deserialize, Default)]
 struct ReadProperties {
-    #[serde(flatten)]
-    message: Properties,
+    #[serde(default)]
+    correlation_id: Option<String>,
+    #[serde(default)]
+    reply_to: Option<String>,
+    #[serde(default)]
+    delivery_mode: Option<u8>,
+    #[serde(default)]
+    priority: Option<u8>,
+    #[serde(default)]
+    expiration: Option<String>,
     #[serde(default)]
     delivery_info: Option<Map<String, Value>>,
     #[serde(default)]
@@ -172,7 +213,7 @@ pub fn unwrap(bytes: &[u8]) -> Result<Unwrapped, EnvelopeError> {
         Some("base64") => base64::engine::general_purpose::STANDARD
             .decode(envelope.body.as_bytes())
             .map_err(|e| EnvelopeError(format!("body is not base64: {e}")))?,
-        _ => envelope.body.into_bytes(),
+        _ => envelope.body.into_owned().into_bytes(),
     };
     let delivery_tag = envelope
         .properties
@@ -194,7 +235,13 @@ pub fn unwrap(bytes: &[u8]) -> Result<Unwrapped, EnvelopeError> {
         },
         message: RawMessage {
             headers: envelope.headers,
-            properties: envelope.properties.message,
+            properties: Properties {
+                correlation_id: envelope.properties.correlation_id,
+                reply_to: envelope.properties.reply_to,
+                delivery_mode: envelope.properties.delivery_mode,
+                priority: envelope.properties.priority,
+                expiration: envelope.properties.expiration,
+            },
             content_type: envelope
                 .content_type
                 .unwrap_or_else(|| "application/json".into()),
