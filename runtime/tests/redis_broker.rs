@@ -199,6 +199,14 @@ async fn malformed_envelopes_are_dropped_and_the_worker_goes_on() {
         )
         .await
         .unwrap();
+    // Tagged, so the fetch script records it as unacknowledged, but its body is not
+    // base64: rejecting it must remove that record, or the sweep would restore it forever.
+    let unreadable = format!("{queue}-unreadable");
+    let envelope = json!({
+        "body": "not base64!",
+        "properties": {"body_encoding": "base64", "delivery_tag": unreadable},
+    });
+    let _: i64 = raw.lpush(&queue, envelope.to_string()).await.unwrap();
     let mut builder = app.worker();
     builder
         .register::<Doubler, DoubleArgs>(&DOUBLE)
@@ -215,6 +223,18 @@ async fn malformed_envelopes_are_dropped_and_the_worker_goes_on() {
         0,
         "the malformed messages are gone"
     );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while raw
+        .hexists::<_, _, bool>("unacked", &unreadable)
+        .await
+        .unwrap()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unreadable message's unacked record is never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     worker.shutdown().await;
 }
 

@@ -253,6 +253,22 @@ pub fn unwrap(bytes: &[u8]) -> Result<Unwrapped, EnvelopeError> {
     })
 }
 
+/// Only the delivery tag of an envelope, for one [`unwrap`] refuses (a body that is not
+/// base64, a property of the wrong type) but that the fetch script recorded by its tag.
+pub fn delivery_tag(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Tagged {
+        properties: Tag,
+    }
+    #[derive(Deserialize)]
+    struct Tag {
+        delivery_tag: String,
+    }
+    serde_json::from_slice::<Tagged>(bytes)
+        .ok()
+        .map(|tagged| tagged.properties.delivery_tag)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -408,9 +408,9 @@ impl Drop for RedisConsumer {
                 Some(pending) => Some(pending.await),
                 None => None,
             } {
-                for (queue, envelope, _) in entries(fetched) {
-                    if let Some(acker) = acker_for(&broker, &queue, envelope) {
-                        ackers.push(Box::new(acker));
+                for (queue, envelope, malformed) in entries(fetched) {
+                    if !malformed {
+                        ackers.push(delivery(&broker, queue, envelope).into_parts().3);
                     }
                 }
             }
@@ -461,9 +461,9 @@ impl RedisConsumer {
         for (queue, envelope, malformed) in entries(fetched) {
             let delivery = if malformed {
                 tracing::warn!(%queue, bytes = envelope.len(), "dropped a message that is not a kombu envelope");
-                malformed_delivery(queue)
+                malformed_delivery(queue, Box::new(Settled))
             } else {
-                self.delivery(queue, envelope)
+                delivery(&self.broker, queue, envelope)
             };
             self.buffer.push_back(delivery);
         }
@@ -472,33 +472,6 @@ impl RedisConsumer {
             self.rotate_after(&queue);
         }
         Ok(())
-    }
-
-    fn delivery(&self, queue: String, envelope: Vec<u8>) -> Delivery {
-        match kombu::unwrap(&envelope) {
-            Ok(unwrapped) => {
-                let priority = unwrapped.message.properties.priority.unwrap_or(0);
-                let acker = RedisAcker::new(
-                    &self.broker,
-                    &queue,
-                    priority,
-                    unwrapped.delivery_tag,
-                    envelope,
-                );
-                Delivery::new(
-                    unwrapped.message,
-                    queue,
-                    unwrapped.redelivered,
-                    Box::new(acker),
-                )
-            }
-            Err(error) => {
-                // Recorded by the script (it had a tag) but unreadable here: acknowledge it
-                // away rather than let the sweep restore it forever.
-                tracing::warn!(%error, %queue, "dropped an unreadable envelope");
-                malformed_delivery(queue)
-            }
-        }
     }
 
     /// Moves `queue` to the back of the fetch order (kombu's `_queue_cycle.rotate`), so a
@@ -540,22 +513,35 @@ fn entries(fetched: Vec<Vec<u8>>) -> impl Iterator<Item = (String, Vec<u8>, bool
     })
 }
 
-/// The acknowledger of a fetched `envelope` from `queue`, if it can be read.
-fn acker_for(broker: &RedisBroker, queue: &str, envelope: Vec<u8>) -> Option<RedisAcker> {
-    let unwrapped = kombu::unwrap(&envelope).ok()?;
-    let priority = unwrapped.message.properties.priority.unwrap_or(0);
-    Some(RedisAcker::new(
-        broker,
-        queue,
-        priority,
-        unwrapped.delivery_tag,
-        envelope,
-    ))
+/// The delivery of an `envelope` the fetch script recorded (it found a delivery tag).
+/// One that cannot be read here still settles its `unacked` record, so the worker's
+/// reject removes it instead of the sweep restoring it after every visibility timeout.
+fn delivery(broker: &RedisBroker, queue: String, envelope: Vec<u8>) -> Delivery {
+    match kombu::unwrap(&envelope) {
+        Ok(unwrapped) => {
+            let priority = unwrapped.message.properties.priority.unwrap_or(0);
+            let acker = RedisAcker::new(broker, &queue, priority, unwrapped.delivery_tag, envelope);
+            Delivery::new(
+                unwrapped.message,
+                queue,
+                unwrapped.redelivered,
+                Box::new(acker),
+            )
+        }
+        Err(error) => {
+            tracing::warn!(%error, %queue, "dropped an unreadable envelope");
+            let acker: Box<dyn Acknowledger> = match kombu::delivery_tag(&envelope) {
+                Some(tag) => Box::new(RedisAcker::new(broker, &queue, 0, tag, envelope)),
+                None => Box::new(Settled),
+            };
+            malformed_delivery(queue, acker)
+        }
+    }
 }
 
 /// A delivery standing for a message that could not be read: the worker logs and
 /// rejects it like any other malformed message.
-fn malformed_delivery(queue: String) -> Delivery {
+fn malformed_delivery(queue: String, acker: Box<dyn Acknowledger>) -> Delivery {
     let message = RawMessage {
         headers: Default::default(),
         properties: Default::default(),
@@ -563,7 +549,7 @@ fn malformed_delivery(queue: String) -> Delivery {
         content_encoding: "binary".into(),
         body: Vec::new(),
     };
-    Delivery::new(message, queue, false, Box::new(Settled))
+    Delivery::new(message, queue, false, acker)
 }
 
 struct Settled;
