@@ -71,7 +71,10 @@ impl App {
                 amqp = Some(broker.clone());
                 Arc::new(broker)
             }
-            other => return Err(unsupported("broker", other, broker_url)),
+            other => {
+                let supported = "memory://, redis://, rediss://, amqp://, amqps:// and pyamqp://";
+                return Err(unsupported("broker", other, broker_url, supported));
+            }
         };
         let backend: Arc<dyn ResultBackend> = match scheme(backend_url)? {
             "memory" => Arc::new(MemoryBackend::new()),
@@ -85,7 +88,10 @@ impl App {
                     ));
                 }
             },
-            other => return Err(unsupported("result backend", other, backend_url)),
+            other => {
+                let supported = "memory://, redis://, rediss:// and rpc://";
+                return Err(unsupported("result backend", other, backend_url, supported));
+            }
         };
         Ok(App::from_parts(broker, backend))
     }
@@ -136,13 +142,9 @@ fn scheme(url: &str) -> Result<&str> {
         })
 }
 
-fn unsupported(what: &str, scheme: &str, url: &str) -> Error {
+/// The error for a URL of `scheme`, listing the schemes the match beside it accepts.
+fn unsupported(what: &str, scheme: &str, url: &str, supported: &str) -> Error {
     let shown = url.split('@').next_back().unwrap_or(url);
-    let supported = if what == "broker" {
-        "memory://, redis://, rediss://, amqp:// and amqps://"
-    } else {
-        "memory://, redis://, rediss:// and rpc://"
-    };
     Error::new(
         ErrorKind::Config,
         format!("unsupported {what} scheme `{scheme}` in `…{shown}`; supported: {supported}"),

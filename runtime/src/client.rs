@@ -254,8 +254,8 @@ fn encode(message: &TaskMessage) -> Result<crate::protocol::RawMessage> {
     })
 }
 
-/// The machine's host name, for `origin` and the STARTED result; read once per process,
-/// since the worker writes it for every tracked task.
+/// The machine's host name, for `origin`, node names and connection names; read once per
+/// process.
 pub(crate) fn hostname() -> &'static str {
     static HOSTNAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HOSTNAME.get_or_init(|| {

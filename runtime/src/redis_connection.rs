@@ -135,18 +135,19 @@ pub(crate) struct Subscription {
 }
 
 impl Subscription {
-    /// A subscription to `channels`; [`connect`](Self::connect) it before relying on it
-    /// (until then [`next`](Self::next) subscribes first, as after a lost connection).
-    pub(crate) fn new(connection: RedisConnection, channels: Vec<String>) -> Self {
-        Subscription {
+    /// A subscription to `channels`, subscribed before this returns: messages published
+    /// from then on are received.
+    pub(crate) async fn open(connection: RedisConnection, channels: Vec<String>) -> Result<Self> {
+        let mut subscription = Subscription {
             connection,
             channels,
             stream: None,
-        }
+        };
+        subscription.connect().await?;
+        Ok(subscription)
     }
 
-    /// Subscribes now, so messages published from here on are received.
-    pub(crate) async fn connect(&mut self) -> Result<()> {
+    async fn connect(&mut self) -> Result<()> {
         let pubsub = self
             .connection
             .subscribe("subscribe", &self.channels)
@@ -170,8 +171,7 @@ impl Subscription {
         }
     }
 
-    /// The next message's payload, or `None` once the connection is lost (or was never
-    /// made).
+    /// The next message's payload, or `None` once the connection is lost.
     async fn next_on_this_connection(&mut self) -> Option<Vec<u8>> {
         let message = self.stream.as_mut()?.next().await;
         if message.is_none() {

@@ -86,7 +86,7 @@ impl RedisBackend {
         let raw: Option<Vec<u8>> = self
             .connection
             .run("read a result", |mut c| {
-                let key = key.clone();
+                let key = &key;
                 async move { c.get(key).await }
             })
             .await?;
@@ -169,7 +169,7 @@ impl ResultBackend for RedisBackend {
             let _: i64 = self
                 .connection
                 .run("delete a result", |mut c| {
-                    let key = key.clone();
+                    let key = &key;
                     async move { c.del(key).await }
                 })
                 .await?;

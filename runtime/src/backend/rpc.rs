@@ -104,7 +104,12 @@ impl RpcBackend {
         };
         let first = subscribe(&backend.inner.broker, &backend.inner.queue).await?;
         let weak = Arc::downgrade(&backend.inner);
-        let consumer = tokio::spawn(receive(weak, first));
+        let consumer = tokio::spawn(receive(
+            weak,
+            broker.clone(),
+            backend.inner.queue.clone(),
+            first,
+        ));
         let _ = backend.inner.consumer.set(consumer);
         Ok(backend)
     }
@@ -154,17 +159,20 @@ async fn subscribe(broker: &AmqpBroker, queue: &AmqpQueue) -> Result<(Channel, l
 }
 
 /// Receives results until the backend is dropped, re-subscribing after a lost connection.
-async fn receive(inner: std::sync::Weak<Inner>, first: (Channel, lapin::Consumer)) {
+/// `broker` and `queue` are the backend's own, held here for re-subscribing.
+async fn receive(
+    inner: std::sync::Weak<Inner>,
+    broker: AmqpBroker,
+    queue: AmqpQueue,
+    first: (Channel, lapin::Consumer),
+) {
     let mut live = Some(first);
     let mut failures = 0;
     loop {
-        let Some(strong) = inner.upgrade() else {
-            return;
-        };
-        let broker = strong.broker.clone();
-        let queue = strong.queue.clone();
-        drop(strong);
         let Some((_channel, consumer)) = live.as_mut() else {
+            if inner.strong_count() == 0 {
+                return;
+            }
             tokio::time::sleep(broker.backoff(failures)).await;
             match subscribe(&broker, &queue).await {
                 Ok(subscribed) => {

@@ -278,8 +278,7 @@ impl Broker for RedisBroker {
         Box::pin(async move {
             self.bind(queues).await?;
             let channels = queues.iter().map(|q| self.wake_channel(q)).collect();
-            let mut wake = Subscription::new(self.shared.connection.clone(), channels);
-            wake.connect().await?;
+            let wake = Subscription::open(self.shared.connection.clone(), channels).await?;
             let broker = self.clone();
             let interval =
                 (self.visibility_timeout / 2).clamp(Duration::from_secs(1), MAX_RESTORE_INTERVAL);

@@ -66,8 +66,8 @@ pub(crate) struct RedisMailbox {
 impl RedisMailbox {
     /// Subscribes to the mailbox channel of the connection's database.
     pub(crate) async fn open(connection: RedisConnection) -> Result<Self> {
-        let mut commands = Subscription::new(connection.clone(), vec![channel(connection.db())]);
-        commands.connect().await?;
+        let commands =
+            Subscription::open(connection.clone(), vec![channel(connection.db())]).await?;
         Ok(RedisMailbox {
             connection,
             commands,

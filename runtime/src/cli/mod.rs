@@ -34,7 +34,7 @@ pub use logging::{LogFormat, subscriber};
 
 use crate::app::App;
 use crate::error::{Error, ErrorKind, Result};
-use crate::worker::{DEFAULT_HOSTNAME, WorkerBuilder};
+use crate::worker::{DEFAULT_HOSTNAME, DEFAULT_PREFETCH_MULTIPLIER, WorkerBuilder};
 
 /// The worker's command line. Every flag can also be set by its `CELERITY_*` variable;
 /// a flag wins over its variable.
@@ -80,7 +80,7 @@ pub struct WorkerArgs {
     pub concurrency: Option<usize>,
 
     /// Messages held from the broker per concurrency slot (Celery's worker_prefetch_multiplier)
-    #[arg(long, env = "CELERITY_PREFETCH_MULTIPLIER", default_value = "4", value_parser = positive, value_name = "N")]
+    #[arg(long, env = "CELERITY_PREFETCH_MULTIPLIER", default_value_t = DEFAULT_PREFETCH_MULTIPLIER, value_parser = positive, value_name = "N")]
     pub prefetch_multiplier: usize,
 
     /// Node name; %h is the host name, %n its first label, %d the rest

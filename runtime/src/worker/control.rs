@@ -39,8 +39,6 @@ fn nok(value: impl Into<Value>) -> Value {
     json!({ "error": value.into() })
 }
 
-/// A task id or a list of them (`maybe_list`), or the keys of a dict (the `hello` of
-/// Celery before 5.5 sends `revoked` as `LimitedSet._data`).
 /// Python's `repr` of a set of strings, as Celery's revoke answer prints it.
 fn set_repr(ids: &[String]) -> String {
     let items: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();

@@ -21,7 +21,6 @@ use crate::protocol::{
 use crate::spec::RetryPolicy;
 use crate::task::{TaskContext, TaskError, TaskErrorKind};
 
-/// Module Celery's own exceptions live in; Python clients re-raise them as the real class.
 use super::CELERY_EXCEPTIONS;
 
 pub(crate) struct Shared {

@@ -28,7 +28,7 @@ use execute::Shared;
 const CELERY_EXCEPTIONS: &str = "celery.exceptions";
 
 /// Celery's `worker_prefetch_multiplier` default.
-const DEFAULT_PREFETCH_MULTIPLIER: usize = 4;
+pub(crate) const DEFAULT_PREFETCH_MULTIPLIER: usize = 4;
 
 /// Configures a worker: which tasks it runs, with which singletons, how many at once.
 pub struct WorkerBuilder {
