@@ -97,17 +97,15 @@ async fn task_status(
     // The service does not know which task an id belongs to, so the result is read as
     // JSON: exactly what the task's typed result serialised to.
     let handle: AsyncResult<Value> = tasks.client().result(id.clone());
-    let state = handle.state().await?;
+    let (state, outcome) = handle.poll().await?;
     let (mut result, mut error) = (None, None);
-    if state.is_ready() {
-        // Ready results are stored; reading one back does not wait.
-        match handle.get(std::time::Duration::from_secs(5)).await {
-            Ok(value) => result = Some(value),
-            Err(ResultError::Failed(failure) | ResultError::Revoked(failure)) => {
-                error = Some(failure.into())
-            }
-            Err(other) => return Err(other.into()),
+    match outcome {
+        Some(Ok(value)) => result = Some(value),
+        Some(Err(ResultError::Failed(failure) | ResultError::Revoked(failure))) => {
+            error = Some(failure.into())
         }
+        Some(Err(other)) => return Err(other.into()),
+        None => {}
     }
     Ok(Json(TaskStatus {
         task_id: id,

@@ -506,6 +506,24 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         let meta = tokio::time::timeout(timeout, self.backend.wait_ready(&self.id))
             .await
             .map_err(|_| ResultError::Timeout(timeout))??;
+        Self::outcome(meta)
+    }
+
+    /// The current state and, once the task has finished, its typed outcome, from one
+    /// read of the backend and without waiting: for status endpoints that clients poll.
+    pub async fn poll(&self) -> Result<(TaskState, Option<Result<R, ResultError>>)> {
+        Ok(match self.backend.get(&self.id).await? {
+            Some(meta) if meta.status.is_ready() => {
+                let state = meta.status.clone();
+                (state, Some(Self::outcome(meta)))
+            }
+            Some(meta) => (meta.status, None),
+            None => (TaskState::Pending, None),
+        })
+    }
+
+    /// The typed outcome of a finished task's stored result.
+    fn outcome(meta: ResultMeta) -> Result<R, ResultError> {
         match meta.status {
             // Results of Python tasks carry dates, times and UUIDs in kombu's envelopes.
             TaskState::Success => {
