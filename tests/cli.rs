@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use celerity::App;
 use celerity::cli::Banner;
+use celerity::{App, TaskState};
 use celerity_shop::tasks::TasksRegistry;
 
 mod support;
@@ -116,6 +116,12 @@ async fn the_worker_example_runs_tasks_reports_health_and_drains_on_sigterm() {
     let ping = tasks.ping().queue(&queue).await.unwrap();
     assert_eq!(ping.get(Duration::from_secs(20)).await.unwrap(), "pong");
     let id = ping.id().to_owned();
+    // A batch in flight as the signal arrives: whatever the worker took, it finishes.
+    let batch = app
+        .client()
+        .send_batch((0..200).map(|_| tasks.ping().queue(&queue)))
+        .await
+        .unwrap();
 
     signal(worker.child.id(), "TERM");
     let status = worker.wait(Duration::from_secs(30));
@@ -146,6 +152,16 @@ async fn the_worker_example_runs_tasks_reports_health_and_drains_on_sigterm() {
     ] {
         assert!(stderr.contains(&expected), "no `{expected}` in:\n{stderr}");
     }
+    for sent in &batch {
+        let id = sent.id();
+        if stderr.contains(&format!("Task tasks.ping[{id}] received")) {
+            assert!(
+                stderr.contains(&format!("Task tasks.ping[{id}] succeeded in ")),
+                "task {id} was received but not finished before the worker stopped"
+            );
+            assert_eq!(sent.state().await.unwrap(), TaskState::Success);
+        }
+    }
 }
 
 /// The `worker` example, built if needed (a plain `cargo test` builds examples; a test
@@ -158,8 +174,9 @@ fn worker_binary() -> PathBuf {
                 .args([
                     "build",
                     "--quiet",
-                    "-p",
-                    "celerity-shop",
+                    // The workspace's features, as `cargo test --workspace` built them:
+                    // `-p` alone would build every dependency again with other features.
+                    "--workspace",
                     "--example",
                     "worker",
                 ])

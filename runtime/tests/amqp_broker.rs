@@ -729,6 +729,24 @@ async fn a_topic_routed_queue_is_published_through_its_exchange() {
     let Some(rabbit) = Rabbit::start(topic).await else {
         return;
     };
+    // The default exchange would also deliver a message to the queue of its routing
+    // key's name, so the route is read off the wire, not inferred from the task running.
+    rabbit
+        .send::<i64>(&RECORD, json!([1]), SendOptions::default())
+        .await;
+    let message = rabbit
+        .raw
+        .get(&rabbit.queue)
+        .await
+        .expect("routed to the queue");
+    assert_eq!(
+        (
+            message.delivery.exchange.as_str(),
+            message.delivery.routing_key.as_str()
+        ),
+        (format!("{}.topic", rabbit.queue).as_str(), "mail.send"),
+        "published through the topic exchange with the queue's routing key"
+    );
     let worker = rabbit.worker(2, 4).await;
     let sent = rabbit
         .send::<i64>(&RECORD, json!([3]), SendOptions::default())

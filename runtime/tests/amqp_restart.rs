@@ -14,10 +14,9 @@ use std::time::Duration;
 
 use celerity::backend::RpcBackend;
 use celerity::broker::{AmqpBroker, AmqpOptions};
-use celerity::{
-    App, ArgSpec, BuildError, Component, Invoke, SendOptions, TaskContext, TaskResult, TaskSpec,
-};
+use celerity::{App, ArgSpec, Invoke, SendOptions, TaskContext, TaskResult, TaskSpec};
 use serde_json::{Map, json};
+use support::Doubler;
 
 const TASKS: usize = 60;
 
@@ -25,15 +24,6 @@ const TASKS: usize = 60;
 /// unacknowledged when the broker goes away.
 static SLOW_DOUBLE: TaskSpec =
     TaskSpec::new("t.slow_double", &[ArgSpec::new("x", true)]).acks_late(true);
-
-struct Doubler;
-
-impl Component for Doubler {
-    type Deps = ();
-    async fn build(_deps: (), _ctx: &TaskContext) -> Result<Self, BuildError> {
-        Ok(Doubler)
-    }
-}
 
 #[derive(serde::Deserialize)]
 struct SlowDoubleArgs {
@@ -156,14 +146,11 @@ async fn producer_and_worker_recover_from_a_rabbitmq_restart() {
         .await
         .expect("the producer finishes")
         .unwrap();
-    let mut completed = 0;
-    for (x, result) in sent.iter().enumerate() {
-        match result.get(Duration::from_secs(60)).await {
-            Ok(value) if value == 2 * x as i64 => completed += 1,
-            Ok(value) => eprintln!("task {x} returned {value}"),
-            Err(error) => eprintln!("task {x} did not complete after the restart: {error}"),
-        }
+    let lost = support::lost_doubles(&sent, Duration::from_secs(60)).await;
+    for task in &lost {
+        eprintln!("did not complete after the restart: {task}");
     }
+    let completed = sent.len() - lost.len();
     println!(
         "sent {} ({} before the stop; none accepted while stopped: {}; failed sends retried {failures}), completed {completed}, lost {}",
         sent.len(),

@@ -274,6 +274,10 @@ async fn fetching_records_each_message_under_its_own_tag_however_the_envelope_is
         ),
         retag(&quoted.replace('"', "\\\"")),
     ];
+    assert!(
+        envelopes[2].contains("not-this-one"),
+        "the decoy header is in place"
+    );
     for envelope in &envelopes {
         let _: i64 = raw.lpush(&queue, envelope).await.unwrap();
     }

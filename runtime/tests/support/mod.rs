@@ -86,6 +86,23 @@ pub fn to(queue: &str) -> celerity::SendOptions {
     }
 }
 
+/// The tasks of `sent` (each doubling its index) that did not complete with the right
+/// value within `within`, described. One deadline for all of them, so a worker that never
+/// recovers fails the test in `within` rather than in one timeout per task.
+pub async fn lost_doubles(sent: &[celerity::AsyncResult<i64>], within: Duration) -> Vec<String> {
+    let deadline = std::time::Instant::now() + within;
+    let mut lost = Vec::new();
+    for (x, result) in sent.iter().enumerate() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match result.get(left.max(Duration::from_millis(100))).await {
+            Ok(value) if value == 2 * x as i64 => {}
+            Ok(value) => lost.push(format!("task {x} returned {value}")),
+            Err(error) => lost.push(format!("task {x}: {error}")),
+        }
+    }
+    lost
+}
+
 /// A queue name no other test uses.
 pub fn unique_queue() -> String {
     format!("celerity-test-{}", uuid::Uuid::new_v4())
