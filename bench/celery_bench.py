@@ -78,6 +78,12 @@ def ping():
     return "pong"
 
 
+def nearest_rank(sorted_times, q):
+    """The smallest sample with at least a fraction q of the samples at or below it."""
+    rank = -(-len(sorted_times) * q // 1)  # ceil
+    return sorted_times[min(max(int(rank), 1), len(sorted_times)) - 1]
+
+
 def log(message):
     print(f"[python] {message}", file=sys.stderr, flush=True)
 
@@ -356,9 +362,9 @@ def latency(samples, queue):
     times.sort()
     figures = {
         "latency_n": samples,
-        # The same order statistics as the Rust side.
-        "p50_ms": times[min(len(times) - 1, int(len(times) * 0.5))],
-        "p99_ms": times[min(len(times) - 1, int(len(times) * 0.99))],
+        # The same order statistics as the Rust side: nearest rank.
+        "p50_ms": nearest_rank(times, 0.5),
+        "p99_ms": nearest_rank(times, 0.99),
         "max_ms": times[-1],
     }
     log(

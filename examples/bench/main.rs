@@ -228,7 +228,9 @@ fn render(
          taken out in proportion to calls, an estimate.\n\
          ⁴ CPU time over the end-to-end run divided by the tasks: the worker's threads \
          (`/proc/<pid>/task/*/schedstat`; Python: the prefork parent and children), and \
-         the Redis server's (`INFO cpu`, server-wide, with the benchmark's own result reads) \
+         the Redis server's (`INFO cpu`, server-wide, with the benchmark's own result reads: \
+         one GET per task from Celerity's collector, one MGET per 1,000 from Python's, so \
+         this row overstates Celerity's Redis time against Python's) \
          and RabbitMQ's (its `beam.smp` process, when it runs on this machine). \
          On the memory broker producer, \
          worker and result reads share one process.",

@@ -266,7 +266,11 @@ pub async fn latency(app: &App, queue: &str, samples: usize) -> BenchResult<Late
         }
     }
     times.sort_by(f64::total_cmp);
-    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    // Nearest rank: the smallest sample with at least a fraction `q` of them at or below.
+    let at = |q: f64| {
+        let rank = (times.len() as f64 * q).ceil() as usize;
+        times[rank.clamp(1, times.len()) - 1]
+    };
     let latency = Latency {
         p50: at(0.5),
         p99: at(0.99),
