@@ -2,8 +2,16 @@
 
 use std::sync::Arc;
 
-use crate::backend::{MemoryBackend, RedisBackend, ResultBackend, RpcBackend};
-use crate::broker::{AmqpBroker, Broker, MemoryBroker, RedisBroker};
+#[cfg(feature = "redis")]
+use crate::backend::RedisBackend;
+#[cfg(feature = "amqp")]
+use crate::backend::RpcBackend;
+use crate::backend::{MemoryBackend, ResultBackend};
+#[cfg(feature = "amqp")]
+use crate::broker::AmqpBroker;
+#[cfg(feature = "redis")]
+use crate::broker::RedisBroker;
+use crate::broker::{Broker, MemoryBroker};
 use crate::client::Client;
 use crate::error::{Error, ErrorKind, Result};
 use crate::worker::WorkerBuilder;
@@ -57,43 +65,36 @@ impl App {
         }
     }
 
-    /// An app configured by URL. Brokers: `memory://` (the embedded default), `redis://`,
-    /// `amqp://` or `amqps://` (RabbitMQ). Result backends: `memory://`, `redis://`, and
-    /// `rpc://`, which sends results back over the AMQP broker's connection and so needs
-    /// an `amqp://` broker, as in Celery.
+    /// An app configured by URL. Brokers: `memory://` (the embedded default), `redis://`
+    /// or `rediss://` (the `redis` feature), `amqp://`, `amqps://` or `pyamqp://` (RabbitMQ,
+    /// the `amqp` feature). Result backends: `memory://`, `redis://` or `rediss://`, and
+    /// `rpc://`, which sends results back over the AMQP broker's connection and so needs an
+    /// `amqp://` broker, as in Celery.
+    ///
+    /// A URL whose transport this build leaves out fails with
+    /// [`ErrorKind::MissingFeature`], naming the feature to enable.
     pub async fn from_urls(broker_url: &str, backend_url: &str) -> Result<App> {
-        let mut amqp = None;
         let broker: Arc<dyn Broker> = match scheme(broker_url)? {
             "memory" => Arc::new(MemoryBroker::new()),
+            #[cfg(feature = "redis")]
             "redis" | "rediss" => Arc::new(RedisBroker::connect(broker_url).await?),
-            "amqp" | "amqps" | "pyamqp" => {
-                let broker = AmqpBroker::connect(broker_url).await?;
-                amqp = Some(broker.clone());
-                Arc::new(broker)
-            }
-            other => {
-                let supported = "memory://, redis://, rediss://, amqp://, amqps:// and pyamqp://";
-                return Err(unsupported("broker", other, broker_url, supported));
-            }
+            #[cfg(feature = "amqp")]
+            "amqp" | "amqps" | "pyamqp" => return App::on_amqp(broker_url, backend_url).await,
+            other => return Err(unsupported("broker", other, broker_url, BROKER_SCHEMES)),
         };
-        let backend: Arc<dyn ResultBackend> = match scheme(backend_url)? {
-            "memory" => Arc::new(MemoryBackend::new()),
-            "redis" | "rediss" => Arc::new(RedisBackend::connect(backend_url).await?),
-            "rpc" => match &amqp {
-                Some(broker) => Arc::new(RpcBackend::connect(broker).await?),
-                None => {
-                    return Err(Error::new(
-                        ErrorKind::Config,
-                        "the rpc:// result backend sends results over AMQP: it needs an amqp:// broker",
-                    ));
-                }
-            },
-            other => {
-                let supported = "memory://, redis://, rediss:// and rpc://";
-                return Err(unsupported("result backend", other, backend_url, supported));
-            }
-        };
+        let backend = backend_from_url(backend_url).await?;
         Ok(App::from_parts(broker, backend))
+    }
+
+    /// An app on an AMQP broker: the one broker whose connection an `rpc://` backend shares.
+    #[cfg(feature = "amqp")]
+    async fn on_amqp(broker_url: &str, backend_url: &str) -> Result<App> {
+        let broker = AmqpBroker::connect(broker_url).await?;
+        let backend: Arc<dyn ResultBackend> = match scheme(backend_url)? {
+            "rpc" => Arc::new(RpcBackend::connect(&broker).await?),
+            _ => backend_from_url(backend_url).await?,
+        };
+        Ok(App::from_parts(Arc::new(broker), backend))
     }
 
     /// The broker and backend URLs from `CELERITY_BROKER_URL` and
@@ -131,6 +132,45 @@ impl App {
     }
 }
 
+/// The broker URL schemes, each with the cargo feature that compiles its transport
+/// (`None`: always compiled). Kept beside the matches in [`App::from_urls`].
+const BROKER_SCHEMES: &[Scheme] = &[
+    ("memory", None),
+    ("redis", Some("redis")),
+    ("rediss", Some("redis")),
+    ("amqp", Some("amqp")),
+    ("amqps", Some("amqp")),
+    ("pyamqp", Some("amqp")),
+];
+
+/// The result backend URL schemes, as [`BROKER_SCHEMES`].
+const BACKEND_SCHEMES: &[Scheme] = &[
+    ("memory", None),
+    ("redis", Some("redis")),
+    ("rediss", Some("redis")),
+    ("rpc", Some("amqp")),
+];
+
+/// A URL scheme and the cargo feature of celerity-runtime it needs, if any.
+type Scheme = (&'static str, Option<&'static str>);
+
+/// The result backend of `url`, on any broker but AMQP (see [`App::on_amqp`]).
+async fn backend_from_url(url: &str) -> Result<Arc<dyn ResultBackend>> {
+    Ok(match scheme(url)? {
+        "memory" => Arc::new(MemoryBackend::new()),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" => Arc::new(RedisBackend::connect(url).await?),
+        #[cfg(feature = "amqp")]
+        "rpc" => {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "the rpc:// result backend sends results over AMQP: it needs an amqp:// broker",
+            ));
+        }
+        other => return Err(unsupported("result backend", other, url, BACKEND_SCHEMES)),
+    })
+}
+
 fn scheme(url: &str) -> Result<&str> {
     url.split_once("://")
         .map(|(scheme, _)| scheme)
@@ -142,11 +182,156 @@ fn scheme(url: &str) -> Result<&str> {
         })
 }
 
-/// The error for a URL of `scheme`, listing the schemes the match beside it accepts.
-fn unsupported(what: &str, scheme: &str, url: &str, supported: &str) -> Error {
+/// Whether this build has `feature` of celerity-runtime (`None`: nothing to have).
+fn compiled(feature: Option<&str>) -> bool {
+    match feature {
+        None => true,
+        Some("redis") => cfg!(feature = "redis"),
+        Some("amqp") => cfg!(feature = "amqp"),
+        Some(_) => false,
+    }
+}
+
+/// The error for a URL of `scheme` that no match arm took: its transport is compiled out
+/// (the error names the feature), or the scheme is unknown (the error lists the schemes
+/// this build accepts).
+fn unsupported(what: &str, scheme: &str, url: &str, schemes: &[Scheme]) -> Error {
+    if let Some(&(_, Some(feature))) = schemes
+        .iter()
+        .find(|&&(known, feature)| known == scheme && !compiled(feature))
+    {
+        return missing_feature(scheme, feature);
+    }
     let shown = url.split('@').next_back().unwrap_or(url);
+    let supported: Vec<String> = schemes
+        .iter()
+        .filter(|&&(_, feature)| compiled(feature))
+        .map(|(known, _)| format!("{known}://"))
+        .collect();
+    let supported = match supported.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    };
     Error::new(
         ErrorKind::Config,
         format!("unsupported {what} scheme `{scheme}` in `…{shown}`; supported: {supported}"),
     )
+}
+
+/// The error for a URL whose transport is behind `feature`, which this build leaves out,
+/// with the dependency line that adds it.
+fn missing_feature(scheme: &str, feature: &str) -> Error {
+    const VERSION: &str = concat!(
+        env!("CARGO_PKG_VERSION_MAJOR"),
+        ".",
+        env!("CARGO_PKG_VERSION_MINOR")
+    );
+    Error::new(
+        ErrorKind::MissingFeature,
+        format!(
+            "`{scheme}://` URLs need the `{feature}` feature of celerity-runtime, which this \
+             build leaves out; enable it in Cargo.toml: celerity = {{ package = \
+             \"celerity-runtime\", version = \"{VERSION}\", features = [\"{feature}\"] }}"
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The error `App::from_urls` gives for these URLs.
+    async fn error_for(broker_url: &str, backend_url: &str) -> Error {
+        App::from_urls(broker_url, backend_url)
+            .await
+            .expect_err("the URLs are refused")
+    }
+
+    /// Asserts that `error` asks for `feature`, with a dependency line to paste.
+    #[cfg(not(all(feature = "redis", feature = "amqp")))]
+    fn assert_needs(error: &Error, scheme: &str, feature: &str) {
+        assert_eq!(error.kind(), ErrorKind::MissingFeature, "{error}");
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "`{scheme}://` URLs need the `{feature}` feature of celerity-runtime"
+            )),
+            "{message}"
+        );
+        assert!(
+            message.ends_with(&format!(
+                "celerity = {{ package = \"celerity-runtime\", version = \"0.1\", features = [\"{feature}\"] }}"
+            )),
+            "{message}"
+        );
+    }
+
+    #[cfg(not(feature = "redis"))]
+    #[tokio::test]
+    async fn redis_urls_without_the_redis_feature_name_it() {
+        for scheme in ["redis", "rediss"] {
+            let url = format!("{scheme}://:secret@localhost:6379/0");
+            assert_needs(&error_for(&url, "memory://").await, scheme, "redis");
+            assert_needs(&error_for("memory://", &url).await, scheme, "redis");
+        }
+    }
+
+    #[cfg(not(feature = "amqp"))]
+    #[tokio::test]
+    async fn amqp_urls_without_the_amqp_feature_name_it() {
+        for scheme in ["amqp", "amqps", "pyamqp"] {
+            let url = format!("{scheme}://guest:guest@localhost:5672//");
+            assert_needs(&error_for(&url, "memory://").await, scheme, "amqp");
+        }
+        assert_needs(&error_for("memory://", "rpc://").await, "rpc", "amqp");
+    }
+
+    #[cfg(all(feature = "cli", not(feature = "amqp")))]
+    #[tokio::test]
+    async fn the_worker_command_line_names_a_missing_feature() {
+        use clap::Parser;
+
+        let args = crate::cli::WorkerArgs::try_parse_from([
+            "worker",
+            "--broker-url",
+            "amqp://guest:guest@localhost:5672//",
+            "--result-backend",
+            "memory://",
+        ])
+        .expect("valid arguments");
+        let error = args
+            .run(|_| {})
+            .await
+            .expect_err("the worker does not start");
+        assert_needs(&error, "amqp", "amqp");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_scheme_lists_the_schemes_this_build_accepts() {
+        let error = error_for("carrier-pigeon://:secret@loft", "memory://").await;
+        assert_eq!(error.kind(), ErrorKind::Config);
+        let message = error.to_string();
+        assert!(!message.contains("secret"), "{message}");
+        let accepted = [
+            ("memory://", true),
+            ("redis://", cfg!(feature = "redis")),
+            ("amqp://", cfg!(feature = "amqp")),
+        ];
+        for (scheme, listed) in accepted {
+            assert_eq!(message.contains(scheme), listed, "{scheme} in {message}");
+        }
+
+        let error = error_for("memory://", "carrier-pigeon://loft").await;
+        let message = error.to_string();
+        assert!(
+            message.starts_with("unsupported result backend scheme `carrier-pigeon`"),
+            "{message}"
+        );
+        assert_eq!(
+            message.contains("rpc://"),
+            cfg!(feature = "amqp"),
+            "{message}"
+        );
+    }
 }

@@ -16,6 +16,9 @@ pub enum ErrorKind {
     Decode,
     /// Configuration is invalid (a bad URL, an unknown scheme).
     Config,
+    /// A URL names a transport this build leaves out: the message names the cargo feature
+    /// of celerity-runtime that compiles it.
+    MissingFeature,
     /// The dependency container could not build a component.
     Container,
     /// An operation did not finish in time.

@@ -21,17 +21,25 @@
 //! assert_eq!(sent.state().await?, celerity::TaskState::Pending); // no worker is running
 //! # Ok(()) }
 //! ```
+//!
+//! The memory broker and backend are always compiled; the Redis and RabbitMQ transports
+//! and the worker's command line are cargo features: `redis` and `cli` (the defaults),
+//! `amqp`, and `full` for all three.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod app;
 pub mod backend;
 mod bounded;
 pub mod broker;
 #[cfg(feature = "cli")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;
 mod client;
 mod container;
 mod error;
 pub mod protocol;
+#[cfg(feature = "redis")]
 mod redis_connection;
 mod spec;
 mod task;

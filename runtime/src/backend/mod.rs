@@ -1,20 +1,28 @@
 //! Result backends: where task states and results are stored.
 
 mod memory;
+#[cfg(feature = "redis")]
 pub(crate) mod redis;
+#[cfg(feature = "redis")]
 mod redis_listener;
+#[cfg(feature = "amqp")]
 mod rpc;
 
 use futures::future::BoxFuture;
 
 pub use memory::MemoryBackend;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{RedisBackend, TASK_META_PREFIX};
+#[cfg(feature = "amqp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "amqp")))]
 pub use rpc::RpcBackend;
 
 use crate::error::Result;
 use crate::protocol::{Properties, ResultMeta};
 
 /// Celery's `result_expires` default: results (and rpc reply queues) last a day.
+#[cfg(any(feature = "redis", feature = "amqp"))]
 pub(crate) const DEFAULT_RESULT_EXPIRES: std::time::Duration =
     std::time::Duration::from_secs(86_400);
 
@@ -36,7 +44,8 @@ pub(crate) async fn wait_for_ready(
     }
 }
 
-/// A result as Celery's JSON, the same bytes for every backend.
+/// A result as Celery's JSON, the same bytes for every backend that stores bytes.
+#[cfg(any(feature = "redis", feature = "amqp"))]
 pub(crate) fn encode_result(meta: &ResultMeta) -> Result<Vec<u8>> {
     crate::protocol::to_python_json(meta).map_err(|e| {
         crate::error::Error::new(crate::error::ErrorKind::Encode, "could not encode a result")

@@ -4,18 +4,27 @@
 //! [`Delivery`]s, which must be acknowledged or rejected. Decoding is the worker's job, so
 //! every transport treats malformed messages the same way.
 
+#[cfg(feature = "amqp")]
 pub(crate) mod amqp;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod kombu;
 mod memory;
 pub mod pidbox;
+#[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
 mod redis_pidbox;
 
 use futures::future::BoxFuture;
 
+#[cfg(feature = "amqp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "amqp")))]
 pub use amqp::{AmqpBroker, AmqpOptions, AmqpQueue, ExchangeType};
 pub use memory::MemoryBroker;
 pub use pidbox::{Mailbox, MailboxCommand, ReplyTo};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::RedisBroker;
 
 use crate::error::Result;
