@@ -11,9 +11,10 @@ use crate::{render, validate};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The schema has mistakes; the value prints them all, rustc-style.
-    #[error("{0}")]
-    Schema(Diagnostics),
+    /// Schemas have mistakes: every mistake of every schema file, one entry per file with
+    /// mistakes. The value prints them all, rustc-style.
+    #[error("{}", render_all(.0))]
+    Schema(Vec<Diagnostics>),
     /// A file could not be read or written.
     #[error("could not {action} `{}`: {source}", path.display())]
     Io {
@@ -109,7 +110,8 @@ impl Generator {
     }
 
     /// Generates one `<stem>.rs` per schema. Every schema is checked before anything is
-    /// written, so a mistake in one leaves every output as it was.
+    /// written, so a mistake in one leaves every output as it was, and the error lists the
+    /// mistakes of every schema, not only the first one's.
     pub fn generate(&self) -> Result<Vec<GeneratedFile>, Error> {
         let out_dir = match &self.out_dir {
             Some(dir) => dir.clone(),
@@ -127,11 +129,18 @@ impl Generator {
             if self.rerun_if_changed {
                 println!("cargo:rerun-if-changed={}", full.display());
             }
-            let source = std::fs::read_to_string(&full).map_err(|source| Error::Io {
-                action: "read",
-                path: full.clone(),
-                source,
-            })?;
+            let source = match std::fs::read_to_string(&full) {
+                Ok(source) => source,
+                Err(source) => {
+                    let error = Error::Io {
+                        action: "read",
+                        path: full.clone(),
+                        source,
+                    };
+                    outputs.push((schema.clone(), PathBuf::new(), Err(error)));
+                    continue;
+                }
+            };
             let display = schema.display().to_string();
             let file_name = full
                 .file_name()
@@ -161,11 +170,21 @@ impl Generator {
             });
             outputs.push((schema.clone(), out_dir.join(format!("{stem}.rs")), code));
         }
-        // Every schema was read (and announced to cargo) before the first error is returned.
-        let files = outputs
-            .into_iter()
-            .map(|(schema, path, code)| code.map(|code| (schema, path, code)))
-            .collect::<Result<Vec<_>, Error>>()?;
+        // Every schema was read (and announced to cargo) and checked before any error is
+        // returned. The mistakes of every schema are reported together; any other failure
+        // (a file that cannot be read, a generator bug) comes first, on its own.
+        let mut files = Vec::new();
+        let mut mistakes = Vec::new();
+        for (schema, path, code) in outputs {
+            match code {
+                Ok(code) => files.push((schema, path, code)),
+                Err(Error::Schema(diagnostics)) => mistakes.extend(diagnostics),
+                Err(other) => return Err(other),
+            }
+        }
+        if !mistakes.is_empty() {
+            return Err(Error::Schema(mistakes));
+        }
         std::fs::create_dir_all(&out_dir).map_err(|source| Error::Io {
             action: "write",
             path: out_dir.clone(),
@@ -183,6 +202,14 @@ impl Generator {
             })
             .collect()
     }
+}
+
+fn render_all(files: &[Diagnostics]) -> String {
+    files
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n\n")
 }
 
 fn write_if_changed(path: &Path, content: &str) -> Result<bool, Error> {
@@ -221,11 +248,11 @@ enum Failure {
 
 fn generate_named(source: &str, display: &str, file_name: &str) -> Result<String, Failure> {
     let model = validate::check(source, file_name).map_err(|items| {
-        Failure::Schema(Error::Schema(Diagnostics {
+        Failure::Schema(Error::Schema(vec![Diagnostics {
             file: display.to_owned(),
             source: source.to_owned(),
             items,
-        }))
+        }]))
     })?;
     render::render(&model).map_err(Failure::Render)
 }
@@ -234,7 +261,19 @@ fn generate_named(source: &str, display: &str, file_name: &str) -> Result<String
 /// tells cargo to rerun when the schema changes and, on any error, prints it and exits
 /// the build script with status 1 (so the user sees the diagnostics, not a panic).
 pub fn compile(schema: impl Into<PathBuf>) {
-    let generator = Generator::new().schema(schema).rerun_if_changed(true);
+    compile_all([schema]);
+}
+
+/// [`compile`] for several schemas at once: every schema is checked, and every mistake of
+/// every schema reported, before anything is written.
+pub fn compile_all<I, P>(schemas: I)
+where
+    I: IntoIterator<Item = P>,
+    P: Into<PathBuf>,
+{
+    let generator = Generator::new()
+        .schema_files(schemas)
+        .rerun_if_changed(true);
     if let Err(error) = generator.generate() {
         exit_with(error);
     }

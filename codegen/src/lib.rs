@@ -18,7 +18,8 @@
 //! and bring the result into the crate with `celerity::include_tasks!("tasks")`.
 //!
 //! A mistake in the schema fails the build with every problem listed rustc-style: file,
-//! line, column, key path and, where it can, the fix.
+//! line, column, key path and, where it can, the fix. With several schema files,
+//! [`compile_all`] reports the mistakes of all of them at once.
 
 mod build;
 mod diagnostic;
@@ -30,7 +31,7 @@ mod schema;
 mod types;
 mod validate;
 
-pub use build::{Error, GeneratedFile, Generator, compile, generate_str};
+pub use build::{Error, GeneratedFile, Generator, compile, compile_all, generate_str};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use locate::Position;
 pub use schema::{

@@ -47,7 +47,7 @@ fn diagnostics_for_each_mistake() {
     for path in fixtures("errors") {
         match generate(&path) {
             Ok(_) => panic!("{} should fail to generate", path.display()),
-            Err(celerity_codegen::Error::Schema(diagnostics)) => {
+            Err(diagnostics @ celerity_codegen::Error::Schema(_)) => {
                 insta::assert_snapshot!(format!("error__{}", stem(&path)), diagnostics.to_string());
             }
             Err(other) => panic!("{} failed with a non-schema error: {other}", path.display()),
@@ -101,6 +101,37 @@ fn a_broken_schema_writes_nothing() {
         .out_dir(out.path())
         .generate();
     assert!(matches!(result, Err(celerity_codegen::Error::Schema(_))));
+    assert!(!out.path().join("enums.rs").exists());
+}
+
+#[test]
+fn the_mistakes_of_every_schema_are_reported_together() {
+    let out = tempfile::tempdir().expect("a temporary directory");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let error = celerity_codegen::Generator::new()
+        .schema(fixtures.join("errors/unknown_type.yaml"))
+        .schema(fixtures.join("ok/enums.yaml"))
+        .schema(fixtures.join("errors/unknown_key.yaml"))
+        .out_dir(out.path())
+        .generate()
+        .unwrap_err();
+    let celerity_codegen::Error::Schema(files) = &error else {
+        panic!("expected schema errors, got: {error}");
+    };
+    let names: Vec<&Path> = files
+        .iter()
+        .map(|file| Path::new(Path::new(&file.file).file_name().expect("a file name")))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            Path::new("unknown_type.yaml"),
+            Path::new("unknown_key.yaml")
+        ]
+    );
+    let text = error.to_string();
+    assert!(text.contains("error: unknown type `EmailReslt`"), "{text}");
+    assert!(text.contains("error: unknown key `defualts`"), "{text}");
     assert!(!out.path().join("enums.rs").exists());
 }
 
