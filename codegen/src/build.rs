@@ -112,6 +112,10 @@ impl Generator {
     /// Generates one `<stem>.rs` per schema. Every schema is checked before anything is
     /// written, so a mistake in one leaves every output as it was, and the error lists the
     /// mistakes of every schema, not only the first one's.
+    ///
+    /// Diagnostics name each file relative to the workspace root when `CARGO_MANIFEST_DIR`
+    /// is set (as in `build.rs`): rustc names source files that way, and it is where
+    /// `cargo build` usually runs, so a terminal or an editor can open the location.
     pub fn generate(&self) -> Result<Vec<GeneratedFile>, Error> {
         let out_dir = match &self.out_dir {
             Some(dir) => dir.clone(),
@@ -120,6 +124,7 @@ impl Generator {
             }
         };
         let base = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+        let root = base.as_deref().map(workspace_root);
         let mut outputs = Vec::new();
         for schema in &self.schemas {
             let full = match &base {
@@ -141,7 +146,10 @@ impl Generator {
                     continue;
                 }
             };
-            let display = schema.display().to_string();
+            let display = match &root {
+                Some(root) => shown_path(&full, root),
+                None => schema.display().to_string(),
+            };
             let file_name = full
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
@@ -204,6 +212,37 @@ impl Generator {
     }
 }
 
+/// The root of the workspace the package at `manifest_dir` belongs to: the nearest
+/// directory, from the package's own up, whose `Cargo.toml` has a `[workspace]` table; the
+/// package's directory when none has (it is then its own workspace).
+///
+/// Cargo tells build scripts no workspace root, and running `cargo locate-project` from one
+/// costs a process and a lock. A line that opens a `[workspace]` or `[workspace.…]` table
+/// is what cargo itself looks for; a misread only makes the shown paths longer.
+fn workspace_root(manifest_dir: &Path) -> PathBuf {
+    let declares_workspace = |dir: &Path| {
+        std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|manifest| {
+            manifest.lines().any(|line| {
+                let line = line.trim_start();
+                line.starts_with("[workspace]") || line.starts_with("[workspace.")
+            })
+        })
+    };
+    manifest_dir
+        .ancestors()
+        .find(|dir| declares_workspace(dir))
+        .unwrap_or(manifest_dir)
+        .to_owned()
+}
+
+/// `full` relative to `root` when it is inside, else as it is.
+fn shown_path(full: &Path, root: &Path) -> String {
+    full.strip_prefix(root)
+        .unwrap_or(full)
+        .display()
+        .to_string()
+}
+
 fn render_all(files: &[Diagnostics]) -> String {
     files
         .iter()
@@ -257,9 +296,13 @@ fn generate_named(source: &str, display: &str, file_name: &str) -> Result<String
     render::render(&model).map_err(Failure::Render)
 }
 
-/// The one call a `build.rs` needs: generates code for `schema` into `$OUT_DIR/celerity`,
-/// tells cargo to rerun when the schema changes and, on any error, prints it and exits
-/// the build script with status 1 (so the user sees the diagnostics, not a panic).
+/// The one call a `build.rs` needs: generates code for `schema` into `$OUT_DIR/celerity`
+/// and tells cargo to rerun when the schema changes.
+///
+/// On any error it reports every diagnostic to cargo as a build error (`cargo::error`),
+/// which fails the build once the build script ends, and returns: a later call for another
+/// schema still reports that schema's mistakes. Outside a build script it prints the
+/// diagnostics and exits with status 1.
 pub fn compile(schema: impl Into<PathBuf>) {
     compile_all([schema]);
 }
@@ -275,11 +318,100 @@ where
         .schema_files(schemas)
         .rerun_if_changed(true);
     if let Err(error) = generator.generate() {
-        exit_with(error);
+        fail_build(&error);
     }
 }
 
-fn exit_with(error: impl fmt::Display) -> ! {
-    eprintln!("{error}");
-    std::process::exit(1)
+/// Fails the build with `error`, as cargo shows a build script's own errors.
+///
+/// Each line goes out as a `cargo::error=` directive (stable since cargo 1.84; this crate's
+/// `rust-version` is later), which cargo prints as `error: <package>@<version>: <line>` and
+/// then fails the build. Exiting with a non-zero status or panicking instead makes cargo
+/// wrap the text in "failed to run custom build command", a backtrace hint and the
+/// script's whole stdout, indented, with the diagnostics at the bottom.
+fn fail_build(error: &impl fmt::Display) {
+    let text = error.to_string();
+    if std::env::var_os("OUT_DIR").is_some() && std::env::var_os("TARGET").is_some() {
+        for line in cargo_error_lines(&text) {
+            println!("cargo::error={line}");
+        }
+    } else {
+        eprintln!("{text}");
+        std::process::exit(1);
+    }
+}
+
+/// The lines of an error as `cargo::error=` values: cargo starts each with `error: ` and
+/// the package already, so a headline's own `error: ` goes, and so do the blank lines
+/// between diagnostics (they would print as a bare prefix). Every line gets the same
+/// prefix, so carets stay under their tokens.
+fn cargo_error_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| line.strip_prefix("error: ").unwrap_or(line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cargo_errors_drop_the_headline_prefix_and_blank_lines() {
+        let text = "error: unknown type `Strng`\n --> a.yaml:9:11\n  |\n9 |       to: Strng\n  |           ^^^^^\n\nerror: could not generate tasks from `a.yaml` due to 1 previous error";
+        assert_eq!(
+            cargo_error_lines(text).collect::<Vec<_>>(),
+            [
+                "unknown type `Strng`",
+                " --> a.yaml:9:11",
+                "  |",
+                "9 |       to: Strng",
+                "  |           ^^^^^",
+                "could not generate tasks from `a.yaml` due to 1 previous error",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_workspace_root_is_the_nearest_manifest_with_a_workspace_table() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let root = dir.path();
+        let service = root.join("crates/service");
+        std::fs::create_dir_all(&service).expect("a package directory");
+        std::fs::write(
+            root.join("Cargo.toml"),
+            "[workspace]\nmembers = [\"crates/*\"]\n",
+        )
+        .expect("a workspace manifest");
+        std::fs::write(
+            service.join("Cargo.toml"),
+            "[package]\nname = \"service\"\n",
+        )
+        .expect("a package manifest");
+        assert_eq!(workspace_root(&service), root);
+        assert_eq!(
+            shown_path(
+                &service.join("schemas/tasks.yaml"),
+                &workspace_root(&service)
+            ),
+            Path::new("crates/service/schemas/tasks.yaml")
+                .display()
+                .to_string()
+        );
+
+        // A package that declares its own workspace is its root.
+        std::fs::write(
+            service.join("Cargo.toml"),
+            "[package]\nname = \"service\"\n\n[workspace.dependencies]\n",
+        )
+        .expect("a package manifest");
+        assert_eq!(workspace_root(&service), service);
+    }
+
+    #[test]
+    fn a_path_outside_the_workspace_is_shown_whole() {
+        assert_eq!(
+            shown_path(Path::new("/elsewhere/tasks.yaml"), Path::new("/work/app")),
+            "/elsewhere/tasks.yaml"
+        );
+    }
 }

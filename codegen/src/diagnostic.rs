@@ -108,7 +108,8 @@ fn token_width(line: &str, column: usize) -> usize {
 /// Every diagnostic of one schema file, ready to print.
 #[derive(Debug, Clone)]
 pub struct Diagnostics {
-    /// The file as the user names it (relative to the manifest directory when possible).
+    /// The file as diagnostics name it: relative to the workspace root in a build script,
+    /// else as it was given.
     pub file: String,
     /// The file's text, for the quoted source lines.
     pub source: String,

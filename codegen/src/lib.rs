@@ -17,9 +17,9 @@
 //!
 //! and bring the result into the crate with `celerity::include_tasks!("tasks")`.
 //!
-//! A mistake in the schema fails the build with every problem listed rustc-style: file,
-//! line, column, key path and, where it can, the fix. With several schema files,
-//! [`compile_all`] reports the mistakes of all of them at once.
+//! A mistake in the schema fails the build with every problem listed rustc-style: file
+//! (relative to the workspace root), line, column, key path and, where it can, the fix.
+//! With several schema files, [`compile_all`] reports the mistakes of all of them at once.
 
 mod build;
 mod diagnostic;

@@ -136,6 +136,26 @@ fn the_mistakes_of_every_schema_are_reported_together() {
 }
 
 #[test]
+fn schema_files_are_named_from_the_workspace_root() {
+    // `cargo test` runs this with CARGO_MANIFEST_DIR set, as a build script is; the
+    // workspace root is the directory above the codegen package.
+    let error = celerity_codegen::Generator::new()
+        .schema("tests/fixtures/errors/unknown_type.yaml")
+        .out_dir(std::env::temp_dir())
+        .generate()
+        .unwrap_err();
+    let celerity_codegen::Error::Schema(files) = &error else {
+        panic!("expected schema errors, got: {error}");
+    };
+    assert_eq!(
+        Path::new(&files[0].file),
+        Path::new("codegen/tests/fixtures/errors/unknown_type.yaml")
+    );
+    let location = format!(" --> {}:9:11\n", files[0].file);
+    assert!(error.to_string().contains(&location), "{error}");
+}
+
+#[test]
 fn a_missing_schema_file_is_an_io_error_naming_the_file() {
     let error = celerity_codegen::Generator::new()
         .schema("/nonexistent/tasks.yaml")
