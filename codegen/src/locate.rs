@@ -5,6 +5,7 @@
 //! validator then reports any error at the exact line and column of the node it is about.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
@@ -53,11 +54,23 @@ pub struct Position {
     pub column: usize,
 }
 
+/// A key written twice in one mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The key's path.
+    pub path: KeyPath,
+    /// Where it is first written.
+    pub first: Position,
+    /// Where it is written again.
+    pub again: Position,
+}
+
 /// Where the keys and values of a document start.
 #[derive(Debug, Default)]
 pub struct Locations {
     keys: HashMap<KeyPath, Position>,
     values: HashMap<KeyPath, Position>,
+    duplicates: Vec<Duplicate>,
 }
 
 impl Locations {
@@ -68,6 +81,12 @@ impl Locations {
         let mut parser = Parser::new_from_str(source);
         let _ = parser.load(&mut recorder, false);
         recorder.locations
+    }
+
+    /// Every key written a second time in its mapping, in document order. Only string keys
+    /// are compared, by their text.
+    pub fn duplicates(&self) -> &[Duplicate] {
+        &self.duplicates
     }
 
     /// Position of the key that ends `path`, falling back to its value, then to the
@@ -136,7 +155,20 @@ impl Recorder {
                 let segment = Segment::Key(scalar.unwrap_or_default().to_owned());
                 let mut path = self.path.clone();
                 path.push(segment.clone());
-                self.locations.keys.insert(path, position);
+                match self.locations.keys.entry(path) {
+                    Entry::Vacant(entry) => {
+                        entry.insert(position);
+                    }
+                    // Keys that are no scalar (aliases, complex keys) all record as "".
+                    Entry::Occupied(entry) if scalar.is_some() => {
+                        self.locations.duplicates.push(Duplicate {
+                            path: entry.key().clone(),
+                            first: *entry.get(),
+                            again: position,
+                        });
+                    }
+                    Entry::Occupied(_) => {}
+                }
                 *key = Some(segment);
                 false
             }
@@ -238,6 +270,25 @@ mod tests {
         let mut second = key(&["tasks", "tasks.ping", "list"]);
         second.push(Segment::Index(1));
         assert_eq!(locations.value(&second), Position { line: 8, column: 9 });
+    }
+
+    #[test]
+    fn records_keys_written_twice_where_they_are_written_again() {
+        let source =
+            "tasks:\n  ping:\n    result: string\n    args: {}\n    result: i32\n  pong: {}\n";
+        let locations = Locations::index(source);
+        assert_eq!(
+            locations.duplicates(),
+            [Duplicate {
+                path: key(&["tasks", "ping", "result"]),
+                first: Position { line: 3, column: 5 },
+                again: Position { line: 5, column: 5 },
+            }]
+        );
+        assert_eq!(
+            locations.key(&key(&["tasks", "ping", "result"])),
+            Position { line: 3, column: 5 }
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub fn check(source: &str, source_name: &str) -> Result<Model, Vec<Diagnostic>> 
     let root: Value = match serde_yaml::from_str(source) {
         Ok(Value::Null) => Value::Mapping(Default::default()),
         Ok(value) => value,
-        Err(error) => return Err(vec![syntax_error(&error)]),
+        Err(error) => return Err(syntax_errors(&error, source)),
     };
     let mut checker = Checker {
         locations: std::cell::OnceCell::new(),
@@ -58,6 +58,37 @@ pub fn check(source: &str, source_name: &str) -> Result<Model, Vec<Diagnostic>> 
     diagnostics.sort_by_key(|d| d.position);
     diagnostics.dedup();
     Err(diagnostics)
+}
+
+/// The errors of a document `serde_yaml` refuses. A key written twice is reported where
+/// it is written again (`serde_yaml` points at the start of its mapping), with every other
+/// duplicate of the file.
+fn syntax_errors(error: &serde_yaml::Error, source: &str) -> Vec<Diagnostic> {
+    if error.to_string().contains("duplicate entry") {
+        let duplicates: Vec<Diagnostic> = Locations::index(source)
+            .duplicates()
+            .iter()
+            .map(|duplicate| {
+                let key = match duplicate.path.last() {
+                    Some(Segment::Key(key)) => key.as_str(),
+                    _ => "",
+                };
+                Diagnostic::new(
+                    duplicate.again,
+                    display_path(&duplicate.path),
+                    format!("duplicate key `{key}`"),
+                )
+                .with_help(format!(
+                    "`{key}` is already defined at line {}: keep one of the two",
+                    duplicate.first.line
+                ))
+            })
+            .collect();
+        if !duplicates.is_empty() {
+            return duplicates;
+        }
+    }
+    vec![syntax_error(error)]
 }
 
 fn syntax_error(error: &serde_yaml::Error) -> Diagnostic {
