@@ -7,7 +7,7 @@
 //! 3. meaning: type references, names, defaults, durations, options.
 
 use std::any::TypeId;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use indexmap::IndexMap;
@@ -47,6 +47,7 @@ pub fn check(source: &str, source_name: &str) -> Result<Model, Vec<Diagnostic>> 
         locations: std::cell::OnceCell::new(),
         source,
         diagnostics: Vec::new(),
+        null_defaults: HashSet::new(),
     };
     let model = checker.schema(&root, source_name);
     let mut diagnostics = checker.diagnostics;
@@ -171,6 +172,9 @@ struct Checker<'a> {
     locations: std::cell::OnceCell<Locations>,
     source: &'a str,
     diagnostics: Vec<Diagnostic>,
+    /// Fields and arguments written with `default: null`, which serde reads as no default:
+    /// remembered so that a non-optional type can be told it has no null.
+    null_defaults: HashSet<KeyPath>,
 }
 
 impl Checker<'_> {
@@ -305,6 +309,9 @@ impl Checker<'_> {
                 Value::String(_) => {}
                 Value::Mapping(_) => {
                     self.check_keys::<FieldSpec>(&path, field, "a field definition");
+                    if field.get("default").is_some_and(Value::is_null) {
+                        self.null_defaults.insert(child(&path, "default"));
+                    }
                     if field.get("type").is_none() {
                         self.error_at_key(
                             &path,
@@ -688,6 +695,16 @@ impl Checker<'_> {
             let Some(expr) = self.type_expr(&type_path, field.ty(), table) else {
                 continue;
             };
+            let null_default = child(&field_path, "default");
+            if !expr.is_optional() && self.null_defaults.contains(&null_default) {
+                self.error_at_value(
+                    &null_default,
+                    format!("`default: null` does not fit the type `{expr}`, which has no null"),
+                    Some(format!(
+                        "make the type optional (`{expr}?`) for a field that may be null, or remove `default`"
+                    )),
+                );
+            }
             let (default_fn, default_expr) = match field.default() {
                 Some(value) => {
                     let default_path = child(&field_path, "default");
