@@ -17,6 +17,24 @@ const KEYWORDS: &[&str] = &[
 /// Keywords that cannot be raw identifiers.
 const NOT_RAW: &[&str] = &["crate", "self", "Self", "super", "_"];
 
+/// The generated client struct (`templates/client.rs.hbs`): no type or component may take
+/// its name.
+pub const CLIENT_STRUCT: &str = "TasksRegistry";
+
+/// The client's own inherent methods, beside one per task, with what each does.
+pub const CLIENT_METHODS: &[(&str, &str)] = &[
+    ("new", "builds the registry from a `Client`"),
+    ("client", "returns the `Client` it sends through"),
+];
+
+/// The static listing every task's spec (`templates/tasks.rs.hbs`), in the namespace of
+/// the per-task statics (`SEND_EMAIL`).
+pub const TASK_LIST_STATIC: &str = "TASKS";
+
+/// The parameter through which every worker trait method receives its task context
+/// (`templates/worker.rs.hbs`), before the task's arguments.
+pub const CONTEXT_PARAMETER: &str = "ctx";
+
 /// Why a name cannot become an identifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameError {
@@ -122,6 +140,13 @@ pub fn bare(ident: &str) -> &str {
     ident.trim_start_matches("r#")
 }
 
+/// The keyword behind an identifier that [`snake_case`] or [`pascal_case`] escaped with a
+/// trailing underscore (`self` → `self_`), because a raw identifier cannot spell it.
+pub fn unescapable_keyword(ident: &str) -> Option<&'static str> {
+    let stem = ident.strip_suffix('_')?;
+    NOT_RAW.iter().copied().find(|keyword| *keyword == stem)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +162,15 @@ mod tests {
         assert_eq!(pascal_case("HTTPError").unwrap(), "HTTPError");
         assert_eq!(pascal_case("self").unwrap(), "Self_");
         assert_eq!(shouty_snake_case("type").unwrap(), "TYPE");
+    }
+
+    #[test]
+    fn tells_keywords_escaped_with_an_underscore() {
+        assert_eq!(unescapable_keyword("self_"), Some("self"));
+        assert_eq!(unescapable_keyword("Self_"), Some("Self"));
+        assert_eq!(unescapable_keyword("super_"), Some("super"));
+        assert_eq!(unescapable_keyword("r#type"), None);
+        assert_eq!(unescapable_keyword("value_"), None);
     }
 
     #[test]

@@ -166,6 +166,47 @@ impl Named {
     }
 }
 
+/// What holds a name of the generated module's type namespace.
+enum Holder {
+    /// A type declared under `types:`, by its key.
+    Type(String),
+    /// A type generated for a task: its argument struct or its call type.
+    Task { key: String, item: &'static str },
+}
+
+impl Holder {
+    /// For messages: "type `Order`", "the call type of task `send_email`".
+    fn describe(&self) -> String {
+        match self {
+            Holder::Type(key) => format!("type `{key}`"),
+            Holder::Task { key, item } => format!("the {item} of task `{key}`"),
+        }
+    }
+
+    /// What to rename: "the type `Order`", "the task `send_email`".
+    fn name(&self) -> String {
+        match self {
+            Holder::Type(key) => format!("the type `{key}`"),
+            Holder::Task { key, .. } => format!("the task `{key}`"),
+        }
+    }
+
+    fn path(&self) -> KeyPath {
+        match self {
+            Holder::Type(key) => vec![Segment::Key("types".into()), Segment::Key(key.clone())],
+            Holder::Task { key, .. } => {
+                vec![Segment::Key("tasks".into()), Segment::Key(key.clone())]
+            }
+        }
+    }
+}
+
+/// The function that registers a component's implementation: `Mailer` → `register_mailer`.
+fn register_fn(component: &str) -> String {
+    let snake = names::snake_case(component).unwrap_or_default();
+    format!("register_{}", names::bare(&snake))
+}
+
 struct Checker<'a> {
     /// Where each key and value is; indexed on the first error only, since a valid schema
     /// (the common case in every build) never needs a position.
@@ -521,6 +562,21 @@ impl Checker<'_> {
                     continue;
                 }
             };
+            if let Some(keyword) = names::unescapable_keyword(&rust) {
+                self.error_at_key(
+                    path,
+                    format!("type `{key}` cannot become a Rust type: `{keyword}` is a keyword"),
+                    Some("rename the type".into()),
+                );
+            } else if rust == names::CLIENT_STRUCT {
+                self.error_at_key(
+                    path,
+                    format!(
+                        "type `{key}` collides with `{rust}`, the generated client that sends this schema's tasks"
+                    ),
+                    Some("rename the type".into()),
+                );
+            }
             if let Some(first) = rust_names.insert(rust.clone(), key.clone()) {
                 self.error_at_key(
                     path,
@@ -761,10 +817,15 @@ impl Checker<'_> {
         let mut out = Vec::new();
         let mut wire_names: HashMap<String, (String, Position)> = HashMap::new();
         let mut methods: HashMap<String, String> = HashMap::new();
-        let type_names: HashMap<&str, &str> =
-            table.iter().map(|(k, v)| (v.rust(), k.as_str())).collect();
+        // The generated module's type namespace: named types, then each task's argument
+        // struct and call type, then (after the loop) each component's worker trait.
+        let mut type_names: HashMap<String, Holder> = table
+            .iter()
+            .map(|(key, named)| (named.rust().to_owned(), Holder::Type(key.clone())))
+            .collect();
         let mut components: IndexMap<String, Vec<TaskModel>> = IndexMap::new();
-        let mut component_paths: HashMap<String, KeyPath> = HashMap::new();
+        // Each component's key as first written, and where (`None`: the implicit default).
+        let mut component_keys: IndexMap<String, (String, Option<KeyPath>)> = IndexMap::new();
 
         for (path, key, def) in tasks {
             let wire = def.name.clone().unwrap_or_else(|| key.clone());
@@ -807,12 +868,31 @@ impl Checker<'_> {
                 );
                 continue;
             }
+            self.check_method(path, key, def, &wire, last, &method);
             let bare = names::bare(&method);
             let args_name = names::pascal_case(&format!("{bare}_args")).unwrap_or_default();
-            if let Some(type_key) = type_names.get(args_name.as_str()) {
-                self.error_at_key(path, format!("task `{key}` generates the argument struct `{args_name}`, which collides with type `{type_key}`"), Some(format!("rename the type `{type_key}` or the task")));
+            let call_name = names::pascal_case(&format!("{bare}_call")).unwrap_or_default();
+            for (generated, item) in [(&args_name, "argument struct"), (&call_name, "call type")] {
+                if let Some(holder) = type_names.get(generated.as_str()) {
+                    self.error_at_key(
+                        path,
+                        format!(
+                            "task `{key}` generates the {item} `{generated}`, which collides with {}",
+                            holder.describe()
+                        ),
+                        Some(format!("rename {} or the task", holder.name())),
+                    );
+                } else {
+                    let holder = Holder::Task {
+                        key: key.clone(),
+                        item,
+                    };
+                    type_names.insert(generated.clone(), holder);
+                }
             }
 
+            // A task without a component of its own or from `defaults` is in the implicit one.
+            let named = def.component.is_some() || defaults.component.is_some();
             let component_path = if def.component.is_some() {
                 child(path, "component")
             } else {
@@ -830,16 +910,10 @@ impl Checker<'_> {
                     continue;
                 }
             };
-            if let Some(type_key) = type_names.get(component.as_str()) {
-                self.error_at_value(
-                    &component_path,
-                    format!("component `{component}` has the same name as type `{type_key}`"),
-                    Some("rename the component or the type".into()),
-                );
-            }
-            component_paths
+            component_keys
                 .entry(component.clone())
-                .or_insert(component_path);
+                .or_insert_with(|| (component_key, named.then_some(component_path)));
+            self.check_arguments(&child(path, "args"), &def.args, &method);
 
             let args = self.fields(&child(path, "args"), &args_name, &def.args, table);
             let result = match &def.result {
@@ -870,20 +944,165 @@ impl Checker<'_> {
             components.entry(component).or_default().push(task.clone());
             out.push(task);
         }
+        self.check_components(&component_keys, &type_names);
         let components = components
             .into_iter()
             .map(|(name, tasks)| ComponentModel {
-                register_fn: format!(
-                    "register_{}",
-                    names::snake_case(&name)
-                        .map(|n| n.trim_start_matches("r#").to_owned())
-                        .unwrap_or_default()
-                ),
+                register_fn: register_fn(&name),
                 name,
                 tasks,
             })
             .collect();
         (out, components)
+    }
+
+    /// A task's method name, checked against what the generated code already names: the
+    /// client's own methods and the static listing every task.
+    fn check_method(
+        &mut self,
+        path: &[Segment],
+        key: &str,
+        def: &TaskDef,
+        wire: &str,
+        last: &str,
+        method: &str,
+    ) {
+        let rename = if def.name.is_some() {
+            format!("rename the task's key; its `name:` keeps the wire name `{wire}`")
+        } else {
+            format!("rename the task's key and add `name: {wire}` to keep its wire name")
+        };
+        if let Some(keyword) = names::unescapable_keyword(method) {
+            self.error_at_key(
+                path,
+                format!(
+                    "task `{key}` cannot become a Rust method: `{keyword}` is a keyword, even as `r#{keyword}`"
+                ),
+                Some(rename.clone()),
+            );
+        } else if let Some((_, does)) = names::CLIENT_METHODS.iter().find(|(m, _)| *m == method) {
+            self.error_at_key(
+                path,
+                format!(
+                    "task `{key}` would become the method `{}::{method}`, which the generated client already has: it {does}",
+                    names::CLIENT_STRUCT
+                ),
+                Some(rename.clone()),
+            );
+        }
+        if names::shouty_snake_case(last).is_ok_and(|spec| spec == names::TASK_LIST_STATIC) {
+            self.error_at_key(
+                path,
+                format!(
+                    "task `{key}` generates the static `{0}`, which collides with `{0}`, the generated list of every task",
+                    names::TASK_LIST_STATIC
+                ),
+                Some(rename),
+            );
+        }
+    }
+
+    /// A task's arguments become parameters of its client and worker trait methods, which
+    /// already take `&self` and, on the worker side, the task context.
+    fn check_arguments(
+        &mut self,
+        path: &[Segment],
+        args: &IndexMap<String, FieldDef>,
+        method: &str,
+    ) {
+        // Celery sends arguments by position: renaming one only matters to callers that
+        // pass it by keyword.
+        let unaffected = "callers that pass it by position are unaffected";
+        for wire in args.keys() {
+            // A name that is no identifier at all is reported with the other fields.
+            let Ok(name) = names::snake_case(wire) else {
+                continue;
+            };
+            if name == names::CONTEXT_PARAMETER {
+                self.error_at_key(
+                    &child(path, wire),
+                    format!(
+                        "argument `{wire}` collides with `{name}`, the parameter through which the worker trait method `{}` receives the task context",
+                        names::bare(method)
+                    ),
+                    Some(format!("rename the argument, e.g. to `context`; {unaffected}")),
+                );
+            } else if let Some(keyword) = names::unescapable_keyword(&name) {
+                self.error_at_key(
+                    &child(path, wire),
+                    format!(
+                        "argument `{wire}` cannot become a Rust parameter: `{keyword}` is a keyword, even as `r#{keyword}`"
+                    ),
+                    Some(format!("rename the argument; {unaffected}")),
+                );
+            }
+        }
+    }
+
+    /// Each component becomes a worker trait and a `register_…` function: checked against
+    /// every other name of the module's type namespace and against each other.
+    fn check_components(
+        &mut self,
+        components: &IndexMap<String, (String, Option<KeyPath>)>,
+        type_names: &HashMap<String, Holder>,
+    ) {
+        let mut register_fns: HashMap<String, (&str, Option<&KeyPath>)> = HashMap::new();
+        for (component, (key, at)) in components {
+            let subject = if key == component {
+                format!("component `{key}`")
+            } else {
+                format!("component `{key}` (the worker trait `{component}`)")
+            };
+            let holder = type_names
+                .get(component)
+                .filter(|_| component != names::CLIENT_STRUCT);
+            let collision = if let Some(keyword) = names::unescapable_keyword(component) {
+                Some(format!(
+                    "{subject} cannot become a Rust trait: `{keyword}` is a keyword"
+                ))
+            } else if component == names::CLIENT_STRUCT {
+                Some(format!(
+                    "{subject} collides with `{component}`, the generated client that sends this schema's tasks"
+                ))
+            } else {
+                holder.map(|holder| format!("{subject} collides with {}", holder.describe()))
+            };
+            match (collision, at) {
+                (Some(message), Some(at)) => {
+                    let help = match holder {
+                        Some(holder) => format!("rename the component or {}", holder.name()),
+                        None => "rename the component".into(),
+                    };
+                    self.error_at_value(at, message, Some(help));
+                }
+                // The implicit component of tasks that name none: the other name moves.
+                (Some(_), None) => {
+                    if let Some(holder) = type_names.get(component) {
+                        self.error_at_key(
+                            &holder.path(),
+                            format!(
+                                "{} collides with `{component}`, the worker trait of the tasks that name no component",
+                                holder.describe()
+                            ),
+                            Some(format!("rename {}, or set `defaults.component`", holder.name())),
+                        );
+                    }
+                }
+                (None, _) => {}
+            }
+            let function = register_fn(component);
+            if let Some((first, first_at)) = register_fns.get(&function) {
+                if let Some(at) = at.as_ref().or(*first_at) {
+                    self.error_at_value(
+                        at,
+                        format!("components `{first}` and `{key}` both generate the function `{function}`"),
+                        Some("rename one of them".into()),
+                    );
+                }
+            } else {
+                register_fns.insert(function, (key, at.as_ref()));
+            }
+        }
     }
 
     /// The `TaskSpec` builder calls for the merged options; errors point into the task's
