@@ -32,7 +32,7 @@ async fn every_reference_task_round_trips(broker: &AmqpBroker, app: &App) {
 
 #[tokio::test]
 async fn every_reference_task_round_trips_with_results_over_amqp() {
-    let Some(url) = support::amqp_url().await else {
+    let Some(url) = support::amqp_url() else {
         return;
     };
     let broker = AmqpBroker::connect(&url).await.unwrap();
@@ -43,10 +43,10 @@ async fn every_reference_task_round_trips_with_results_over_amqp() {
 
 #[tokio::test]
 async fn every_reference_task_round_trips_with_results_in_redis() {
-    let Some(url) = support::amqp_url().await else {
+    let Some(url) = support::amqp_url() else {
         return;
     };
-    let Some(redis) = support::redis_url().await else {
+    let Some(redis) = support::redis_url() else {
         return;
     };
     let broker = AmqpBroker::connect(&url).await.unwrap();

@@ -79,7 +79,7 @@ fn a_broker_url_it_cannot_use_stops_the_worker_with_status_1() {
 
 #[tokio::test]
 async fn the_worker_example_runs_tasks_reports_health_and_drains_on_sigterm() {
-    let Some(url) = redis_url().await else { return };
+    let Some(url) = redis_url() else { return };
     let queue = format!("celerity-test-{}", uuid::Uuid::new_v4());
     let ready_file = std::env::temp_dir().join(format!("{queue}.ready"));
     let mut worker = WorkerProcess::start(&[

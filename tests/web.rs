@@ -30,7 +30,7 @@ async fn orders_round_trip_through_the_web_service_on_the_embedded_broker() {
 
 #[tokio::test]
 async fn orders_round_trip_through_the_web_service_on_redis() {
-    let Some(url) = support::redis_url().await else {
+    let Some(url) = support::redis_url() else {
         return;
     };
     orders_round_trip(App::from_urls(&url, &url).await.unwrap()).await;
@@ -121,7 +121,7 @@ async fn orders_round_trip(app: App) {
 /// proxy the test cuts.
 #[tokio::test]
 async fn a_lost_result_backend_is_a_503_with_the_reason() {
-    let Some(url) = support::redis_url().await else {
+    let Some(url) = support::redis_url() else {
         return;
     };
     let proxy = Proxy::to(&url).await;

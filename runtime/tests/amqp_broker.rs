@@ -36,7 +36,7 @@ impl Rabbit {
     /// `None` when RabbitMQ is not there. `configure` adjusts the broker's options for the
     /// test's queue.
     async fn start(configure: impl FnOnce(&str, AmqpOptions) -> AmqpOptions) -> Option<Rabbit> {
-        let url = support::amqp_url().await?;
+        let url = support::amqp_url()?;
         let queue = unique_queue();
         let options = configure(&queue, AmqpOptions::default());
         let broker = AmqpBroker::connect_with(&url, options).await.unwrap();
@@ -189,7 +189,7 @@ async fn double_round_trips(app: &App, raw: &RawAmqp) {
 
 #[tokio::test]
 async fn tasks_round_trip_with_typed_results_through_rpc_and_redis_backends() {
-    let Some(url) = support::amqp_url().await else {
+    let Some(url) = support::amqp_url() else {
         return;
     };
     let raw = RawAmqp::connect(&url).await;
@@ -200,7 +200,7 @@ async fn tasks_round_trip_with_typed_results_through_rpc_and_redis_backends() {
         "no password in banners"
     );
     double_round_trips(&app, &raw).await;
-    if let Some(redis) = support::redis_url().await {
+    if let Some(redis) = support::redis_url() {
         let app = App::from_urls(&url, &redis).await.unwrap();
         double_round_trips(&app, &raw).await;
     }
@@ -764,7 +764,7 @@ async fn a_topic_routed_queue_is_published_through_its_exchange() {
 
 #[tokio::test]
 async fn the_rpc_backend_delivers_results_to_the_sender_and_forgets_on_request() {
-    let Some(url) = support::amqp_url().await else {
+    let Some(url) = support::amqp_url() else {
         return;
     };
     let broker = AmqpBroker::connect(&url).await.unwrap();

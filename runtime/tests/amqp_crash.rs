@@ -124,7 +124,7 @@ async fn a_killed_workers_late_ack_tasks_are_redelivered_and_all_complete() {
         let log = std::env::var_os(LOG_VAR).expect("the parent passes the log");
         return work_until_killed(&url, &queue, Path::new(&log)).await;
     }
-    let Some(url) = support::amqp_url().await else {
+    let Some(url) = support::amqp_url() else {
         return;
     };
     let queue = support::unique_queue();

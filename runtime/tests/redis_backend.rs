@@ -19,7 +19,7 @@ fn new_id() -> String {
 
 #[tokio::test]
 async fn results_are_stored_under_celerys_key_as_celerys_json_with_an_expiry() {
-    let Some(url) = support::redis_url().await else {
+    let Some(url) = support::redis_url() else {
         return;
     };
     let backend = RedisBackend::connect(&url).await.unwrap();
@@ -62,7 +62,7 @@ async fn results_are_stored_under_celerys_key_as_celerys_json_with_an_expiry() {
 
 #[tokio::test]
 async fn a_success_is_never_overwritten() {
-    let Some(url) = support::redis_url().await else {
+    let Some(url) = support::redis_url() else {
         return;
     };
     let backend = RedisBackend::connect(&url)
@@ -93,7 +93,7 @@ async fn a_success_is_never_overwritten() {
 
 #[tokio::test]
 async fn waiting_sees_results_stored_before_and_after_it_starts() {
-    let Some(url) = support::redis_url().await else {
+    let Some(url) = support::redis_url() else {
         return;
     };
     let backend = RedisBackend::connect(&url)
@@ -138,7 +138,7 @@ async fn waiting_sees_results_stored_before_and_after_it_starts() {
 
 #[tokio::test]
 async fn a_worker_stores_its_results_in_redis() {
-    let Some(url) = support::redis_url().await else {
+    let Some(url) = support::redis_url() else {
         return;
     };
     let app = App::new(

@@ -22,7 +22,7 @@ async fn app(url: &str) -> App {
 
 #[tokio::test]
 async fn tasks_round_trip_through_redis_with_typed_results() {
-    let Some(url) = support::redis_url().await else {
+    let Some(url) = support::redis_url() else {
         return;
     };
     let app = app(&url).await;
@@ -56,7 +56,7 @@ async fn tasks_round_trip_through_redis_with_typed_results() {
 
 #[tokio::test]
 async fn the_envelope_on_the_wire_is_kombus() {
-    let Some(url) = support::redis_url().await else {
+    let Some(url) = support::redis_url() else {
         return;
     };
     let app = app(&url).await;
@@ -116,7 +116,7 @@ async fn the_envelope_on_the_wire_is_kombus() {
 
 #[tokio::test]
 async fn a_lost_consumers_messages_are_restored_after_the_visibility_timeout() {
-    let Some(url) = support::redis_url().await else {
+    let Some(url) = support::redis_url() else {
         return;
     };
     // A database of its own: restoring sweeps the shared `unacked` hash.
@@ -185,7 +185,7 @@ async fn a_lost_consumers_messages_are_restored_after_the_visibility_timeout() {
 
 #[tokio::test]
 async fn malformed_envelopes_are_dropped_and_the_worker_goes_on() {
-    let Some(url) = support::redis_url().await else {
+    let Some(url) = support::redis_url() else {
         return;
     };
     let app = app(&url).await;
@@ -240,7 +240,7 @@ async fn malformed_envelopes_are_dropped_and_the_worker_goes_on() {
 
 #[tokio::test]
 async fn fetching_records_each_message_under_its_own_tag_however_the_envelope_is_written() {
-    let Some(url) = support::redis_url().await else {
+    let Some(url) = support::redis_url() else {
         return;
     };
     let app = app(&url).await;
@@ -310,7 +310,7 @@ async fn fetching_records_each_message_under_its_own_tag_however_the_envelope_is
 
 #[tokio::test]
 async fn a_batch_is_published_in_order_and_every_task_runs() {
-    let Some(url) = support::redis_url().await else {
+    let Some(url) = support::redis_url() else {
         return;
     };
     let app = app(&url).await;
@@ -346,7 +346,7 @@ async fn a_batch_is_published_in_order_and_every_task_runs() {
 
 #[tokio::test]
 async fn consuming_registers_kombus_binding_so_python_producers_route_to_the_queue() {
-    let Some(url) = support::redis_url().await else {
+    let Some(url) = support::redis_url() else {
         return;
     };
     let broker = RedisBroker::connect(&url).await.unwrap();
@@ -375,7 +375,7 @@ async fn consuming_registers_kombus_binding_so_python_producers_route_to_the_que
 
 #[tokio::test]
 async fn a_busy_queue_does_not_starve_another() {
-    let Some(url) = support::redis_url().await else {
+    let Some(url) = support::redis_url() else {
         return;
     };
     let broker = RedisBroker::connect(&url).await.unwrap();
@@ -415,7 +415,7 @@ async fn a_busy_queue_does_not_starve_another() {
 
 #[tokio::test]
 async fn fetched_but_unstarted_tasks_return_to_the_queue_when_the_consumer_stops() {
-    let Some(url) = support::redis_url().await else {
+    let Some(url) = support::redis_url() else {
         return;
     };
     let broker = RedisBroker::connect(&url).await.unwrap();

@@ -63,7 +63,7 @@ async fn crash_test_worker_process() {
 
 #[tokio::test]
 async fn a_killed_workers_tasks_are_completed_by_another() {
-    let Some(url) = support::redis_url().await else {
+    let Some(url) = support::redis_url() else {
         return;
     };
     // A database of its own: the restoring worker sweeps the whole `unacked` hash.

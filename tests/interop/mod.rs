@@ -7,6 +7,8 @@
 pub mod cases;
 pub mod python;
 pub mod rust_worker;
+#[path = "../../runtime/tests/support/skip.rs"]
+pub mod skip;
 pub mod transport;
 
 /// Code generated from `tests/interop/interop.yaml` by the package's build script.

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use super::transport::{Transport, skip};
+use super::skip;
+use super::transport::Transport;
 
 /// How long a Python worker may take to say it is ready (imports are slow on a busy CI
 /// machine).
@@ -33,27 +34,10 @@ fn app_dir() -> PathBuf {
 
 impl Python {
     /// `CELERITY_PYTHON`, else the workspace's `.venv/bin/python`, if it imports
-    /// `celery`; otherwise `None` after saying why the test skips.
+    /// Celery; otherwise `None` after a skip that says why.
     pub fn find() -> Option<Python> {
-        let interpreter = match std::env::var_os("CELERITY_PYTHON") {
-            Some(path) => PathBuf::from(path),
-            None => workspace().join(".venv/bin/python"),
-        };
-        let imports = Command::new(&interpreter)
-            .args(["-c", "import celery"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|status| status.success());
-        if imports {
-            Some(Python { interpreter })
-        } else {
-            skip(&format!(
-                "Python celery not found ({} cannot import celery; set CELERITY_PYTHON, or run \
-                 `python3 -m venv .venv && .venv/bin/pip install 'celery[redis]>=5.3,<6'`)",
-                interpreter.display()
-            ))
-        }
+        let interpreter = skip::python_with_celery()?;
+        Some(Python { interpreter })
     }
 
     /// A command running this interpreter in `tests/python`, configured for `transport`

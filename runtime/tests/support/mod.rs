@@ -4,37 +4,10 @@
 
 use std::time::Duration;
 
-/// Whether a missing broker fails the test (CI) instead of skipping it.
-pub fn brokers_required() -> bool {
-    std::env::var("CELERITY_REQUIRE_BROKERS").is_ok_and(|v| v == "1")
-}
+pub mod skip;
 
-/// The Redis URL to test against (`CELERITY_TEST_REDIS_URL`, default
-/// `redis://127.0.0.1:6379/15`), or `None` after printing why the test skips.
-pub async fn redis_url() -> Option<String> {
-    let url = std::env::var("CELERITY_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379/15".into());
-    let reachable = async {
-        let client = redis::Client::open(url.as_str()).ok()?;
-        let mut connection = client.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
-            .await
-            .ok()
-    };
-    match tokio::time::timeout(Duration::from_secs(3), reachable).await {
-        Ok(Some(_)) => Some(url),
-        _ if brokers_required() => {
-            panic!("Redis is not reachable at {url}, and CELERITY_REQUIRE_BROKERS=1")
-        }
-        _ => {
-            eprintln!(
-                "SKIPPED: Redis is not reachable at {url} (set CELERITY_TEST_REDIS_URL, or CELERITY_REQUIRE_BROKERS=1 to fail instead)"
-            );
-            None
-        }
-    }
-}
+#[allow(unused_imports)] // as above: each test binary uses part of this
+pub use skip::{amqp_url, python_with_celery, redis_url, skip};
 
 /// A raw connection for inspecting what Celerity wrote.
 pub async fn raw_redis(url: &str) -> redis::aio::MultiplexedConnection {
@@ -137,11 +110,7 @@ impl RedisServer {
             .output()
             .is_ok_and(|o| o.status.success());
         if !found {
-            if brokers_required() {
-                panic!("redis-server is not on PATH, and CELERITY_REQUIRE_BROKERS=1");
-            }
-            eprintln!("SKIPPED: redis-server is not on PATH (the test runs a Redis of its own)");
-            return None;
+            return skip("redis-server is not on PATH (the test runs a Redis of its own)");
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -309,71 +278,13 @@ fn make_certificates(dir: &std::path::Path) -> Option<()> {
     if made {
         return Some(());
     }
-    if brokers_required() {
-        panic!("openssl could not make test certificates, and CELERITY_REQUIRE_BROKERS=1");
-    }
-    eprintln!("SKIPPED: openssl could not make test certificates (is it on PATH?)");
-    None
+    skip("openssl could not make test certificates (is it on PATH?)")
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A Python interpreter with Celery installed (`CELERITY_PYTHON`, else the workspace's
-/// `.venv`), or `None` after printing why the test skips; fails instead when
-/// `CELERITY_REQUIRE_BROKERS=1`.
-pub fn python_with_celery() -> Option<std::path::PathBuf> {
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    let python = std::env::var_os("CELERITY_PYTHON")
-        .map(std::path::PathBuf::from)
-        .unwrap_or(venv);
-    let found = std::process::Command::new(&python)
-        .args(["-c", "import celery, redis"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        return Some(python);
-    }
-    if brokers_required() {
-        panic!(
-            "Python Celery is not importable from {} (set CELERITY_PYTHON), and CELERITY_REQUIRE_BROKERS=1",
-            python.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED: Python Celery is not importable from {} (set CELERITY_PYTHON to an interpreter with celery[redis])",
-        python.display()
-    );
-    None
-}
-
-/// The AMQP URL to test against (`CELERITY_TEST_AMQP_URL`, default
-/// `amqp://guest:guest@127.0.0.1:5672/%2f`), or `None` after printing why the test skips.
-pub async fn amqp_url() -> Option<String> {
-    let url = std::env::var("CELERITY_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-    let reachable = async {
-        let connection = lapin::Connection::connect(&url, amqp_properties())
-            .await
-            .ok()?;
-        let _ = connection.close(200, "reachable").await;
-        Some(())
-    };
-    match tokio::time::timeout(Duration::from_secs(3), reachable).await {
-        Ok(Some(())) => Some(url),
-        _ if brokers_required() => {
-            panic!("RabbitMQ is not reachable at {url}, and CELERITY_REQUIRE_BROKERS=1")
-        }
-        _ => {
-            eprintln!(
-                "SKIPPED: RabbitMQ is not reachable at {url} (set CELERITY_TEST_AMQP_URL, or CELERITY_REQUIRE_BROKERS=1 to fail instead)"
-            );
-            None
-        }
     }
 }
 
