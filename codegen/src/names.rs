@@ -147,6 +147,31 @@ pub fn unescapable_keyword(ident: &str) -> Option<&'static str> {
     NOT_RAW.iter().copied().find(|keyword| *keyword == stem)
 }
 
+/// A component's worker trait name: `Mailer`, `email-worker` or `email_worker` →
+/// `EmailWorker`.
+///
+/// A component names Rust items only (a trait and its `register_…` function) and never
+/// travels on the wire, so the only conversion applied is the one type names get, from
+/// kebab or snake case to PascalCase. Spaces and dots are refused rather than read as word
+/// breaks: `crunch worker` or `jobs.Worker` is more likely a slip (a description in the
+/// wrong key, a Python path) than a trait name, and nothing on the wire needs them.
+pub fn component_name(name: &str) -> Result<String, NameError> {
+    if let Some(bad) = name.trim().chars().find(|c| matches!(c, ' ' | '.')) {
+        let what = if bad == ' ' { "a space" } else { "a dot" };
+        let help = match pascal_case(name) {
+            Ok(rust) if unescapable_keyword(&rust).is_none() => format!(
+                "a component names a Rust trait: write `{rust}` (letters, digits, `_` or `-`)"
+            ),
+            _ => "a component names a Rust trait: use letters, digits, `_` or `-`".into(),
+        };
+        return Err(NameError {
+            message: format!("component `{name}` contains {what}"),
+            help,
+        });
+    }
+    pascal_case(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +196,17 @@ mod tests {
         assert_eq!(unescapable_keyword("super_"), Some("super"));
         assert_eq!(unescapable_keyword("r#type"), None);
         assert_eq!(unescapable_keyword("value_"), None);
+    }
+
+    #[test]
+    fn component_names_convert_case_but_refuse_spaces_and_dots() {
+        assert_eq!(component_name("Mailer").unwrap(), "Mailer");
+        assert_eq!(component_name("beta-team").unwrap(), "BetaTeam");
+        assert_eq!(component_name("email_worker").unwrap(), "EmailWorker");
+        let spaced = component_name("crunch worker").unwrap_err();
+        assert_eq!(spaced.message, "component `crunch worker` contains a space");
+        assert!(spaced.help.contains("`CrunchWorker`"));
+        assert!(component_name("jobs.Worker").is_err());
     }
 
     #[test]

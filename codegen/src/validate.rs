@@ -826,6 +826,11 @@ impl Checker<'_> {
         let mut components: IndexMap<String, Vec<TaskModel>> = IndexMap::new();
         // Each component's key as first written, and where (`None`: the implicit default).
         let mut component_keys: IndexMap<String, (String, Option<KeyPath>)> = IndexMap::new();
+        let mut reported_components: HashSet<KeyPath> = HashSet::new();
+        let defaults_component = vec![
+            Segment::Key("defaults".into()),
+            Segment::Key("component".into()),
+        ];
 
         for (path, key, def) in tasks {
             let wire = def.name.clone().unwrap_or_else(|| key.clone());
@@ -891,28 +896,40 @@ impl Checker<'_> {
                 }
             }
 
-            // A task without a component of its own or from `defaults` is in the implicit one.
-            let named = def.component.is_some() || defaults.component.is_some();
-            let component_path = if def.component.is_some() {
-                child(path, "component")
-            } else {
-                path.clone()
+            let (component_key, component_path) = match (&def.component, &defaults.component) {
+                (Some(own), _) => (own.as_str(), Some(child(path, "component"))),
+                (None, Some(default)) => (default.as_str(), Some(defaults_component.clone())),
+                (None, None) => (DEFAULT_COMPONENT, None),
             };
-            let component_key = def
-                .component
-                .clone()
-                .or_else(|| defaults.component.clone())
-                .unwrap_or_else(|| DEFAULT_COMPONENT.to_owned());
-            let component = match names::pascal_case(&component_key) {
-                Ok(component) => component,
+            let component = match names::component_name(component_key) {
+                Ok(component) => {
+                    component_keys
+                        .entry(component.clone())
+                        .or_insert_with(|| (component_key.to_owned(), component_path));
+                    Some(component)
+                }
                 Err(error) => {
-                    self.error_at_value(&component_path, error.message, Some(error.help));
-                    continue;
+                    // Once for `defaults.component`, not once per task that falls back on it.
+                    if let Some(at) =
+                        component_path.filter(|at| reported_components.insert(at.clone()))
+                    {
+                        self.error_at_value(&at, error.message, Some(error.help));
+                    }
+                    None
                 }
             };
-            component_keys
-                .entry(component.clone())
-                .or_insert_with(|| (component_key, named.then_some(component_path)));
+            if let Some(options) = &def.options {
+                if options.component.is_some() {
+                    self.error_at_key(
+                        &child(&child(path, "options"), "component"),
+                        "`component` has no effect in a task's `options`",
+                        Some(
+                            "move it up beside `args:`; only `defaults:` sets it for every task"
+                                .into(),
+                        ),
+                    );
+                }
+            }
             self.check_arguments(&child(path, "args"), &def.args, &method);
 
             let args = self.fields(&child(path, "args"), &args_name, &def.args, table);
@@ -938,10 +955,12 @@ impl Checker<'_> {
                 method,
                 result,
                 doc: doc_lines(def.description.as_deref()),
-                component: component.clone(),
+                component: component.clone().unwrap_or_default(),
                 spec_calls,
             };
-            components.entry(component).or_default().push(task.clone());
+            if let Some(component) = component {
+                components.entry(component).or_default().push(task.clone());
+            }
             out.push(task);
         }
         self.check_components(&component_keys, &type_names);
