@@ -1,4 +1,6 @@
 //! What broker-backed tests share: finding the broker, or saying clearly why they skip.
+//! The helpers that speak to Redis or RabbitMQ through their client crates exist only when
+//! the runtime is built with that transport's feature, as do the tests that use them.
 
 #![allow(dead_code)] // each test binary uses part of this
 
@@ -10,6 +12,7 @@ pub mod skip;
 pub use skip::{amqp_url, python_with_celery, redis_url, skip};
 
 /// A raw connection for inspecting what Celerity wrote.
+#[cfg(feature = "redis")]
 pub async fn raw_redis(url: &str) -> redis::aio::MultiplexedConnection {
     redis::Client::open(url)
         .expect("a valid URL")
@@ -83,6 +86,7 @@ pub fn unique_queue() -> String {
 
 /// A Redis server of the test's own, on a free port, persisting every write (append-only
 /// file, fsync always) so that it can be killed and restarted without losing data.
+#[cfg(feature = "redis")]
 pub struct RedisServer {
     child: Option<std::process::Child>,
     port: u16,
@@ -91,6 +95,7 @@ pub struct RedisServer {
     tls: bool,
 }
 
+#[cfg(feature = "redis")]
 impl RedisServer {
     /// Starts one, or returns `None` after printing why the test skips (no `redis-server`
     /// on `PATH`); fails instead when `CELERITY_REQUIRE_BROKERS=1`.
@@ -281,6 +286,7 @@ fn make_certificates(dir: &std::path::Path) -> Option<()> {
     skip("openssl could not make test certificates (is it on PATH?)")
 }
 
+#[cfg(feature = "redis")]
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
@@ -288,6 +294,7 @@ impl Drop for RedisServer {
     }
 }
 
+#[cfg(feature = "amqp")]
 fn amqp_properties() -> lapin::ConnectionProperties {
     lapin::ConnectionProperties::default()
         .with_executor(tokio_executor_trait::Tokio::current())
@@ -295,12 +302,14 @@ fn amqp_properties() -> lapin::ConnectionProperties {
 }
 
 /// A plain AMQP channel for arranging and inspecting what Celerity does on RabbitMQ.
+#[cfg(feature = "amqp")]
 pub struct RawAmqp {
     _connection: lapin::Connection,
     /// The channel.
     pub channel: lapin::Channel,
 }
 
+#[cfg(feature = "amqp")]
 impl RawAmqp {
     /// Connects to `url`.
     pub async fn connect(url: &str) -> RawAmqp {
