@@ -208,6 +208,7 @@ async fn tasks_round_trip_with_typed_results_through_the_rpc_backend() {
     assert!(mismatch.to_string().contains("amqp://"), "{mismatch}");
 }
 
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn tasks_round_trip_with_typed_results_through_the_redis_backend() {
     let (Some(url), Some(redis)) = (support::amqp_url(), support::redis_url()) else {
