@@ -30,6 +30,83 @@ pub struct TaskContext {
 }
 
 impl TaskContext {
+    /// A context for unit tests of a component, like the one the worker makes for the
+    /// task `name`: a fresh id (also the root id), no retries, the queue `celery`, no time
+    /// limit, and a client on an embedded in-memory broker and backend of its own, so
+    /// tasks the component sends go nowhere unless the test passes its own client with
+    /// [`with_client`](Self::with_client).
+    ///
+    /// ```
+    /// use celerity::TaskContext;
+    ///
+    /// let ctx = TaskContext::for_test("tasks.send_email").with_retries(2);
+    /// assert_eq!(ctx.name, "tasks.send_email");
+    /// assert_eq!(ctx.retries, 2);
+    /// assert_eq!(ctx.root_id.as_deref(), Some(ctx.id.as_str()));
+    /// assert!(!ctx.soft_time_limit_exceeded());
+    /// ```
+    pub fn for_test(name: impl Into<String>) -> TaskContext {
+        let id = uuid::Uuid::new_v4().to_string();
+        let client = crate::App::memory().client().child_of(&id, &id);
+        TaskContext {
+            root_id: Some(id.clone()),
+            id,
+            name: name.into(),
+            retries: 0,
+            queue: "celery".to_owned(),
+            parent_id: None,
+            eta: None,
+            expires: None,
+            client,
+            soft_deadline: None,
+        }
+    }
+
+    /// The same context with task id `id`; tasks sent through [`client`](Self::client)
+    /// name it as their parent.
+    pub fn with_id(mut self, id: impl Into<String>) -> TaskContext {
+        let id = id.into();
+        if self.root_id.as_deref() == Some(self.id.as_str()) {
+            self.root_id = Some(id.clone());
+        }
+        self.id = id;
+        self.relink();
+        self
+    }
+
+    /// The same context as seen on the `retries`-th retry.
+    pub fn with_retries(mut self, retries: u32) -> TaskContext {
+        self.retries = retries;
+        self
+    }
+
+    /// The same context, for a message taken from `queue`.
+    pub fn with_queue(mut self, queue: impl Into<String>) -> TaskContext {
+        self.queue = queue.into();
+        self
+    }
+
+    /// The same context sending through `client` (e.g. `App::memory().client()` of an
+    /// app the test also runs a worker on); tasks sent are children of this context.
+    pub fn with_client(mut self, client: Client) -> TaskContext {
+        self.client = client;
+        self.relink();
+        self
+    }
+
+    /// The same context with a soft time limit of `limit` from now, so that
+    /// [`soft_time_limit`](Self::soft_time_limit) completes after it.
+    pub fn with_soft_time_limit(mut self, limit: Duration) -> TaskContext {
+        self.soft_deadline = Some(tokio::time::Instant::now() + limit);
+        self
+    }
+
+    /// Makes the client's children point at this context's id and root.
+    fn relink(&mut self) {
+        let root = self.root_id.clone().unwrap_or_else(|| self.id.clone());
+        self.client = self.client.child_of(&self.id, &root);
+    }
+
     /// A client to send further tasks, as children of this one.
     pub fn client(&self) -> &Client {
         &self.client
@@ -156,6 +233,15 @@ impl TaskError {
     pub fn is_retry(&self) -> bool {
         matches!(*self.kind, TaskErrorKind::Retry { .. })
     }
+
+    /// The countdown a retry request asks for (`None` for a failure, or for a retry that
+    /// leaves the delay to the retry policy).
+    pub fn retry_countdown(&self) -> Option<Duration> {
+        match &*self.kind {
+            TaskErrorKind::Retry { countdown, .. } => *countdown,
+            TaskErrorKind::Failure { .. } => None,
+        }
+    }
 }
 
 impl fmt::Display for TaskError {
@@ -195,6 +281,51 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("mail server down")]
     struct SmtpUnavailable;
+
+    static CHILD: crate::TaskSpec = crate::TaskSpec::new("tasks.child", &[]);
+
+    #[test]
+    fn a_test_context_sends_children_of_itself() {
+        let ctx = TaskContext::for_test("tasks.parent").with_id("parent-1");
+        assert_eq!(ctx.id, "parent-1");
+        assert_eq!(ctx.root_id.as_deref(), Some("parent-1"));
+        let message = ctx
+            .client()
+            .message(&CHILD, vec![], Default::default(), &Default::default());
+        assert_eq!(message.headers.parent_id.as_deref(), Some("parent-1"));
+        assert_eq!(message.headers.root_id.as_deref(), Some("parent-1"));
+    }
+
+    #[test]
+    fn a_test_context_keeps_an_explicit_root_and_a_given_client() {
+        let app = crate::App::memory();
+        let mut ctx = TaskContext::for_test("tasks.parent").with_queue("email");
+        ctx.root_id = Some("root-9".into());
+        let ctx = ctx.with_client(app.client()).with_id("parent-2");
+        assert_eq!(ctx.queue, "email");
+        assert_eq!(ctx.root_id.as_deref(), Some("root-9"));
+        let message = ctx
+            .client()
+            .message(&CHILD, vec![], Default::default(), &Default::default());
+        assert_eq!(message.headers.parent_id.as_deref(), Some("parent-2"));
+        assert_eq!(message.headers.root_id.as_deref(), Some("root-9"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_test_context_has_the_soft_time_limit_it_is_given() {
+        let ctx = TaskContext::for_test("tasks.slow").with_soft_time_limit(Duration::from_secs(5));
+        assert!(!ctx.soft_time_limit_exceeded());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(ctx.soft_time_limit_exceeded());
+    }
+
+    #[test]
+    fn a_retry_request_carries_its_countdown() {
+        let retry = TaskError::retry(Some(Duration::from_secs(3)));
+        assert!(retry.is_retry());
+        assert_eq!(retry.retry_countdown(), Some(Duration::from_secs(3)));
+        assert_eq!(TaskError::new("E", "m").retry_countdown(), None);
+    }
 
     #[test]
     fn std_errors_convert_with_their_type_name() {
