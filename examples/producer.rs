@@ -51,7 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         shipping: None,
         metadata: BTreeMap::new(),
     };
-    let processed = tasks.process_order(order, false).await?;
+    let processed = tasks.process_order(order).with_notify(false).await?;
     let outcome = processed.get(wait).await?;
     println!(
         "tasks.process_order  [{}] -> {:?}, total {} cents, warnings {:?}",
@@ -66,9 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         email: "not-an-address".into(),
         name: None,
     };
-    let sent = tasks
-        .send_email(bad, "Hello".into(), String::new(), vec![], BTreeMap::new())
-        .await?;
+    let sent = tasks.send_email(bad, "Hello".into(), String::new()).await?;
     match sent.get(wait).await {
         Err(ResultError::Failed(failure)) => {
             println!("tasks.send_email     [{}] -> FAILURE {failure}", sent.id())

@@ -9,9 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use celerity::App;
-use celerity_shop::tasks::{
-    Address, EmailAddress, Order, OrderLine, ReportFormat, Role, TasksRegistry,
-};
+use celerity_shop::tasks::{Address, EmailAddress, Order, OrderLine, Role, TasksRegistry};
 use chrono::NaiveDate;
 use uuid::Uuid;
 
@@ -50,12 +48,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
             "Your order has shipped".into(),
             "It is on its way.".into(),
-            vec![EmailAddress {
-                email: "ops@example.com".into(),
-                name: None,
-            }],
-            BTreeMap::new(),
         )
+        .with_cc(vec![EmailAddress {
+            email: "ops@example.com".into(),
+            name: None,
+        }])
         .await?
         .get(wait)
         .await?;
@@ -64,11 +61,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         receipt.message_id, receipt.accepted
     );
 
-    let removed = tasks.cleanup_sessions(30, false).await?.get(wait).await?;
+    let removed = tasks.cleanup_sessions().await?.get(wait).await?;
     println!("tasks.cleanup_sessions -> {removed} idle sessions removed");
 
     let user = tasks
-        .create_user("grace@example.com".into(), Role::Staff, None)
+        .create_user("grace@example.com".into())
+        .with_role(Role::Staff)
         .await?
         .get(wait)
         .await?;
@@ -100,7 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }),
         metadata: BTreeMap::new(),
     };
-    let outcome = tasks.process_order(order, true).await?.get(wait).await?;
+    let outcome = tasks.process_order(order).await?.get(wait).await?;
     println!(
         "tasks.process_order    -> {:?}, total {} cents",
         outcome.status, outcome.total_cents
@@ -109,13 +107,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let since = NaiveDate::from_ymd_opt(2026, 11, 1).expect("a valid date");
     let until = NaiveDate::from_ymd_opt(2026, 11, 7);
     let report = tasks
-        .generate_report(
-            "weekly-sales".into(),
-            ReportFormat::Csv,
-            since,
-            until,
-            serde_json::json!({"region": "eu"}),
-        )
+        .generate_report("weekly-sales".into(), since)
+        .with_until(until)
+        .with_filters(serde_json::json!({"region": "eu"}))
         .await?
         .get(wait)
         .await?;
@@ -135,8 +129,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             },
             "Hello".into(),
             String::new(),
-            vec![],
-            BTreeMap::new(),
         )
         .await?
         .get(wait)

@@ -252,7 +252,7 @@ impl Orders for OrderDesk {
             };
             let subject = format!("Order {} accepted", order.id);
             self.tasks
-                .send_email(to, subject, String::new(), Vec::new(), BTreeMap::new())
+                .send_email(to, subject, String::new())
                 .await
                 .map_err(|e| TaskError::new("NotificationFailed", e.to_string()))?;
         }

@@ -84,7 +84,7 @@ async fn create_order(
     State(tasks): State<TasksRegistry>,
     Json(order): Json<Order>,
 ) -> Result<(StatusCode, Json<Enqueued>), ServiceUnavailable> {
-    let sent = tasks.process_order(order, true).await?;
+    let sent = tasks.process_order(order).await?;
     let task_id = sent.id().to_owned();
     tracing::info!(task_id, "order enqueued");
     Ok((StatusCode::ACCEPTED, Json(Enqueued { task_id })))

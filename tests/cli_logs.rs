@@ -2,7 +2,6 @@
 //! worker on the embedded broker runs a task that succeeds, one that fails and one that is
 //! retried, and the lines the `celerity::cli` subscriber writes are read back.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,7 +72,7 @@ fn run_tasks(format: LogFormat) -> (Vec<String>, [String; 3]) {
                 name: None,
             };
             let email = tasks
-                .send_email(bad, "Hi".into(), String::new(), vec![], BTreeMap::new())
+                .send_email(bad, "Hi".into(), String::new())
                 .await
                 .unwrap();
             email.get(WAIT).await.unwrap_err();

@@ -1,15 +1,19 @@
 //! Compile checks, in one test binary so trybuild builds every case in one project:
 //!
 //! - the code generated for every codegen fixture compiles with warnings denied;
+//! - a caller written against a schema still compiles once its tasks gain arguments with
+//!   defaults (`tests/evolution`);
 //! - the mistakes users make with generated code fail to compile, with the messages in
 //!   `tests/ui/*.stderr`.
 
 use std::path::{Path, PathBuf};
 
-/// Generates each feature fixture and wraps it in a crate that denies warnings.
-fn generated_fixture_crates() -> Vec<PathBuf> {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("codegen/tests/fixtures/ok");
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("generated-fixtures");
+/// Generates each schema of `dir` and wraps it in a crate that denies warnings, with
+/// `caller` (a file of code using the generated module) included beside it.
+fn generated_crates(dir: &str, out: &str, caller: Option<&str>) -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let fixtures = root.join(dir);
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(out);
     std::fs::create_dir_all(&out).expect("a writable target directory");
     let mut schemas: Vec<PathBuf> = std::fs::read_dir(&fixtures)
         .expect("the codegen fixtures")
@@ -32,8 +36,11 @@ fn generated_fixture_crates() -> Vec<PathBuf> {
                 .to_string_lossy()
                 .into_owned();
             let wrapper = out.join(format!("compile_{name}.rs"));
+            let caller = caller.map_or_else(String::new, |file| {
+                format!("include!({:?});\n", root.join(file).display().to_string())
+            });
             let text = format!(
-                "// Compiles the code generated from codegen/tests/fixtures/ok/{name}.yaml.\n\
+                "// Compiles the code generated from {dir}/{name}.yaml.\n\
                  #![deny(warnings, missing_docs)]\n\
                  // A binary does not export its items, so unused generated items would be\n\
                  // dead code here; in a user's library they are the public API.\n\
@@ -41,6 +48,7 @@ fn generated_fixture_crates() -> Vec<PathBuf> {
                  //! Generated-code compile check.\n\
                  /// The generated module.\n\
                  pub mod generated {{\n    include!({path:?});\n}}\n\
+                 {caller}\
                  fn main() {{}}\n",
                 path = file.path.display().to_string(),
             );
@@ -53,7 +61,11 @@ fn generated_fixture_crates() -> Vec<PathBuf> {
 #[test]
 fn generated_code_compiles_and_misuse_does_not() {
     let cases = trybuild::TestCases::new();
-    for wrapper in generated_fixture_crates() {
+    for wrapper in generated_crates("codegen/tests/fixtures/ok", "generated-fixtures", None) {
+        cases.pass(wrapper);
+    }
+    let caller = Some("tests/evolution/caller.rs");
+    for wrapper in generated_crates("tests/evolution", "generated-evolution", caller) {
         cases.pass(wrapper);
     }
     cases.compile_fail("tests/ui/*.rs");

@@ -47,13 +47,7 @@ async fn every_reference_task_round_trips_with_its_typed_result() {
 async fn a_task_error_arrives_as_a_typed_failure_with_its_exception_type() {
     let (_app, worker, tasks) = start().await;
     let sent = tasks
-        .send_email(
-            address("nobody"),
-            "Hi".into(),
-            String::new(),
-            vec![],
-            BTreeMap::new(),
-        )
+        .send_email(address("nobody"), "Hi".into(), String::new())
         .await
         .unwrap();
     match sent.get(WAIT).await {
@@ -75,13 +69,10 @@ async fn a_task_error_arrives_as_a_typed_failure_with_its_exception_type() {
     );
     let since = NaiveDate::from_ymd_opt(2026, 1, 5).unwrap();
     let backwards = tasks
-        .generate_report(
-            "r".into(),
-            ReportFormat::Csv,
-            since,
-            NaiveDate::from_ymd_opt(2026, 1, 1),
-            json!({}),
-        )
+        .generate_report("r".into(), since)
+        .with_format(ReportFormat::Csv)
+        .with_until(NaiveDate::from_ymd_opt(2026, 1, 1))
+        .with_filters(json!({}))
         .await
         .unwrap();
     match backwards.get(WAIT).await {
@@ -290,13 +281,7 @@ async fn the_wire_message_has_every_header_celery_sends() {
     let app = App::memory();
     let tasks = TasksRegistry::new(app.client());
     let call = tasks
-        .send_email(
-            address("a@b.c"),
-            "ü".into(),
-            "b".into(),
-            vec![],
-            BTreeMap::new(),
-        )
+        .send_email(address("a@b.c"), "ü".into(), "b".into())
         .countdown(Duration::from_secs(30))
         .priority(7);
     let args = call.encode_args().unwrap();
@@ -378,7 +363,8 @@ async fn a_task_enqueues_a_child_task_through_the_injected_registry() {
         metadata: BTreeMap::from([("email".into(), "buyer@example.com".into())]),
     };
     let outcome = tasks
-        .process_order(order.clone(), true)
+        .process_order(order.clone())
+        .with_notify(true)
         .await
         .unwrap()
         .get(WAIT)
@@ -409,7 +395,7 @@ async fn components_are_built_per_task_from_shared_singletons() {
     for n in 0..3 {
         let to = address(&format!("u{n}@example.com"));
         tasks
-            .send_email(to, format!("m{n}"), String::new(), vec![], BTreeMap::new())
+            .send_email(to, format!("m{n}"), String::new())
             .await
             .unwrap()
             .get(WAIT)

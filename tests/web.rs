@@ -2,7 +2,6 @@
 //! runs it, `GET /tasks/{id}` reports its state and typed result (or its error). On the
 //! embedded broker always, and on Redis (the README's setup) when it is reachable.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -82,7 +81,7 @@ async fn orders_round_trip(app: App) {
         name: None,
     };
     let failing = tasks
-        .send_email(nobody, "Hi".into(), String::new(), vec![], BTreeMap::new())
+        .send_email(nobody, "Hi".into(), String::new())
         .await
         .unwrap();
     let failed = poll_until_ready(&http, addr, failing.id()).await;

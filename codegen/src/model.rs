@@ -52,10 +52,15 @@ pub struct FieldModel {
     pub default_fn: Option<String>,
     /// Rust expression of the default value.
     pub default_expr: Option<String>,
+    /// The default value as the schema gives it (in JSON), for documentation.
+    pub default_doc: Option<String>,
     /// `T?` without a default: absent means `None`.
     pub optional: bool,
     /// The caller must supply it (no default and not optional).
     pub required: bool,
+    /// For a task argument the caller may leave out: the name of the call's setter
+    /// (`with_cc` for `cc`), so that adding such an argument breaks no caller.
+    pub setter: Option<String>,
 }
 
 /// A generated string enum.
@@ -87,6 +92,14 @@ pub struct TaskModel {
     pub wire_name: String,
     /// Method name on the client and the worker trait.
     pub method: String,
+    /// The call type the client method returns (`SendEmailCall`).
+    pub call: String,
+    /// Some argument may be left out by callers, so the call type has setters.
+    pub has_setters: bool,
+    /// The client method takes more parameters than clippy's `too_many_arguments` allows.
+    pub client_many_args: bool,
+    /// The worker trait method does.
+    pub worker_many_args: bool,
     /// Name of the static `TaskSpec`.
     pub spec: String,
     /// The argument struct.

@@ -789,9 +789,14 @@ impl Checker<'_> {
                 }
                 None => (None, None),
             };
+            let default_doc = default_fn
+                .as_ref()
+                .and(field.default())
+                .and_then(|value| serde_json::to_string(value).ok());
             let optional = expr.is_optional() && default_fn.is_none();
             let required = default_fn.is_none() && !expr.is_optional();
             let bare = names::bare(&name);
+            let setter = (!required).then(|| format!("with_{}", bare.trim_end_matches('_')));
             out.push(FieldModel {
                 rename: (bare != wire).then(|| literal(wire)),
                 wire_literal: literal(wire),
@@ -801,8 +806,10 @@ impl Checker<'_> {
                 doc: doc_lines(field.description()),
                 default_fn,
                 default_expr,
+                default_doc,
                 optional,
                 required,
+                setter,
             });
         }
         out
@@ -943,6 +950,10 @@ impl Checker<'_> {
             let options = merge(defaults, def.options.as_ref());
             let spec_calls =
                 self.spec_calls(&child(path, "options"), def.options.as_ref(), &options);
+            let has_setters = args.iter().any(|a| a.setter.is_some());
+            // Clippy's `too_many_arguments` allows 7 parameters, `self` included.
+            let client_many_args = 1 + args.iter().filter(|a| a.required).count() > 7;
+            let worker_many_args = 2 + args.len() > 7;
             let task = TaskModel {
                 wire_literal: literal(&wire),
                 wire_name: wire.clone(),
@@ -953,6 +964,10 @@ impl Checker<'_> {
                     fields: args,
                 },
                 method,
+                call: call_name,
+                has_setters,
+                client_many_args,
+                worker_many_args,
                 result,
                 doc: doc_lines(def.description.as_deref()),
                 component: component.clone().unwrap_or_default(),
@@ -1412,11 +1427,13 @@ fn rust_type(expr: &TypeExpr, table: &HashMap<String, Named>) -> String {
             Scalar::U64 => "u64",
             Scalar::F64 => "f64",
             Scalar::String => "::std::string::String",
-            Scalar::Bytes => "__celerity::Bytes",
-            Scalar::Uuid => "__celerity::Uuid",
-            Scalar::DateTime => "__celerity::DateTime",
-            Scalar::Date => "__celerity::Date",
-            Scalar::Json => "__celerity::Json",
+            // The crates behind these types are re-exported by the runtime, so users name
+            // the same types at the same versions (`celerity::chrono::NaiveDate`).
+            Scalar::Bytes => "::celerity::Bytes",
+            Scalar::Uuid => "::celerity::uuid::Uuid",
+            Scalar::DateTime => "::celerity::chrono::DateTime<::celerity::chrono::Utc>",
+            Scalar::Date => "::celerity::chrono::NaiveDate",
+            Scalar::Json => "::celerity::serde_json::Value",
         }
         .to_owned(),
         TypeExpr::Optional(inner) => format!("::core::option::Option<{}>", rust_type(inner, table)),

@@ -191,7 +191,7 @@ impl Client {
         let queue = options.queue.as_deref().unwrap_or(spec.queue);
         self.publish(queue, &message).await?;
         tracing::debug!(task = spec.name, id = message.id(), queue, "task sent");
-        Ok(self.result(message.headers.id))
+        Ok(self.result_of(spec, message.headers.id))
     }
 
     /// Sends many calls at once: their messages are built first, then published per
@@ -210,17 +210,14 @@ impl Client {
     /// assert_eq!(results.len(), 100);
     /// # Ok(()) }
     /// ```
-    pub async fn send_batch<A, R>(
+    pub async fn send_batch<C: IntoTaskCall>(
         &self,
-        calls: impl IntoIterator<Item = TaskCall<A, R>>,
-    ) -> Result<Vec<AsyncResult<R>>>
-    where
-        A: Serialize + Send + 'static,
-        R: Send + 'static,
-    {
+        calls: impl IntoIterator<Item = C>,
+    ) -> Result<Vec<AsyncResult<C::Output>>> {
         let mut by_queue: Vec<(String, Vec<crate::protocol::RawMessage>)> = Vec::new();
         let mut results = Vec::new();
         for call in calls {
+            let call = call.into_task_call();
             let args = call.encode_args()?;
             let message = self.message(call.spec, args, Map::new(), &call.options);
             let queue = call.options.queue.as_deref().unwrap_or(call.spec.queue);
@@ -229,7 +226,7 @@ impl Client {
                 Some((_, messages)) => messages.push(raw),
                 None => by_queue.push((queue.to_owned(), vec![raw])),
             }
-            results.push(self.result(message.headers.id));
+            results.push(self.result_of(call.spec, message.headers.id));
         }
         for (queue, messages) in by_queue {
             self.inner.broker.publish_batch(&queue, messages).await?;
@@ -243,7 +240,16 @@ impl Client {
             id: id.into(),
             backend: self.inner.backend.clone(),
             broker: self.inner.broker.clone(),
+            ignored_by: None,
             _result: PhantomData,
+        }
+    }
+
+    /// The result handle of task `id`, sent as a call of `spec`.
+    fn result_of<R>(&self, spec: &TaskSpec, id: String) -> AsyncResult<R> {
+        AsyncResult {
+            ignored_by: spec.ignore_result.then_some(spec.name),
+            ..self.result(id)
         }
     }
 }
@@ -361,6 +367,16 @@ impl<A: Serialize + Send + 'static, R: Send + 'static> TaskCall<A, R> {
         &self.options
     }
 
+    /// The arguments as they will be sent.
+    pub fn args(&self) -> &A {
+        &self.args
+    }
+
+    /// The arguments to send; the generated setters of optional arguments change them.
+    pub fn args_mut(&mut self) -> &mut A {
+        &mut self.args
+    }
+
     /// Arguments as Celery sends them: positionally, in schema order.
     pub fn encode_args(&self) -> Result<Vec<Value>> {
         match serde_json::to_value(&self.args) {
@@ -383,6 +399,27 @@ impl<A: Serialize + Send + 'static, R: Send + 'static> TaskCall<A, R> {
         self.client
             .send_task(self.spec, args, Map::new(), self.options)
             .await
+    }
+}
+
+/// A prepared call that [`Client::send_batch`] can send: a [`TaskCall`], or the call type
+/// generated for each task of a schema (e.g. `SendEmailCall`), which wraps one.
+pub trait IntoTaskCall {
+    /// The task's argument struct.
+    type Args: Serialize + Send + 'static;
+    /// The task's result type.
+    type Output: Send + 'static;
+
+    /// The call as a [`TaskCall`].
+    fn into_task_call(self) -> TaskCall<Self::Args, Self::Output>;
+}
+
+impl<A: Serialize + Send + 'static, R: Send + 'static> IntoTaskCall for TaskCall<A, R> {
+    type Args = A;
+    type Output = R;
+
+    fn into_task_call(self) -> TaskCall<A, R> {
+        self
     }
 }
 
@@ -446,6 +483,11 @@ pub enum ResultError {
     /// The stored result does not decode as the task's result type.
     #[error("the result does not decode as the task's result type: {0}")]
     Decode(String),
+    /// The task is declared with `ignore_result`: its worker stores no result, so there is
+    /// nothing to wait for (its state stays PENDING). Returned at once instead of waiting
+    /// out the timeout.
+    #[error("the task `{0}` ignores its result (`ignore_result`): nothing is stored to wait for")]
+    Ignored(String),
     /// The backend failed.
     #[error(transparent)]
     Backend(#[from] Error),
@@ -456,6 +498,9 @@ pub struct AsyncResult<R> {
     id: String,
     backend: Arc<dyn ResultBackend>,
     broker: Arc<dyn Broker>,
+    /// The task's name when it was sent as a call of an `ignore_result` task: no result
+    /// will ever be stored.
+    ignored_by: Option<&'static str>,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -465,6 +510,7 @@ impl<R> Clone for AsyncResult<R> {
             id: self.id.clone(),
             backend: self.backend.clone(),
             broker: self.broker.clone(),
+            ignored_by: self.ignored_by,
             _result: PhantomData,
         }
     }
@@ -503,6 +549,9 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
     /// Waits up to `timeout` for the task to finish and returns its typed result.
     pub async fn get(&self, timeout: Duration) -> Result<R, ResultError> {
+        if let Some(task) = self.ignored_by {
+            return Err(ResultError::Ignored(task.to_owned()));
+        }
         let meta = tokio::time::timeout(timeout, self.backend.wait_ready(&self.id))
             .await
             .map_err(|_| ResultError::Timeout(timeout))??;
@@ -548,5 +597,51 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// Deletes the stored result.
     pub async fn forget(&self) -> Result<()> {
         self.backend.forget(&self.id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::{App, ArgSpec, ResultError, TaskCall, TaskSpec};
+
+    static NOTE: TaskSpec =
+        TaskSpec::new("tasks.note", &[ArgSpec::new("text", true)]).ignore_result(true);
+    static ECHO: TaskSpec = TaskSpec::new("tasks.echo", &[ArgSpec::new("text", true)]);
+
+    #[derive(serde::Serialize)]
+    struct TextArgs {
+        text: String,
+    }
+
+    fn call(app: &App, spec: &'static TaskSpec) -> TaskCall<TextArgs, String> {
+        TaskCall::new(&app.client(), spec, TextArgs { text: "hi".into() })
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_task_that_ignores_its_result_fails_at_once() {
+        let app = App::memory();
+        let sent = call(&app, &NOTE).await.unwrap();
+        // A timeout of an hour: the test would hang if `get` waited for it.
+        match sent.get(Duration::from_secs(3600)).await {
+            Err(ResultError::Ignored(task)) => assert_eq!(task, "tasks.note"),
+            other => panic!("expected Ignored, got {other:?}"),
+        }
+        let batch = app.client().send_batch([call(&app, &NOTE)]).await.unwrap();
+        assert!(matches!(
+            batch[0].get(Duration::from_secs(3600)).await,
+            Err(ResultError::Ignored(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_another_task_waits_out_its_timeout() {
+        let app = App::memory();
+        let sent = call(&app, &ECHO).await.unwrap();
+        assert!(matches!(
+            sent.get(Duration::from_secs(5)).await,
+            Err(ResultError::Timeout(_))
+        ));
     }
 }

@@ -32,6 +32,7 @@ mod app;
 pub mod backend;
 mod bounded;
 pub mod broker;
+mod call_type;
 #[cfg(feature = "cli")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;
@@ -48,7 +49,7 @@ mod worker;
 
 pub use app::App;
 pub use client::{
-    AsyncResult, Client, FromClient, ResultError, SendOptions, TaskCall, TaskFailure,
+    AsyncResult, Client, FromClient, IntoTaskCall, ResultError, SendOptions, TaskCall, TaskFailure,
 };
 pub use container::{
     BuildError, Component, Container, ContainerBuilder, Dependencies, Requirement, Singleton,
@@ -61,6 +62,15 @@ pub use task::{TASK_ERROR_MODULE, TaskContext, TaskError, TaskResult};
 pub use values::Bytes;
 pub use worker::{Invoke, Worker, WorkerBuilder, WorkerSettings, WorkerStatus, decode_args};
 
+/// Date and time types: a schema's `datetime` is `chrono::DateTime<chrono::Utc>` and its
+/// `date` is `chrono::NaiveDate`. Re-exported so that code names the version the runtime
+/// uses without a `chrono` dependency of its own.
+pub use chrono;
+/// JSON values: a schema's `json` is `serde_json::Value`.
+pub use serde_json;
+/// UUIDs: a schema's `uuid` is `uuid::Uuid`.
+pub use uuid;
+
 /// Brings the code generated from `schemas/<name>.yaml` into the current module.
 ///
 /// ```ignore
@@ -68,10 +78,29 @@ pub use worker::{Invoke, Worker, WorkerBuilder, WorkerSettings, WorkerStatus, de
 ///     celerity::include_tasks!("tasks");
 /// }
 /// ```
+///
+/// The file is written by `celerity_codegen::compile("schemas/<name>.yaml")` in the
+/// crate's `build.rs`, under `$OUT_DIR/celerity/<name>.rs`. Two mistakes show here:
+///
+/// - **no `build.rs`** (or one that is not the package's `build` script): `OUT_DIR` is not
+///   set, and the build fails with "`OUT_DIR` is not set: this crate has no build script
+///   that runs celerity_codegen::compile". Add the three-line `build.rs` of the README;
+///   ignore any rustc hint to use `std::env::var` instead, which does not apply.
+/// - **a name that no schema has**: "couldn't read `…/out/celerity/<name>.rs`". The
+///   name is the schema file's stem: `schemas/billing.yaml` is `include_tasks!("billing")`.
 #[macro_export]
 macro_rules! include_tasks {
     ($name:literal) => {
-        include!(concat!(env!("OUT_DIR"), "/celerity/", $name, ".rs"));
+        include!(concat!(
+            env!(
+                "OUT_DIR",
+                "`OUT_DIR` is not set: this crate has no build script that runs \
+                 celerity_codegen::compile (add a build.rs; see celerity::include_tasks!)"
+            ),
+            "/celerity/",
+            $name,
+            ".rs"
+        ));
     };
 }
 
@@ -81,21 +110,14 @@ macro_rules! include_tasks {
 pub mod __codegen {
     /// Version 1 of the generated-code interface.
     pub mod v1 {
+        pub use crate::__task_call as task_call;
         pub use crate::values::default_value;
         pub use crate::{
-            ArgSpec, AsyncResult, BuildError, Bytes, Client, Component, Container, Dependencies,
+            ArgSpec, AsyncResult, BuildError, Client, Component, Container, Dependencies,
             FromClient, Invoke, Requirement, RetryPolicy, TaskCall, TaskContext, TaskResult,
             TaskSpec, WorkerBuilder,
         };
         pub use schemars;
         pub use serde;
-        pub use uuid::Uuid;
-
-        /// `datetime` in a schema.
-        pub type DateTime = chrono::DateTime<chrono::Utc>;
-        /// `date` in a schema.
-        pub type Date = chrono::NaiveDate;
-        /// `json` in a schema.
-        pub type Json = serde_json::Value;
     }
 }

@@ -129,7 +129,9 @@ pub async fn rust_client_python_worker(transport: &Transport, python: &Python) {
 
     let add = tasks.add(2, 40).queue(&queue).await.unwrap();
     let unicode = tasks
-        .greet("Zoë 東京 😀".into(), "Grüß Gott".into(), "!".into())
+        .greet("Zoë 東京 😀".into())
+        .with_greeting("Grüß Gott".into())
+        .with_punctuation("!".into())
         .queue(&queue)
         .await
         .unwrap();

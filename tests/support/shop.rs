@@ -38,13 +38,8 @@ pub async fn every_reference_task_round_trips(tasks: &TasksRegistry, q: &str) {
     );
 
     let receipt = tasks
-        .send_email(
-            address("ada@example.com"),
-            "Hi".into(),
-            "Body".into(),
-            vec![address("ops@example.com")],
-            BTreeMap::new(),
-        )
+        .send_email(address("ada@example.com"), "Hi".into(), "Body".into())
+        .with_cc(vec![address("ops@example.com")])
         .queue(q)
         .await
         .unwrap();
@@ -53,15 +48,19 @@ pub async fn every_reference_task_round_trips(tasks: &TasksRegistry, q: &str) {
     assert_eq!(receipt.accepted, ["ada@example.com", "ops@example.com"]);
     assert_eq!(receipt.message_id, format!("<{receipt_id}@shop.example>"));
 
-    let removed = tasks.cleanup_sessions(30, true).queue(q).await.unwrap();
+    let removed = tasks
+        .cleanup_sessions()
+        .with_max_idle_minutes(30)
+        .with_dry_run(true)
+        .queue(q)
+        .await
+        .unwrap();
     assert_eq!(removed.get(WAIT).await.unwrap(), 0);
 
     let user = tasks
-        .create_user(
-            "grace@example.com".into(),
-            Role::Admin,
-            Some("Grace".into()),
-        )
+        .create_user("grace@example.com".into())
+        .with_role(Role::Admin)
+        .with_display_name(Some("Grace".into()))
         .queue(q)
         .await
         .unwrap()
@@ -92,7 +91,8 @@ pub async fn every_reference_task_round_trips(tasks: &TasksRegistry, q: &str) {
         metadata: BTreeMap::from([("channel".into(), "web".into())]),
     };
     let outcome = tasks
-        .process_order(order.clone(), false)
+        .process_order(order.clone())
+        .with_notify(false)
         .queue(q)
         .await
         .unwrap()
@@ -109,13 +109,10 @@ pub async fn every_reference_task_round_trips(tasks: &TasksRegistry, q: &str) {
 
     let since = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
     let report = tasks
-        .generate_report(
-            "r".into(),
-            ReportFormat::Json,
-            since,
-            NaiveDate::from_ymd_opt(2026, 1, 3),
-            json!({"region": "eu"}),
-        )
+        .generate_report("r".into(), since)
+        .with_format(ReportFormat::Json)
+        .with_until(NaiveDate::from_ymd_opt(2026, 1, 3))
+        .with_filters(json!({"region": "eu"}))
         .queue(q)
         .await
         .unwrap()
@@ -130,13 +127,7 @@ pub async fn every_reference_task_round_trips(tasks: &TasksRegistry, q: &str) {
     );
 
     let failed = tasks
-        .send_email(
-            address("nobody"),
-            "Hi".into(),
-            String::new(),
-            vec![],
-            BTreeMap::new(),
-        )
+        .send_email(address("nobody"), "Hi".into(), String::new())
         .queue(q)
         .await
         .unwrap();
