@@ -231,8 +231,8 @@ fn missing_feature(scheme: &str, feature: &str) -> Error {
         ErrorKind::MissingFeature,
         format!(
             "`{scheme}://` URLs need the `{feature}` feature of celerity-runtime, which this \
-             build leaves out; enable it in Cargo.toml: celerity = {{ package = \
-             \"celerity-runtime\", version = \"{VERSION}\", features = [\"{feature}\"] }}"
+             build leaves out; enable it in Cargo.toml: celerity-runtime = {{ version = \
+             \"{VERSION}\", features = [\"{feature}\"] }}"
         ),
     )
 }
@@ -261,7 +261,7 @@ mod tests {
         );
         assert!(
             message.ends_with(&format!(
-                "celerity = {{ package = \"celerity-runtime\", version = \"0.1\", features = [\"{feature}\"] }}"
+                "celerity-runtime = {{ version = \"0.1\", features = [\"{feature}\"] }}"
             )),
             "{message}"
         );
