@@ -561,6 +561,46 @@ async fn tasks_held_for_their_eta_do_not_starve_the_prefetch_window() {
 }
 
 #[tokio::test]
+async fn a_graceful_stop_returns_held_tasks_and_a_new_worker_runs_each_once() {
+    let Some(rabbit) = Rabbit::start(|_, options| options).await else {
+        return;
+    };
+    let worker = rabbit.worker(2, 1).await;
+    let soon = SendOptions {
+        countdown: Some(Duration::from_secs(4)),
+        ..Default::default()
+    };
+    let mut sent = Vec::new();
+    for n in 0..10 {
+        sent.push(rabbit.send::<i64>(&RECORD, json!([n]), soon.clone()).await);
+    }
+    let (raw, queue) = (&rabbit.raw, &rabbit.queue);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while raw.count(queue).await > 0 {
+        assert!(Instant::now() < deadline, "the worker holds all ten");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.shutdown().await;
+    // `basic.reject` has no reply: RabbitMQ requeues a moment after shutdown returns.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while raw.count(queue).await < 10 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(raw.count(queue).await, 10, "all ten requeued");
+
+    let replacement = rabbit.worker(2, 1).await;
+    for (n, result) in sent.iter().enumerate() {
+        assert_eq!(result.get(Duration::from_secs(10)).await.unwrap(), n as i64);
+    }
+    let mut runs = replacement.singleton::<Runs>().unwrap().list();
+    runs.sort_unstable();
+    assert_eq!(runs, (0..10).collect::<Vec<_>>(), "each ran once");
+    replacement.shutdown().await;
+    assert_eq!(raw.count(queue).await, 0, "nothing left behind");
+    rabbit.finish().await;
+}
+
+#[tokio::test]
 async fn a_retry_is_republished_and_runs_after_its_delay() {
     let Some(rabbit) = Rabbit::start(|_, options| options).await else {
         return;

@@ -454,3 +454,123 @@ async fn fetched_but_unstarted_tasks_return_to_the_queue_when_the_consumer_stops
     acker.ack().await.unwrap();
     let _: () = raw.del(&queue).await.unwrap();
 }
+
+/// `t.retry_double(x)`: asks for a retry in 3 s on its first run, then returns `2x`.
+static RETRY_DOUBLE: celerity::TaskSpec =
+    celerity::TaskSpec::new("t.retry_double", &[celerity::ArgSpec::new("x", true)]);
+
+/// Every run of the tasks below, by argument, across the workers of a test.
+#[derive(Default, Clone)]
+struct Runs(std::sync::Arc<std::sync::Mutex<Vec<i64>>>);
+
+struct Counted {
+    runs: std::sync::Arc<Runs>,
+}
+
+impl celerity::Component for Counted {
+    type Deps = std::sync::Arc<Runs>;
+    async fn build(
+        runs: std::sync::Arc<Runs>,
+        _ctx: &celerity::TaskContext,
+    ) -> Result<Self, celerity::BuildError> {
+        Ok(Counted { runs })
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CountedDouble {
+    x: i64,
+}
+
+impl celerity::Invoke<Counted> for CountedDouble {
+    type Output = i64;
+    async fn invoke(self, c: &Counted, ctx: &celerity::TaskContext) -> celerity::TaskResult<i64> {
+        if ctx.name == RETRY_DOUBLE.name && ctx.retries == 0 {
+            return Err(celerity::TaskError::retry(Some(Duration::from_secs(3))));
+        }
+        c.runs.0.lock().unwrap().push(self.x);
+        Ok(self.x * 2)
+    }
+}
+
+async fn counted_worker(app: &App, queue: &str, runs: &Runs) -> celerity::Worker {
+    let mut builder = app.worker();
+    builder
+        .singleton(runs.clone())
+        .register::<Counted, CountedDouble>(&DOUBLE)
+        .register::<Counted, CountedDouble>(&RETRY_DOUBLE)
+        .queues([queue.to_owned()])
+        .concurrency(4);
+    builder.start().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_graceful_stop_returns_held_eta_tasks_and_pending_retries_to_the_queue() {
+    let Some(url) = support::redis_url() else {
+        return;
+    };
+    let app = app(&url).await;
+    let queue = unique_queue();
+    let first_runs = Runs::default();
+    let worker = counted_worker(&app, &queue, &first_runs).await;
+    let client = app.client();
+    let soon = SendOptions {
+        countdown: Some(Duration::from_secs(4)),
+        ..to(&queue)
+    };
+    let mut sent = Vec::new();
+    for x in 0..20 {
+        let options = soon.clone();
+        sent.push(client.send_task::<i64>(&DOUBLE, vec![json!(x)], Map::new(), options));
+    }
+    let mut sent = futures::future::try_join_all(sent).await.unwrap();
+    // Five more that run at once and ask for a retry in 3 s: each pending retry is a new
+    // message the worker holds.
+    for x in 20..25 {
+        let retried = client
+            .send_task::<i64>(&RETRY_DOUBLE, vec![json!(x)], Map::new(), to(&queue))
+            .await
+            .unwrap();
+        sent.push(retried);
+    }
+    let mut raw = support::raw_redis(&url).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut retrying = 0;
+        for result in &sent[20..] {
+            if result.state().await.unwrap() == celerity::TaskState::Retry {
+                retrying += 1;
+            }
+        }
+        let queued: i64 = raw.llen(&queue).await.unwrap();
+        if retrying == 5 && queued == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker took every message"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.shutdown().await;
+    assert_eq!(
+        raw.llen::<_, i64>(&queue).await.unwrap(),
+        25,
+        "every held message is back on the queue when shutdown returns"
+    );
+    assert!(first_runs.0.lock().unwrap().is_empty());
+
+    let runs = Runs::default();
+    let replacement = counted_worker(&app, &queue, &runs).await;
+    // Due 3 to 4 s after they were sent: well within this, not after a visibility timeout.
+    let lost = support::lost_doubles(&sent, Duration::from_secs(8)).await;
+    assert!(lost.is_empty(), "sent 25, lost {}: {lost:?}", lost.len());
+    let mut ran = runs.0.lock().unwrap().clone();
+    ran.sort_unstable();
+    assert_eq!(
+        ran,
+        (0..25).collect::<Vec<_>>(),
+        "each completed exactly once"
+    );
+    replacement.shutdown().await;
+}

@@ -130,6 +130,18 @@ struct Harness {
 async fn harness(concurrency: usize, prefetch_multiplier: usize) -> Harness {
     let broker = MemoryBroker::new();
     let app = App::new(broker.clone(), MemoryBackend::new());
+    let worker = start_worker(&app, concurrency, prefetch_multiplier).await;
+    let log = worker.singleton::<Log>().expect("the log singleton");
+    Harness {
+        app,
+        broker,
+        worker,
+        log,
+    }
+}
+
+/// A worker of every probe task on `app`'s broker, with a log of its own.
+async fn start_worker(app: &App, concurrency: usize, prefetch_multiplier: usize) -> Worker {
     let mut builder = app.worker();
     builder
         .singleton(Log::default())
@@ -149,14 +161,7 @@ async fn harness(concurrency: usize, prefetch_multiplier: usize) -> Harness {
         .register::<Probe, StartedArgs>(&STARTED)
         .register::<Probe, IgnoredArgs>(&IGNORED)
         .register::<Probe, LimitedArgs>(&LIMITED);
-    let worker = builder.start().await.expect("the worker starts");
-    let log = worker.singleton::<Log>().expect("the log singleton");
-    Harness {
-        app,
-        broker,
-        worker,
-        log,
-    }
+    builder.start().await.expect("the worker starts")
 }
 
 impl Harness {
@@ -356,6 +361,51 @@ async fn a_countdown_holds_the_task_without_blocking_others() {
         "ran no earlier than its countdown"
     );
     h.worker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_graceful_stop_returns_held_eta_tasks_and_pending_retries_to_the_queue() {
+    let h = harness(2, 1).await;
+    let soon = SendOptions {
+        countdown: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let mut sent = Vec::new();
+    for n in 0..10 {
+        sent.push((json!(n), h.send_with(&ECHO, json!([n]), soon.clone()).await));
+    }
+    // Runs at once, then waits 30 s for its retry: held by the worker as a new message.
+    let retried = h.send(&RETRY_ONCE, json!([])).await;
+    while retried.state().await.unwrap() != TaskState::Retry || !h.broker.is_empty("celery") {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.broker.unacked(), 11, "ten ETA tasks and one retry held");
+    h.worker.shutdown().await;
+    assert_eq!(
+        (h.broker.len("celery"), h.broker.unacked()),
+        (11, 0),
+        "every held message is back on the queue when shutdown returns"
+    );
+
+    let t0 = Instant::now();
+    let replacement = start_worker(&h.app, 2, 1).await;
+    sent.push((json!(1), retried));
+    let mut completed = 0;
+    for (expected, result) in &sent {
+        assert_eq!(
+            result.get(Duration::from_secs(31)).await.unwrap(),
+            *expected
+        );
+        completed += 1;
+    }
+    assert_eq!(completed, 11, "sent 11, completed 11, none lost");
+    let runs = replacement.singleton::<Log>().unwrap().runs();
+    assert_eq!(runs.len(), 11, "each ran once on the replacement");
+    assert!(
+        runs.iter().all(|r| (r.2 - t0) <= Duration::from_secs(31)),
+        "each ran by its ETA, not after a timeout"
+    );
+    replacement.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]

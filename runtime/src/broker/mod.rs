@@ -121,6 +121,15 @@ pub trait Consumer: Send {
     fn set_prefetch(&mut self, _count: usize) -> BoxFuture<'_, Result<()>> {
         Box::pin(async { Ok(()) })
     }
+
+    /// Stops deliveries for good, leaving those already handed out to be settled on the
+    /// open connection: what a stopping worker does first (Celery's
+    /// `celery/worker/consumer/tasks.py::Tasks.shutdown` cancels its task consumer).
+    /// Messages fetched but not handed out go back to their queue. The default does
+    /// nothing.
+    fn cancel(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A message handed to a worker, with the means to settle it.

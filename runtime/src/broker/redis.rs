@@ -381,7 +381,7 @@ struct RedisConsumer {
     /// Fetched, recorded as unacknowledged, not yet handed out.
     buffer: std::collections::VecDeque<Delivery>,
     /// A fetch whose reply has not been read yet.
-    pending: Option<tokio::task::JoinHandle<Result<Vec<Vec<u8>>>>>,
+    pending: Option<PendingFetch>,
     /// The periodic `restore_visible` sweep, stopped with the consumer.
     sweeper: tokio::task::JoinHandle<()>,
 }
@@ -399,28 +399,38 @@ impl Drop for RedisConsumer {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let broker = self.broker.clone();
-        runtime.spawn(async move {
-            let mut ackers: Vec<Box<dyn Acknowledger>> =
-                buffered.into_iter().map(|d| d.into_parts().3).collect();
-            if let Some(Ok(Ok(fetched))) = match pending {
-                Some(pending) => Some(pending.await),
-                None => None,
-            } {
-                for (queue, envelope, malformed) in entries(fetched) {
-                    if !malformed {
-                        ackers.push(delivery(&broker, queue, envelope).into_parts().3);
-                    }
-                }
-            }
-            for acker in ackers {
-                if let Err(error) = acker.reject(true).await {
-                    tracing::warn!(%error, "could not requeue a fetched task; it returns after the visibility timeout");
-                }
-            }
-        });
+        runtime.spawn(return_fetched(self.broker.clone(), buffered, pending));
     }
 }
+
+/// Requeues messages fetched but never handed out: the `buffered` deliveries and those of
+/// a fetch still `pending`.
+async fn return_fetched(
+    broker: RedisBroker,
+    buffered: std::collections::VecDeque<Delivery>,
+    pending: Option<PendingFetch>,
+) {
+    let mut ackers: Vec<Box<dyn Acknowledger>> =
+        buffered.into_iter().map(|d| d.into_parts().3).collect();
+    if let Some(Ok(Ok(fetched))) = match pending {
+        Some(pending) => Some(pending.await),
+        None => None,
+    } {
+        for (queue, envelope, malformed) in entries(fetched) {
+            if !malformed {
+                ackers.push(delivery(&broker, queue, envelope).into_parts().3);
+            }
+        }
+    }
+    for acker in ackers {
+        if let Err(error) = acker.reject(true).await {
+            tracing::warn!(%error, "could not requeue a fetched task; it returns after the visibility timeout");
+        }
+    }
+}
+
+/// A fetch script running in a task of its own (see [`RedisConsumer::fetch`]).
+type PendingFetch = tokio::task::JoinHandle<Result<Vec<Vec<u8>>>>;
 
 impl RedisConsumer {
     /// Fetches up to `batch` messages in one round trip into the buffer.
@@ -582,6 +592,16 @@ impl Consumer for RedisConsumer {
     fn set_prefetch(&mut self, count: usize) -> BoxFuture<'_, Result<()>> {
         self.batch = (count / 4).max(1);
         Box::pin(async { Ok(()) })
+    }
+
+    fn cancel(&mut self) -> BoxFuture<'_, Result<()>> {
+        let buffered = std::mem::take(&mut self.buffer);
+        let pending = self.pending.take();
+        let broker = self.broker.clone();
+        Box::pin(async move {
+            return_fetched(broker, buffered, pending).await;
+            Ok(())
+        })
     }
 }
 

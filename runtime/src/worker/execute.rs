@@ -10,6 +10,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::Instrument;
 
 use super::dispatch::{Registered, TaskTable};
+use super::held::{HeldTasks, Waiting};
 use super::log;
 use crate::broker::{Acknowledger, Consumer, Control, ControlStream};
 use crate::client::Client;
@@ -33,9 +34,11 @@ pub(crate) struct Shared {
     pub prefetch: Arc<Semaphore>,
     /// The prefetch window: `concurrency × prefetch_multiplier`.
     pub window: usize,
-    /// How many messages are held until their ETA. They do not count against the window;
-    /// the broker's prefetch is raised by as many (Celery's `qos.increment_eventually()`).
-    pub held_for_eta: watch::Sender<usize>,
+    /// The messages held until their ETA. They do not count against the window; the
+    /// broker's prefetch is raised by as many (Celery's `qos.increment_eventually()`).
+    pub held: HeldTasks,
+    /// Turns true when the worker stops: tasks not started by then go back to the broker.
+    pub stopping: watch::Receiver<bool>,
     /// Task ids revoked by broadcast.
     pub revoked: std::sync::Mutex<RevokedSet>,
     /// Next start time allowed per rate-limited task name.
@@ -105,12 +108,14 @@ pub(crate) async fn listen(shared: Arc<Shared>, mut control: Box<dyn ControlStre
 
 /// Pulls deliveries while the prefetch window has room, so the worker never holds more
 /// messages than `concurrency × prefetch_multiplier`; stops when `stopped` turns true.
+/// Returns the consumer, its deliveries cancelled but its connection open, so that the
+/// messages still held can be settled before it closes.
 pub(crate) async fn consume(
     shared: Arc<Shared>,
     mut consumer: Box<dyn Consumer>,
     mut stopped: watch::Receiver<bool>,
-) {
-    let mut held_for_eta = shared.held_for_eta.subscribe();
+) -> Box<dyn Consumer> {
+    let mut held_for_eta = shared.held.count();
     let mut prefetch = 0;
     loop {
         let wanted = shared.window + *held_for_eta.borrow_and_update();
@@ -123,15 +128,15 @@ pub(crate) async fn consume(
             }
         }
         let held = tokio::select! {
-            _ = stopped.wait_for(|s| *s) => return,
+            _ = stopped.wait_for(|s| *s) => break,
             _ = held_for_eta.changed() => continue,
             permit = shared.prefetch.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
-                Err(_) => return,
+                Err(_) => break,
             },
         };
         let delivery = tokio::select! {
-            _ = stopped.wait_for(|s| *s) => return,
+            _ = stopped.wait_for(|s| *s) => break,
             _ = held_for_eta.changed() => continue,
             delivery = consumer.next() => delivery,
         };
@@ -147,6 +152,12 @@ pub(crate) async fn consume(
             }
         }
     }
+    // Celery cancels its task consumer first when it stops (`celery/worker/consumer/
+    // tasks.py::Tasks.shutdown`), so nothing more arrives while the rest is settled.
+    if let Err(error) = consumer.cancel().await {
+        tracing::warn!(%error, "could not cancel consuming; the broker's close settles it");
+    }
+    consumer
 }
 
 fn parse_time(text: &Option<String>, header: &str) -> Result<Option<DateTime<Utc>>, String> {
@@ -163,15 +174,90 @@ async fn receive(
     raw: RawMessage,
     queue: String,
     acker: Box<dyn Acknowledger>,
-    mut held: OwnedSemaphorePermit,
+    held: OwnedSemaphorePermit,
 ) {
-    let message = match TaskMessage::from_raw(&raw) {
+    let Some(decoded) = decode(&shared, &raw, &queue, acker).await else {
+        return;
+    };
+    log::received(
+        decoded.registered.spec.name,
+        decoded.message.id(),
+        &queue,
+        decoded.eta,
+    );
+    if let Some(due) = decoded.eta.filter(|eta| *eta > Utc::now()) {
+        // Held without a slot and outside the prefetch window, which the broker's prefetch
+        // is raised for instead, so held tasks cannot starve the others
+        // (`celery/worker/strategy.py`); the place is taken back when the ETA comes.
+        let wait = (due - Utc::now()).to_std().unwrap_or_default();
+        tracing::debug!(
+            id = decoded.message.id(),
+            ?wait,
+            "holding task until its ETA"
+        );
+        let waiting = Waiting {
+            raw,
+            queue,
+            acker: decoded.acker,
+        };
+        shared
+            .held
+            .hold(tokio::time::Instant::now() + wait, waiting)
+            .await;
+        // Given up only now: a worker stopping meanwhile waits for this place, so for the
+        // message to be back on the broker.
+        drop(held);
+        return;
+    }
+    start(shared, decoded, raw, queue, held).await;
+}
+
+/// A held task whose ETA came: it takes a place in the prefetch window again, then runs
+/// like any other. A worker stopping first returns it to the broker instead.
+pub(crate) async fn admit(shared: Arc<Shared>, waiting: Waiting) {
+    let mut stopping = shared.stopping.clone();
+    let permit = tokio::select! {
+        permit = shared.prefetch.clone().acquire_owned() => permit.ok(),
+        _ = stopping.wait_for(|s| *s) => None,
+    };
+    let Some(held) = permit else {
+        shared.held.give_back(waiting).await;
+        shared.held.left();
+        return;
+    };
+    shared.held.left();
+    let Waiting { raw, queue, acker } = waiting;
+    // It decoded when it arrived, so this only fails on a task unregistered since.
+    let Some(decoded) = decode(&shared, &raw, &queue, acker).await else {
+        return;
+    };
+    start(shared, decoded, raw, queue, held).await;
+}
+
+/// A message decoded far enough to schedule and run it.
+struct Decoded {
+    registered: Registered,
+    message: TaskMessage,
+    acker: Box<dyn Acknowledger>,
+    eta: Option<DateTime<Utc>>,
+    expires: Option<DateTime<Utc>>,
+}
+
+/// Decodes `raw` and finds its task; a message that is not a valid task message, or names
+/// no registered task, is logged and rejected here (`None`).
+async fn decode(
+    shared: &Shared,
+    raw: &RawMessage,
+    queue: &str,
+    acker: Box<dyn Acknowledger>,
+) -> Option<Decoded> {
+    let message = match TaskMessage::from_raw(raw) {
         Ok(message) => message,
         Err(error) => {
             let id = raw.headers.get("id").and_then(Value::as_str).unwrap_or("?");
             tracing::warn!(%error, %queue, id, "rejecting a message that is not a valid task message");
             settle(acker, Settle::Reject).await;
-            return;
+            return None;
         }
     };
     let Some(registered) = shared.table.get(message.task()).cloned() else {
@@ -185,44 +271,48 @@ async fn receive(
         // Celery records NotRegistered so a waiting client fails instead of hanging.
         let exception = ExceptionInfo::new("NotRegistered", CELERY_EXCEPTIONS, message.task());
         store(
-            &shared,
+            shared,
             &message.properties,
             ResultMeta::exception(message.id(), TaskState::Failure, &exception, None),
         )
         .await;
         settle(acker, Settle::Reject).await;
-        return;
+        return None;
     };
-    let (eta, expires) = match (
+    match (
         parse_time(&message.headers.eta, "eta"),
         parse_time(&message.headers.expires, "expires"),
     ) {
-        (Ok(eta), Ok(expires)) => (eta, expires),
+        (Ok(eta), Ok(expires)) => Some(Decoded {
+            registered,
+            message,
+            acker,
+            eta,
+            expires,
+        }),
         (Err(error), _) | (_, Err(error)) => {
             tracing::warn!(%error, id = message.id(), "rejecting an invalid task message");
             settle(acker, Settle::Reject).await;
-            return;
+            None
         }
-    };
-    log::received(registered.spec.name, message.id(), &queue, eta);
-    if let Some(due) = eta.filter(|eta| *eta > Utc::now()) {
-        // Held without a slot and outside the prefetch window, which the broker's prefetch
-        // is raised for instead, so held tasks cannot starve the others
-        // (`celery/worker/strategy.py`); the place is taken back when the ETA comes.
-        let wait = (due - Utc::now()).to_std().unwrap_or_default();
-        tracing::debug!(id = message.id(), ?wait, "holding task until its ETA");
-        drop(held);
-        shared.held_for_eta.send_modify(|n| *n += 1);
-        tokio::time::sleep(wait).await;
-        shared
-            .held_for_eta
-            .send_modify(|n| *n = n.saturating_sub(1));
-        // Closed at shutdown: the message goes back to the broker unsettled.
-        let Ok(permit) = shared.prefetch.clone().acquire_owned().await else {
-            return;
-        };
-        held = permit;
     }
+}
+
+/// Waits for the task's turn under its rate limit and for a free slot, then runs it.
+async fn start(
+    shared: Arc<Shared>,
+    decoded: Decoded,
+    raw: RawMessage,
+    queue: String,
+    held: OwnedSemaphorePermit,
+) {
+    let Decoded {
+        registered,
+        message,
+        acker,
+        eta,
+        expires,
+    } = decoded;
     shared.rate_limit(registered.spec).await;
     let Ok(slot) = shared.slots.clone().acquire_owned().await else {
         return;

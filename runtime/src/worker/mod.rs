@@ -4,6 +4,7 @@ mod args;
 mod control;
 mod dispatch;
 mod execute;
+mod held;
 mod log;
 
 use std::sync::Arc;
@@ -202,7 +203,8 @@ impl WorkerBuilder {
             slots: Arc::new(Semaphore::new(self.concurrency)),
             prefetch: Arc::new(Semaphore::new(prefetch)),
             window: prefetch,
-            held_for_eta: watch::channel(0).0,
+            held: Default::default(),
+            stopping: stopped.clone(),
             revoked: Default::default(),
             rate_limits: Default::default(),
             hostname: self.hostname,
@@ -211,17 +213,28 @@ impl WorkerBuilder {
             control.map(|control| tokio::spawn(execute::listen(shared.clone(), control)));
         let mailbox = mailbox.map(|mailbox| tokio::spawn(control::answer(shared.clone(), mailbox)));
         tracing::info!(queues = ?queues, concurrency = self.concurrency, prefetch, "{} ready.", shared.hostname);
+        let timer = tokio::spawn({
+            let shared = shared.clone();
+            async move {
+                let start = |waiting| {
+                    tokio::spawn(execute::admit(shared.clone(), waiting));
+                };
+                shared.held.run(start).await;
+            }
+        });
         let (consuming_tx, consuming) = watch::channel(true);
         let task = tokio::spawn({
             let shared = shared.clone();
             async move {
-                execute::consume(shared, consumer, stopped).await;
+                let consumer = execute::consume(shared, consumer, stopped).await;
                 consuming_tx.send_replace(false);
+                consumer
             }
         });
         Ok(Worker {
             stop,
             task,
+            timer,
             listener,
             mailbox,
             shared,
@@ -254,7 +267,10 @@ pub struct WorkerSettings {
 /// A running worker.
 pub struct Worker {
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    /// The consuming loop; it hands the consumer back when it stops.
+    task: JoinHandle<Box<dyn crate::broker::Consumer>>,
+    /// Starts held tasks when their ETA comes.
+    timer: JoinHandle<()>,
     listener: Option<JoinHandle<()>>,
     /// Answers Celery's remote-control commands, where the broker has a mailbox.
     mailbox: Option<JoinHandle<()>>,
@@ -315,11 +331,18 @@ impl Worker {
         }
     }
 
-    /// Stops consuming, waits for held and running tasks (up to the shutdown timeout),
-    /// then closes the singletons. Messages not yet started go back to the broker.
+    /// Stops consuming, returns to the broker every message held and not started (tasks
+    /// waiting for their ETA or countdown, pending retries), waits for running tasks and
+    /// those already given a place to run (up to the shutdown timeout), then closes the
+    /// consumer and the singletons.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        let consumer = self.task.await.ok();
+        // Back to the broker at once, so another worker runs them on time: kombu's Redis
+        // channel does the same on close (`QoS.restore_unacked_once`), and Celery's AMQP
+        // channel close makes the broker requeue them.
+        self.shared.held.close().await;
+        let _ = self.timer.await;
         let all = u32::try_from(self.shared.window).unwrap_or(u32::MAX);
         match tokio::time::timeout(
             self.shutdown_timeout,
@@ -332,8 +355,10 @@ impl Worker {
                 tracing::warn!(timeout = ?self.shutdown_timeout, "shutting down with tasks still running")
             }
         }
-        // Tasks still waiting for their ETA will not run: their messages go back.
         self.shared.prefetch.close();
+        // Closed only now, so running tasks could still acknowledge on its channel: an
+        // AMQP channel closed earlier would have requeued them and they would run twice.
+        drop(consumer);
         if let Some(listener) = &self.listener {
             listener.abort();
         }

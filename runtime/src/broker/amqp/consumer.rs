@@ -32,6 +32,8 @@ pub(crate) struct AmqpConsumer {
 
 struct Live {
     channel: Channel,
+    /// One consumer tag per queue, for `basic.cancel`.
+    tags: Vec<String>,
     deliveries: SelectAll<Deliveries>,
 }
 
@@ -77,6 +79,7 @@ impl AmqpConsumer {
             )
             .await?;
         let mut deliveries = SelectAll::new();
+        let mut tags = Vec::with_capacity(self.queues.len());
         for queue in &self.queues {
             let tag = format!("celerity-{}", uuid::Uuid::new_v4());
             let consumer = broker
@@ -93,10 +96,12 @@ impl AmqpConsumer {
             let name = queue.name.clone();
             let stream: Deliveries = Box::pin(consumer.map(move |d| (name.clone(), d)));
             deliveries.push(stream);
+            tags.push(tag);
         }
         tracing::debug!(queues = ?self.queues.iter().map(AmqpQueue::name).collect::<Vec<_>>(), prefetch = self.prefetch, "consuming");
         Ok(Live {
             channel,
+            tags,
             deliveries,
         })
     }
@@ -164,6 +169,27 @@ impl Consumer for AmqpConsumer {
                 let qos = BasicQosOptions { global };
                 self.broker
                     .bounded("set the prefetch count", live.channel.basic_qos(count, qos))
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// `basic.cancel` for each queue: RabbitMQ delivers nothing more, and what it already
+    /// delivered stays unacknowledged on the channel, to be settled there or requeued when
+    /// the channel closes.
+    fn cancel(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let Some(live) = &self.live else {
+                return Ok(());
+            };
+            for tag in &live.tags {
+                self.broker
+                    .bounded(
+                        "cancel consuming",
+                        live.channel
+                            .basic_cancel(tag, lapin::options::BasicCancelOptions::default()),
+                    )
                     .await?;
             }
             Ok(())
