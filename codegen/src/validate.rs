@@ -541,7 +541,9 @@ impl Checker<'_> {
                     .chain(BUILTINS.iter().map(|(n, _)| *n))
                     .chain(CONSTRUCTORS.iter().copied())
                     .collect();
-                let help = did_you_mean(&name, candidates).or_else(|| {
+                let help = did_you_mean(&name, candidates)
+                    .or_else(|| other_language_type(&name))
+                    .or_else(|| {
                     Some("declare it under `types:`, or use a built-in type (bool, i32, i64, u32, u64, f64, string, bytes, uuid, datetime, date, json)".into())
                 });
                 self.error_at_value(path, format!("unknown type `{name}`"), help);
@@ -1420,6 +1422,23 @@ pub fn duration_ms(value: &Value) -> Result<u64, String> {
     Ok((number * unit_ms).round() as u64)
 }
 
+/// The schema's spelling of a type name from another language (Python, JSON Schema,
+/// Rust), which a typo distance does not find: `float` is nowhere near `f64`.
+fn other_language_type(name: &str) -> Option<String> {
+    let ours = match name.to_ascii_lowercase().as_str() {
+        "float" | "double" | "number" | "f32" => "f64",
+        "int" | "integer" | "long" | "isize" | "i8" | "i16" => "i64",
+        "uint" | "usize" | "u8" | "u16" => "u64",
+        "str" | "text" | "char" => "string",
+        "boolean" => "bool",
+        "object" | "dict" | "any" | "value" => "json",
+        "timestamp" | "time" => "datetime",
+        "bytearray" | "binary" | "blob" => "bytes",
+        _ => return None,
+    };
+    Some(format!("the schema spells it `{ours}`"))
+}
+
 /// A `Duration` expression for `ms` milliseconds that users' lints accept: whole seconds
 /// go through `Duration::new`, because clippy's `duration_suboptimal_units` asks for
 /// `from_mins`/`from_hours` (Rust 1.91) on `from_secs(540)`, later than this crate's
@@ -1679,6 +1698,19 @@ fn default_expr(value: &Value, expr: &TypeExpr, table: &HashMap<String, Named>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_names_of_other_languages_get_the_schema_spelling() {
+        assert_eq!(
+            other_language_type("float").as_deref(),
+            Some("the schema spells it `f64`")
+        );
+        assert_eq!(
+            other_language_type("Integer").as_deref(),
+            Some("the schema spells it `i64`")
+        );
+        assert_eq!(other_language_type("Invoice"), None);
+    }
 
     #[test]
     fn durations_are_written_in_forms_users_lints_accept() {
