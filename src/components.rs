@@ -281,8 +281,8 @@ impl Reports for ReportBuilder {
         &self,
         _ctx: &TaskContext,
         name: String,
-        since: NaiveDate,
         format: ReportFormat,
+        since: NaiveDate,
         until: Option<NaiveDate>,
         filters: serde_json::Value,
     ) -> TaskResult<Report> {

@@ -30,6 +30,7 @@ fn the_banner_shows_the_configuration_and_every_task_with_its_queue() {
         "redis://127.0.0.1:6379/0",
         "redis://127.0.0.1:6379/0",
     )
+    .visibility_timeout(Duration::from_secs(600))
     .health_url("http://127.0.0.1:9100/healthz".into())
     .ready_file("/tmp/celerity.ready".into());
     let expected = format!(
@@ -41,6 +42,7 @@ celery@shop-1 v{version} (celerity)
 .> results:     redis://127.0.0.1:6379/0
 .> concurrency: 8 (prefetch 32)
 .> shutdown:    waits 30s
+.> visibility:  unacked tasks return after 600s
 .> health:      http://127.0.0.1:9100/healthz
 .> ready file:  /tmp/celerity.ready
 
@@ -60,6 +62,51 @@ celery@shop-1 v{version} (celerity)
         version = env!("CARGO_PKG_VERSION")
     );
     assert_eq!(banner.to_string(), expected);
+}
+
+#[test]
+fn the_banner_shows_the_visibility_timeout_of_the_flag_else_the_variable_else_the_url() {
+    let Some(url) = redis_url() else { return };
+    // A database of its own: each worker sweeps its `unacked` hash with these timeouts.
+    let url = url
+        .rsplit_once('/')
+        .map_or(url.clone(), |(base, _)| format!("{base}/12"));
+    let queue = format!("celerity-test-{}", uuid::Uuid::new_v4());
+    let with_query = format!("{url}?visibility_timeout=5");
+    let cases: [(&str, &[&str], Option<&str>, &str); 4] = [
+        (&url, &[], None, "3600s"),
+        (&with_query, &[], None, "5s"),
+        (&with_query, &[], Some("7"), "7s"),
+        (
+            &with_query,
+            &["--visibility-timeout", "90s"],
+            Some("7"),
+            "90s",
+        ),
+    ];
+    for (broker, flags, variable, shown) in cases {
+        let mut args = vec![
+            "--broker-url",
+            broker,
+            "--result-backend",
+            "memory://",
+            "--queues",
+            &queue,
+        ];
+        args.extend_from_slice(flags);
+        let mut worker = WorkerProcess::start_with(&args, |command| {
+            match variable {
+                Some(value) => command.env("CELERITY_BROKER_VISIBILITY_TIMEOUT", value),
+                None => command.env_remove("CELERITY_BROKER_VISIBILITY_TIMEOUT"),
+            };
+        });
+        let line = worker.stdout_line_containing(".> visibility:");
+        assert_eq!(
+            line,
+            format!(".> visibility:  unacked tasks return after {shown}"),
+            "{broker} {flags:?} {variable:?}"
+        );
+    }
 }
 
 #[test]
@@ -201,7 +248,14 @@ struct WorkerProcess {
 
 impl WorkerProcess {
     fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(worker_binary())
+        Self::start_with(args, |_| {})
+    }
+
+    /// Starts it with `args` and whatever else `configure` sets (the environment).
+    fn start_with(args: &[&str], configure: impl FnOnce(&mut Command)) -> Self {
+        let mut command = Command::new(worker_binary());
+        configure(&mut command);
+        let mut child = command
             .args(args)
             .env("CELERITY_LOG_LEVEL", "info")
             .env("CELERITY_LOG_FORMAT", "human")

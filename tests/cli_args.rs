@@ -8,7 +8,7 @@ use celerity::App;
 use celerity::cli::{LogFormat, WorkerArgs};
 use clap::Parser;
 
-const VARIABLES: [&str; 11] = [
+const VARIABLES: [&str; 12] = [
     "CELERITY_BROKER_URL",
     "CELERITY_RESULT_BACKEND",
     "CELERITY_QUEUES",
@@ -18,6 +18,7 @@ const VARIABLES: [&str; 11] = [
     "CELERITY_LOG_LEVEL",
     "CELERITY_LOG_FORMAT",
     "CELERITY_SHUTDOWN_TIMEOUT",
+    "CELERITY_BROKER_VISIBILITY_TIMEOUT",
     "CELERITY_HEALTH_ADDR",
     "CELERITY_READY_FILE",
 ];
@@ -49,6 +50,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert_eq!(defaults.log_level, "info");
     assert_eq!(defaults.log_format, LogFormat::Human);
     assert_eq!(defaults.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(defaults.visibility_timeout, None);
     assert_eq!(defaults.health_addr, None);
     assert_eq!(defaults.ready_file, None);
 
@@ -61,6 +63,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     set("CELERITY_LOG_LEVEL", "debug");
     set("CELERITY_LOG_FORMAT", "json");
     set("CELERITY_SHUTDOWN_TIMEOUT", "2m");
+    set("CELERITY_BROKER_VISIBILITY_TIMEOUT", "600");
     set("CELERITY_HEALTH_ADDR", "127.0.0.1:9100");
     set("CELERITY_READY_FILE", "/tmp/celerity.ready");
     let from_env = parse(&[]).unwrap();
@@ -73,6 +76,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert_eq!(from_env.log_level, "debug");
     assert_eq!(from_env.log_format, LogFormat::Json);
     assert_eq!(from_env.shutdown_timeout, Duration::from_secs(120));
+    assert_eq!(from_env.visibility_timeout, Some(Duration::from_secs(600)));
     assert_eq!(
         from_env.health_addr,
         Some("127.0.0.1:9100".parse().unwrap())
@@ -97,6 +101,8 @@ fn flags_win_over_variables_which_win_over_defaults() {
         "500ms",
         "--loglevel",
         "warn",
+        "--visibility-timeout",
+        "90s",
     ])
     .unwrap();
     assert_eq!(flags.broker_url, "amqp://guest:guest@127.0.0.1:5672//");
@@ -106,6 +112,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert_eq!(flags.log_format, LogFormat::Human);
     assert_eq!(flags.shutdown_timeout, Duration::from_millis(500));
     assert_eq!(flags.log_level, "warn");
+    assert_eq!(flags.visibility_timeout, Some(Duration::from_secs(90)));
     // Not given as flags: still from the environment.
     assert_eq!(flags.result_backend, "redis://127.0.0.1:6379/1");
     assert_eq!(flags.prefetch_multiplier, 1);
@@ -132,6 +139,13 @@ fn flags_win_over_variables_which_win_over_defaults() {
         .unwrap_err()
         .to_string();
     assert!(unit.contains("unknown unit `days`"), "{unit}");
+    let never = parse(&["--visibility-timeout", "0"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        never.contains("--visibility-timeout") && never.contains("must be longer than 0"),
+        "{never}"
+    );
     let format = parse(&["--log-format", "xml"]).unwrap_err().to_string();
     assert!(
         format.contains("[possible values: human, json]"),

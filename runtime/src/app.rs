@@ -1,6 +1,7 @@
 //! The application: one broker and one result backend, shared by clients and workers.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 #[cfg(feature = "redis")]
 use crate::backend::RedisBackend;
@@ -22,6 +23,35 @@ pub(crate) const BROKER_URL_VAR: &str = "CELERITY_BROKER_URL";
 pub(crate) const RESULT_BACKEND_VAR: &str = "CELERITY_RESULT_BACKEND";
 /// The broker and backend when none is named: the embedded one.
 pub(crate) const DEFAULT_URL: &str = "memory://";
+/// The variable setting a Redis broker's visibility timeout, the `visibility_timeout` of
+/// Celery's `broker_transport_options`; named like `CELERITY_BROKER_HEARTBEAT` and
+/// `CELERITY_BROKER_CONNECTION_TIMEOUT` (Celery's `broker_heartbeat`,
+/// `broker_connection_timeout`).
+pub(crate) const VISIBILITY_TIMEOUT_VAR: &str = "CELERITY_BROKER_VISIBILITY_TIMEOUT";
+
+/// Settings that a process gives besides its URLs (from flags or the environment). Each
+/// one set wins over what the URL says.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Settings {
+    /// A Redis broker's visibility timeout, over the URL's `?visibility_timeout=`.
+    pub visibility_timeout: Option<Duration>,
+}
+
+impl Settings {
+    /// The settings of the `CELERITY_*` variables that are set.
+    fn from_env() -> Result<Settings> {
+        let visibility_timeout = match std::env::var(VISIBILITY_TIMEOUT_VAR) {
+            Ok(text) => Some(parse_timeout(&text).map_err(|reason| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("{VISIBILITY_TIMEOUT_VAR}={text:?}: {reason}"),
+                )
+            })?),
+            Err(_) => None,
+        };
+        Ok(Settings { visibility_timeout })
+    }
+}
 
 /// A broker and a result backend: the entry point for sending and running tasks.
 ///
@@ -35,6 +65,8 @@ pub(crate) const DEFAULT_URL: &str = "memory://";
 #[derive(Clone)]
 pub struct App {
     client: Client,
+    /// The visibility timeout of a Redis broker built from a URL, for the worker's banner.
+    visibility_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for App {
@@ -62,6 +94,7 @@ impl App {
     pub fn from_parts(broker: Arc<dyn Broker>, backend: Arc<dyn ResultBackend>) -> App {
         App {
             client: Client::new(broker, backend),
+            visibility_timeout: None,
         }
     }
 
@@ -71,19 +104,51 @@ impl App {
     /// `rpc://`, which sends results back over the AMQP broker's connection and so needs an
     /// `amqp://` broker, as in Celery.
     ///
+    /// A Redis broker URL may carry kombu's `visibility_timeout` transport option as a
+    /// query parameter in seconds (`redis://host/0?visibility_timeout=600`; default one
+    /// hour): how long a fetched task may stay unacknowledged before any worker gives it to
+    /// another. Python's kombu takes it only from `broker_transport_options`, and refuses a
+    /// URL that carries it; set it in both places when Python shares the broker.
+    ///
     /// A URL whose transport this build leaves out fails with
     /// [`ErrorKind::MissingFeature`], naming the feature to enable.
     pub async fn from_urls(broker_url: &str, backend_url: &str) -> Result<App> {
+        App::from_urls_with(broker_url, backend_url, &Settings::default()).await
+    }
+
+    /// As [`App::from_urls`], with `settings` over what the URLs say.
+    pub(crate) async fn from_urls_with(
+        broker_url: &str,
+        backend_url: &str,
+        settings: &Settings,
+    ) -> Result<App> {
+        let mut visibility_timeout = None;
         let broker: Arc<dyn Broker> = match scheme(broker_url)? {
             "memory" => Arc::new(MemoryBroker::new()),
             #[cfg(feature = "redis")]
-            "redis" | "rediss" => Arc::new(RedisBroker::connect(broker_url).await?),
+            "redis" | "rediss" => {
+                let mut broker = RedisBroker::connect(broker_url).await?;
+                if let Some(timeout) = settings.visibility_timeout {
+                    broker = broker.visibility_timeout(timeout);
+                }
+                visibility_timeout = Some(broker.configured_visibility_timeout());
+                Arc::new(broker)
+            }
             #[cfg(feature = "amqp")]
-            "amqp" | "amqps" | "pyamqp" => return App::on_amqp(broker_url, backend_url).await,
+            "amqp" | "amqps" | "pyamqp" => {
+                if settings.visibility_timeout.is_some() {
+                    // RabbitMQ gives a lost consumer's messages back when its connection
+                    // closes; it has no visibility timeout to set.
+                    tracing::warn!("the visibility timeout applies to Redis brokers only");
+                }
+                return App::on_amqp(broker_url, backend_url).await;
+            }
             other => return Err(unsupported("broker", other, broker_url, BROKER_SCHEMES)),
         };
         let backend = backend_from_url(backend_url).await?;
-        Ok(App::from_parts(broker, backend))
+        let mut app = App::from_parts(broker, backend);
+        app.visibility_timeout = visibility_timeout;
+        Ok(app)
     }
 
     /// An app on an AMQP broker: the one broker whose connection an `rpc://` backend shares.
@@ -99,10 +164,18 @@ impl App {
 
     /// The broker and backend URLs from `CELERITY_BROKER_URL` and
     /// `CELERITY_RESULT_BACKEND` (Celery's setting names), defaulting to `memory://`.
+    /// `CELERITY_BROKER_VISIBILITY_TIMEOUT` (seconds, or a number with ms, s, m, h or d)
+    /// sets a Redis broker's visibility timeout over the URL's, as the worker command line
+    /// does, so producers and workers configured alike agree on it.
     pub async fn from_env() -> Result<App> {
         let broker = std::env::var(BROKER_URL_VAR).unwrap_or_else(|_| DEFAULT_URL.into());
         let backend = std::env::var(RESULT_BACKEND_VAR).unwrap_or_else(|_| DEFAULT_URL.into());
-        App::from_urls(&broker, &backend).await
+        App::from_urls_with(&broker, &backend, &Settings::from_env()?).await
+    }
+
+    /// The visibility timeout of the Redis broker this app was built with from a URL.
+    pub(crate) fn visibility_timeout(&self) -> Option<Duration> {
+        self.visibility_timeout
     }
 
     /// A client sending through this app.
@@ -129,6 +202,36 @@ impl App {
     /// for a clean exit once workers are shut down and no more tasks are sent.
     pub async fn close(&self) {
         self.broker().close().await;
+    }
+}
+
+/// `30`, `30s`, `1.5s`, `500ms`, `2m`, `1h`, `1d`, as durations are written in task schemas.
+pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        other => return Err(format!("unknown unit `{other}` (use ms, s, m, h or d)")),
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
+        .ok_or_else(|| format!("`{text}` is not a duration (e.g. 30s, 500ms, 2m)"))
+}
+
+/// A duration as [`parse_duration`] reads it, longer than zero.
+pub(crate) fn parse_timeout(text: &str) -> std::result::Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be longer than 0".into()),
+        timeout => Ok(timeout),
     }
 }
 

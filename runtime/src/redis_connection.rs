@@ -181,6 +181,39 @@ impl Subscription {
     }
 }
 
+/// The number of seconds a kombu transport option is set to in `url`'s query string
+/// (`redis://host/0?visibility_timeout=600`), if it is there. kombu itself takes these
+/// options only from `broker_transport_options` (`kombu/transport/redis.py`,
+/// `Channel.from_transport_options`); the URL form lets one string configure a process.
+pub(crate) fn seconds_in_query(url: &str, option: &str) -> Result<Option<Duration>> {
+    let Some((_, query)) = url.split_once('?') else {
+        return Ok(None);
+    };
+    let query = query.split('#').next().unwrap_or_default();
+    let Some(value) = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(key, _)| *key == option)
+        .map(|(_, value)| value)
+        .next_back()
+    else {
+        return Ok(None);
+    };
+    match value.trim().parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 => Duration::try_from_secs_f64(seconds).ok().map(Some),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        Error::new(
+            ErrorKind::Config,
+            format!(
+                "invalid Redis URL `{}`: {option}={value:?} is not a positive number of seconds",
+                redact(url)
+            ),
+        )
+    })
+}
+
 /// A client for `url`. `rediss://` URLs take Celery's TLS query parameters:
 /// `ssl_ca_certs` (a PEM file of trusted roots instead of the system's),
 /// `ssl_certfile` and `ssl_keyfile` (a client certificate), and `ssl_cert_reqs=none`
@@ -302,6 +335,29 @@ pub(crate) fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::redact;
+
+    #[test]
+    fn transport_options_are_read_from_the_query_in_seconds() {
+        use std::time::Duration;
+
+        let read = |url: &str| super::seconds_in_query(url, "visibility_timeout");
+        assert_eq!(read("redis://h/0").unwrap(), None);
+        assert_eq!(read("redis://h/0?db=1").unwrap(), None);
+        assert_eq!(
+            read("redis://h/0?visibility_timeout=30").unwrap(),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            read("rediss://h/0?ssl_cert_reqs=none&visibility_timeout=1.5#x").unwrap(),
+            Some(Duration::from_millis(1500))
+        );
+        for bad in ["0", "-1", "soon", ""] {
+            let url = format!("redis://:secret@h/0?visibility_timeout={bad}");
+            let error = read(&url).unwrap_err().to_string();
+            assert!(error.contains("visibility_timeout"), "{error}");
+            assert!(!error.contains("secret"), "{error}");
+        }
+    }
 
     #[test]
     fn urls_lose_their_passwords_in_logs() {

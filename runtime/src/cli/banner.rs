@@ -21,6 +21,7 @@ pub struct Banner {
     settings: WorkerSettings,
     broker: String,
     backend: String,
+    visibility_timeout: Option<Duration>,
     health_url: Option<String>,
     ready_file: Option<String>,
 }
@@ -33,9 +34,17 @@ impl Banner {
             settings: settings.clone(),
             broker: broker.to_owned(),
             backend: backend.to_owned(),
+            visibility_timeout: None,
             health_url: None,
             ready_file: None,
         }
+    }
+
+    /// Shows the Redis broker's visibility timeout: how long a task taken by a worker that
+    /// died stays away before another worker gets it.
+    pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
+        self.visibility_timeout = Some(timeout);
+        self
     }
 
     /// Shows the health endpoint.
@@ -71,6 +80,13 @@ impl fmt::Display for Banner {
             s.concurrency.saturating_mul(s.prefetch_multiplier)
         )?;
         writeln!(f, ".> shutdown:    waits {}", seconds(s.shutdown_timeout))?;
+        if let Some(timeout) = self.visibility_timeout {
+            writeln!(
+                f,
+                ".> visibility:  unacked tasks return after {}",
+                seconds(timeout)
+            )?;
+        }
         if let Some(url) = &self.health_url {
             writeln!(f, ".> health:      {url}")?;
         }

@@ -32,7 +32,7 @@ use clap::Parser;
 pub use banner::Banner;
 pub use logging::{LogFormat, subscriber};
 
-use crate::app::App;
+use crate::app::{App, Settings, parse_duration as duration, parse_timeout as timeout};
 use crate::error::{Error, ErrorKind, Result};
 use crate::worker::{DEFAULT_HOSTNAME, DEFAULT_PREFETCH_MULTIPLIER, WorkerBuilder};
 
@@ -106,6 +106,10 @@ pub struct WorkerArgs {
     #[arg(long, env = "CELERITY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = duration, value_name = "DURATION")]
     pub shutdown_timeout: Duration,
 
+    /// How long a fetched task may stay unacknowledged before another worker takes it back (Redis brokers: kombu's visibility_timeout) [default: the broker URL's ?visibility_timeout= in seconds, else 1h]
+    #[arg(long, env = crate::app::VISIBILITY_TIMEOUT_VAR, value_parser = timeout, value_name = "DURATION")]
+    pub visibility_timeout: Option<Duration>,
+
     /// Serve GET /healthz on this address: 200 while consuming, 503 otherwise
     #[arg(long, env = "CELERITY_HEALTH_ADDR", value_name = "HOST:PORT")]
     pub health_addr: Option<SocketAddr>,
@@ -173,7 +177,10 @@ impl WorkerArgs {
             Some(addr) => Some(health::HealthServer::bind(addr).await?),
             None => None,
         };
-        let app = App::from_urls(&self.broker_url, &self.result_backend).await?;
+        let settings = Settings {
+            visibility_timeout: self.visibility_timeout,
+        };
+        let app = App::from_urls_with(&self.broker_url, &self.result_backend, &settings).await?;
         let mut builder = app.worker();
         register(&mut builder);
         self.configure(&mut builder);
@@ -182,6 +189,9 @@ impl WorkerArgs {
             &app.broker().describe(),
             &app.backend().describe(),
         );
+        if let Some(timeout) = app.visibility_timeout() {
+            banner = banner.visibility_timeout(timeout);
+        }
         if let Some(health) = &health {
             banner = banner.health_url(format!("http://{}/healthz", health.local_addr()));
         }
@@ -233,28 +243,6 @@ fn positive(text: &str) -> std::result::Result<usize, String> {
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
     }
-}
-
-/// `30`, `30s`, `1.5s`, `500ms`, `2m`, `1h`, `1d`, as durations are written in task schemas.
-fn duration(text: &str) -> std::result::Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let scale = match unit.trim() {
-        "" | "s" => 1.0,
-        "ms" => 0.001,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        other => return Err(format!("unknown unit `{other}` (use ms, s, m, h or d)")),
-    };
-    number
-        .parse::<f64>()
-        .ok()
-        .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
-        .ok_or_else(|| format!("`{text}` is not a duration (e.g. 30s, 500ms, 2m)"))
 }
 
 #[cfg(test)]
