@@ -110,6 +110,26 @@ fn the_banner_shows_the_visibility_timeout_of_the_flag_else_the_variable_else_th
 }
 
 #[test]
+fn help_shows_the_url_variables_without_their_passwords() {
+    let output = Command::new(worker_binary())
+        .arg("--help")
+        .env("CELERITY_BROKER_URL", "redis://:hunter2@cache:6379/0")
+        .env(
+            "CELERITY_RESULT_BACKEND",
+            "redis://worker:hunter3@cache:6379/1?password=hunter4",
+        )
+        .output()
+        .expect("the worker example runs");
+    assert_eq!(output.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("[env: CELERITY_BROKER_URL]"), "{help}");
+    assert!(help.contains("[env: CELERITY_RESULT_BACKEND]"), "{help}");
+    for password in ["hunter2", "hunter3", "hunter4"] {
+        assert!(!help.contains(password), "{password} in:\n{help}");
+    }
+}
+
+#[test]
 fn a_broker_url_it_cannot_use_stops_the_worker_with_status_1() {
     let output = Command::new(worker_binary())
         .args(["--broker-url", "carrier-pigeon://loft"])

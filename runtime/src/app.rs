@@ -205,6 +205,77 @@ impl App {
     }
 }
 
+/// `url` as it may be shown to a user (banner, logs, errors, `Debug`): the password
+/// masked as kombu masks it (`kombu/utils/url.py::sanitize_url`, mask `**`), the user
+/// name kept, and the values of query parameters that carry secrets (`password=`,
+/// `token=`…) masked too: `redis://:**@cache:6379/0`, `amqp://guest:**@rabbit//`. The
+/// one function every URL shown goes through.
+pub(crate) fn redact_url(url: &str) -> String {
+    const MASK: &str = "**";
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    // The last `@` ends the credentials: a password may hold an unescaped `@`. A query
+    // value holding one is masked with them, which shows less, never more.
+    let (credentials, location) = match rest.rsplit_once('@') {
+        Some((credentials, location)) => (Some(credentials), location),
+        None => (None, rest),
+    };
+    let mut shown = String::with_capacity(url.len());
+    if let Some(scheme) = scheme {
+        shown.push_str(scheme);
+        shown.push_str("://");
+    }
+    if let Some(credentials) = credentials {
+        match credentials.split_once(':') {
+            Some((user, _password)) => {
+                shown.push_str(user);
+                shown.push(':');
+                shown.push_str(MASK);
+            }
+            // A user name alone, shown as kombu shows it; without a scheme this is no
+            // URL, and what precedes the `@` may be anything.
+            None if scheme.is_some() => shown.push_str(credentials),
+            None => shown.push_str(MASK),
+        }
+        shown.push('@');
+    }
+    let (address, query) = match location.split_once('?') {
+        Some((address, query)) => (address, Some(query)),
+        None => (location, None),
+    };
+    shown.push_str(address);
+    if let Some(query) = query {
+        let (query, fragment) = match query.split_once('#') {
+            Some((query, fragment)) => (query, Some(fragment)),
+            None => (query, None),
+        };
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if secret_parameter(key) => format!("{key}={MASK}"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        shown.push('?');
+        shown.push_str(&pairs.join("&"));
+        if let Some(fragment) = fragment {
+            shown.push('#');
+            shown.push_str(fragment);
+        }
+    }
+    shown
+}
+
+/// Whether a URL query parameter named `key` carries a secret.
+fn secret_parameter(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["pass", "secret", "token", "auth", "credential"]
+        .iter()
+        .any(|word| key.contains(word))
+}
+
 /// `30`, `30s`, `1.5s`, `500ms`, `2m`, `1h`, `1d`, as durations are written in task schemas.
 pub(crate) fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let text = text.trim();
@@ -280,7 +351,7 @@ fn scheme(url: &str) -> Result<&str> {
         .ok_or_else(|| {
             Error::new(
                 ErrorKind::Config,
-                format!("`{url}` is not a URL (expected scheme://…)"),
+                format!("`{}` is not a URL (expected scheme://…)", redact_url(url)),
             )
         })
 }
@@ -305,7 +376,7 @@ fn unsupported(what: &str, scheme: &str, url: &str, schemes: &[Scheme]) -> Error
     {
         return missing_feature(scheme, feature);
     }
-    let shown = url.split('@').next_back().unwrap_or(url);
+    let shown = redact_url(url);
     let supported: Vec<String> = schemes
         .iter()
         .filter(|&&(_, feature)| compiled(feature))
@@ -318,7 +389,7 @@ fn unsupported(what: &str, scheme: &str, url: &str, schemes: &[Scheme]) -> Error
     };
     Error::new(
         ErrorKind::Config,
-        format!("unsupported {what} scheme `{scheme}` in `…{shown}`; supported: {supported}"),
+        format!("unsupported {what} scheme `{scheme}` in `{shown}`; supported: {supported}"),
     )
 }
 
@@ -408,6 +479,59 @@ mod tests {
             .await
             .expect_err("the worker does not start");
         assert_needs(&error, "amqp", "amqp");
+    }
+
+    #[test]
+    fn urls_are_shown_without_their_secrets() {
+        let cases = [
+            (
+                "redis://user:secret@cache:6379/2",
+                "redis://user:**@cache:6379/2",
+            ),
+            ("redis://:secret@cache:6379/2", "redis://:**@cache:6379/2"),
+            (
+                "rediss://:secret@cache:6380/0?ssl_cert_reqs=none",
+                "rediss://:**@cache:6380/0?ssl_cert_reqs=none",
+            ),
+            (
+                "redis://cache:6379/0?password=secret&db=1",
+                "redis://cache:6379/0?password=**&db=1",
+            ),
+            (
+                "redis://cache/0?Token=secret#insecure",
+                "redis://cache/0?Token=**#insecure",
+            ),
+            (
+                "amqp://guest:secret@rabbit:5672/%2f",
+                "amqp://guest:**@rabbit:5672/%2f",
+            ),
+            (
+                "amqps://guest:se@cret@rabbit//",
+                "amqps://guest:**@rabbit//",
+            ),
+            ("redis://user@cache:6379", "redis://user@cache:6379"),
+            (
+                "redis://127.0.0.1:6379/0?visibility_timeout=30",
+                "redis://127.0.0.1:6379/0?visibility_timeout=30",
+            ),
+            ("memory://", "memory://"),
+            ("rpc://", "rpc://"),
+            ("secret@cache", "**@cache"),
+            (":secret@cache", ":**@cache"),
+        ];
+        for (url, shown) in cases {
+            assert_eq!(redact_url(url), shown, "{url}");
+            assert!(!redact_url(url).contains("secret"), "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_url_that_is_no_url_is_shown_without_its_password() {
+        let message = error_for(":secret@cache:6379", "memory://")
+            .await
+            .to_string();
+        assert!(message.contains("is not a URL"), "{message}");
+        assert!(!message.contains("secret"), "{message}");
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 
+use crate::app::redact_url as redact;
 use crate::error::{Error, ErrorKind, Result};
 
 /// How long one Redis operation may take before it fails.
@@ -322,20 +323,8 @@ fn transient(error: &redis::RedisError) -> bool {
         )
 }
 
-/// The URL without its password, for logs and banners.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::redact;
-
     #[test]
     fn transport_options_are_read_from_the_query_in_seconds() {
         use std::time::Duration;
@@ -357,14 +346,5 @@ mod tests {
             assert!(error.contains("visibility_timeout"), "{error}");
             assert!(!error.contains("secret"), "{error}");
         }
-    }
-
-    #[test]
-    fn urls_lose_their_passwords_in_logs() {
-        assert_eq!(
-            redact("redis://:secret@cache:6379/2"),
-            "redis://…@cache:6379/2"
-        );
-        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 }

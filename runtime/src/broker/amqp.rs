@@ -39,7 +39,7 @@ use super::{Broker, Consumer, Control, ControlStream};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::RawMessage;
 use link::Link;
-use options::{parse_url, redact};
+use options::parse_url;
 use publish::Publisher;
 
 /// How many messages of a batch are published before their confirms are awaited: small
@@ -96,7 +96,7 @@ impl AmqpBroker {
             shared: Arc::new(Shared {
                 publishing: Link::new(uri.clone(), "producer", &options),
                 consuming: Link::new(uri, "consumer", &options),
-                display: redact(url),
+                display: crate::app::redact_url(url),
                 options,
                 publisher: tokio::sync::Mutex::new(None),
                 declare_first: std::sync::Mutex::new(Vec::new()),

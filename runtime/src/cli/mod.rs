@@ -47,10 +47,12 @@ use crate::worker::{DEFAULT_HOSTNAME, DEFAULT_PREFETCH_MULTIPLIER, WorkerBuilder
 #[non_exhaustive]
 pub struct WorkerArgs {
     /// Broker URL: memory://, redis://[:password@]host[:port][/db] or amqp://…
+    // The variable's value is not shown in --help: it may hold a password.
     #[arg(
         short = 'b',
         long,
         env = crate::app::BROKER_URL_VAR,
+        hide_env_values = true,
         default_value = crate::app::DEFAULT_URL,
         value_name = "URL"
     )]
@@ -60,6 +62,7 @@ pub struct WorkerArgs {
     #[arg(
         long,
         env = crate::app::RESULT_BACKEND_VAR,
+        hide_env_values = true,
         default_value = crate::app::DEFAULT_URL,
         value_name = "URL"
     )]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use lapin::uri::AMQPUri;
 
 use super::AmqpQueue;
+use crate::app::redact_url as redact;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Connection and declaration settings of an [`AmqpBroker`](super::AmqpBroker). The defaults follow Celery's
@@ -183,18 +184,6 @@ fn bracketed_host(url: &str) -> Option<&str> {
     host.strip_prefix('[')?.split(']').next()
 }
 
-/// The URL without its password, for logs and banners.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{}://{user}@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,14 +240,5 @@ mod tests {
             AmqpOptions::from_lookup(env(&[("CELERITY_BROKER_HEARTBEAT", "often")])).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::Config);
         assert!(error.to_string().contains("CELERITY_BROKER_HEARTBEAT"));
-    }
-
-    #[test]
-    fn passwords_never_reach_logs() {
-        assert_eq!(
-            redact("amqp://guest:secret@rabbit:5672/%2f"),
-            "amqp://guest@rabbit:5672/%2f"
-        );
-        assert_eq!(redact("amqp://rabbit//"), "amqp://rabbit//");
     }
 }
