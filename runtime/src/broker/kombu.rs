@@ -253,6 +253,50 @@ pub fn unwrap(bytes: &[u8]) -> Result<Unwrapped, EnvelopeError> {
     })
 }
 
+/// What can be read of an envelope [`unwrap`] refuses (a body that is not base64, a
+/// property of the wrong type): its headers, the properties a result needs (correlation id,
+/// reply-to) and its content type, with an empty body. The worker uses them to say which
+/// task it was and to record why it failed. Nothing is read from something that is not a
+/// JSON object; the body is skipped without being copied.
+pub fn salvage(bytes: &[u8]) -> RawMessage {
+    #[derive(Deserialize)]
+    struct Parts {
+        #[serde(default)]
+        headers: Value,
+        #[serde(default)]
+        properties: Value,
+        #[serde(rename = "content-type", default)]
+        content_type: Value,
+        #[serde(rename = "content-encoding", default)]
+        content_encoding: Value,
+    }
+    let Ok(parts) = serde_json::from_slice::<Parts>(bytes) else {
+        return RawMessage {
+            headers: Map::new(),
+            properties: Properties::default(),
+            content_type: String::new(),
+            content_encoding: String::new(),
+            body: Vec::new(),
+        };
+    };
+    let text = |value: Option<&Value>| value.and_then(Value::as_str).map(str::to_owned);
+    let properties = &parts.properties;
+    RawMessage {
+        headers: match parts.headers {
+            Value::Object(headers) => headers,
+            _ => Map::new(),
+        },
+        properties: Properties {
+            correlation_id: text(properties.get("correlation_id")),
+            reply_to: text(properties.get("reply_to")),
+            ..Properties::default()
+        },
+        content_type: text(Some(&parts.content_type)).unwrap_or_default(),
+        content_encoding: text(Some(&parts.content_encoding)).unwrap_or_default(),
+        body: Vec::new(),
+    }
+}
+
 /// Only the delivery tag of an envelope, for one [`unwrap`] refuses (a body that is not
 /// base64, a property of the wrong type) but that the fetch script recorded by its tag.
 pub fn delivery_tag(bytes: &[u8]) -> Option<String> {

@@ -140,6 +140,9 @@ pub struct Delivery {
     pub queue: String,
     /// Whether the broker delivered it before (after a crash or a requeue).
     pub redelivered: bool,
+    /// Why the transport could not read the message, when it could not: the message then
+    /// holds what could be read of it (headers, properties) and an empty body.
+    malformed: Option<String>,
     acker: Box<dyn Acknowledger>,
 }
 
@@ -148,6 +151,7 @@ impl std::fmt::Debug for Delivery {
         f.debug_struct("Delivery")
             .field("queue", &self.queue)
             .field("redelivered", &self.redelivered)
+            .field("malformed", &self.malformed)
             .finish_non_exhaustive()
     }
 }
@@ -164,8 +168,28 @@ impl Delivery {
             message,
             queue,
             redelivered,
+            malformed: None,
             acker,
         }
+    }
+
+    /// A delivery the transport could not read, for `reason`: the worker logs the reason
+    /// once, rejects it, and records a FAILURE when `message` still carries a task id.
+    pub fn malformed(
+        message: RawMessage,
+        queue: String,
+        reason: String,
+        acker: Box<dyn Acknowledger>,
+    ) -> Self {
+        Delivery {
+            malformed: Some(reason),
+            ..Delivery::new(message, queue, false, acker)
+        }
+    }
+
+    /// Why the transport could not read this message, if it could not.
+    pub fn malformed_reason(&self) -> Option<&str> {
+        self.malformed.as_deref()
     }
 
     /// Splits off the acknowledger, so the message can be settled later.

@@ -478,8 +478,9 @@ impl RedisConsumer {
         })??;
         for (queue, envelope, malformed) in entries(fetched) {
             let delivery = if malformed {
-                tracing::warn!(%queue, bytes = envelope.len(), "dropped a message that is not a kombu envelope");
-                malformed_delivery(queue, Box::new(Settled))
+                // Logged once, by the worker, as every malformed message is.
+                let reason = format!("not a kombu message envelope ({} bytes)", envelope.len());
+                Delivery::malformed(kombu::salvage(&envelope), queue, reason, Box::new(Settled))
             } else {
                 delivery(&self.broker, queue, envelope)
             };
@@ -547,27 +548,16 @@ fn delivery(broker: &RedisBroker, queue: String, envelope: Vec<u8>) -> Delivery 
             )
         }
         Err(error) => {
-            tracing::warn!(%error, %queue, "dropped an unreadable envelope");
+            // Logged once, by the worker, which also records a FAILURE for a task id it
+            // can still read.
+            let message = kombu::salvage(&envelope);
             let acker: Box<dyn Acknowledger> = match kombu::delivery_tag(&envelope) {
                 Some(tag) => Box::new(RedisAcker::new(broker, &queue, 0, tag, envelope)),
                 None => Box::new(Settled),
             };
-            malformed_delivery(queue, acker)
+            Delivery::malformed(message, queue, error.to_string(), acker)
         }
     }
-}
-
-/// A delivery standing for a message that could not be read: the worker logs and
-/// rejects it like any other malformed message.
-fn malformed_delivery(queue: String, acker: Box<dyn Acknowledger>) -> Delivery {
-    let message = RawMessage {
-        headers: Default::default(),
-        properties: Default::default(),
-        content_type: "application/octet-stream".into(),
-        content_encoding: "binary".into(),
-        body: Vec::new(),
-    };
-    Delivery::new(message, queue, false, acker)
 }
 
 struct Settled;

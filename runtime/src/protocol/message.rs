@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::json::to_python_json;
+use super::repr::short;
 
 /// A message as a transport carries it: headers, properties and an undecoded body.
 /// AMQP maps this one to one; the Redis transport wraps it in kombu's JSON envelope.
@@ -208,24 +209,29 @@ impl TaskMessage {
 
     /// Decodes a raw message: protocol v2 when the `task` header is present, else v1
     /// (everything in the body), as `celery/worker/consumer/consumer.py` decides.
+    ///
+    /// Error texts are bounded (`REPR_MAXSIZE` characters for each quoted part): a decoding
+    /// error quotes the value it refused, which may be the whole of a large message.
     pub fn from_raw(raw: &RawMessage) -> Result<TaskMessage, MessageError> {
         if let Some(compression) = raw.headers.get("compression").and_then(Value::as_str) {
-            return Err(MessageError::Compressed(compression.to_owned()));
+            return Err(MessageError::Compressed(short(compression).into_owned()));
         }
         let content_type = raw.content_type.as_str();
         if !(content_type.is_empty() || content_type == "application/json") {
-            return Err(MessageError::ContentDisallowed(content_type.to_owned()));
+            return Err(MessageError::ContentDisallowed(
+                short(content_type).into_owned(),
+            ));
         }
         let body: Value = serde_json::from_slice(&raw.body)
-            .map_err(|e| MessageError::Invalid(format!("body is not JSON: {e}")))?;
+            .map_err(|e| invalid(format!("body is not JSON: {e}")))?;
         if raw.headers.contains_key("task") {
             // Read in place: cloning the header map first costs a copy of every header.
             let fields = raw.headers.iter().map(|(k, v)| (k.as_str(), v));
-            let headers = Headers::deserialize(serde::de::value::MapDeserializer::<
-                _,
-                serde_json::Error,
-            >::new(fields))
-            .map_err(|e| MessageError::Invalid(format!("headers: {e}")))?;
+            // The path names the header at fault (`retries: invalid value: integer -1`).
+            let headers = serde_path_to_error::deserialize::<_, Headers>(
+                serde::de::value::MapDeserializer::<_, serde_json::Error>::new(fields),
+            )
+            .map_err(|e| invalid(format!("header {e}")))?;
             let (args, kwargs, embed) = match body {
                 Value::Array(mut parts) if parts.len() == 3 => {
                     let embed = parts.pop().unwrap_or(Value::Null);
@@ -248,8 +254,9 @@ impl TaskMessage {
             };
             let embed = match embed {
                 Value::Null => Embed::default(),
-                other => serde_json::from_value(other)
-                    .map_err(|e| MessageError::Invalid(format!("embed: {e}")))?,
+                other => {
+                    serde_json::from_value(other).map_err(|e| invalid(format!("embed: {e}")))?
+                }
             };
             return Ok(TaskMessage {
                 headers,
@@ -302,6 +309,14 @@ impl TaskMessage {
             _ => Err(MessageError::Unknown),
         }
     }
+}
+
+/// An invalid message, its description bounded: serde's errors quote the value refused.
+fn invalid(text: String) -> MessageError {
+    MessageError::Invalid(match short(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(cut) => cut,
+    })
 }
 
 fn kind_of(value: &Value) -> &'static str {

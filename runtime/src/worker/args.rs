@@ -4,7 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::protocol::from_kombu_json;
+use crate::protocol::{from_kombu_json, short};
 use crate::spec::TaskSpec;
 use crate::task::TaskError;
 
@@ -45,6 +45,7 @@ pub fn decode_args<A: DeserializeOwned>(
     }
     for (key, value) in kwargs {
         if !spec.args.iter().any(|p| p.name == key) {
+            let key = short(&key);
             return Err(type_error(format!(
                 "{name}() got an unexpected keyword argument '{key}'"
             )));
@@ -81,6 +82,13 @@ pub fn decode_args<A: DeserializeOwned>(
         } else {
             format!(" (at {path})")
         };
+        // serde quotes the refused value whole (`invalid type: string "…"`): cut it as
+        // Celery's `saferepr` cuts reprs (1024 characters), so a 10 MB argument does not
+        // make a 10 MB error, log line and stored FAILURE.
+        let inner = inner.to_string();
+        let inner = short(&inner);
+        let argument = short(&argument);
+        let location = short(&location);
         type_error(format!("{name}() argument '{argument}'{location}: {inner}"))
     })
 }

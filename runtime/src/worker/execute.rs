@@ -5,19 +5,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::Instrument;
 
 use super::dispatch::{Registered, TaskTable};
 use super::held::{HeldTasks, Waiting};
 use super::log;
+use super::refuse::{self, Refusal};
 use crate::broker::{Acknowledger, Consumer, Control, ControlStream};
 use crate::client::Client;
 use crate::container::Container;
 use crate::protocol::{
     ExceptionInfo, Properties, RawMessage, ResultMeta, TaskMessage, TaskState, celery_time,
-    parse_celery_time,
+    parse_celery_time, short,
 };
 use crate::spec::RetryPolicy;
 use crate::task::{TaskContext, TaskError, TaskErrorKind};
@@ -46,6 +46,8 @@ pub(crate) struct Shared {
         std::sync::Mutex<std::collections::HashMap<&'static str, tokio::time::Instant>>,
     /// The worker's node name, recorded in STARTED results as Celery does.
     pub hostname: String,
+    /// Messages larger than this many bytes are refused before they are decoded.
+    pub max_message_size: usize,
 }
 
 /// Revoked task ids, bounded like Celery's `LimitedSet` (`worker_state.revoked`, 50,000
@@ -142,8 +144,10 @@ pub(crate) async fn consume(
         };
         match delivery {
             Ok(delivery) => {
+                let malformed = delivery.malformed_reason().map(str::to_owned);
                 let (message, queue, _redelivered, acker) = delivery.into_parts();
-                tokio::spawn(receive(shared.clone(), message, queue, acker, held));
+                let received = receive(shared.clone(), message, queue, malformed, acker, held);
+                tokio::spawn(received);
             }
             Err(error) => {
                 tracing::error!(%error, "could not receive from the broker; retrying in 1s");
@@ -162,9 +166,10 @@ pub(crate) async fn consume(
 
 fn parse_time(text: &Option<String>, header: &str) -> Result<Option<DateTime<Utc>>, String> {
     let Some(text) = text else { return Ok(None) };
-    parse_celery_time(text)
-        .map(Some)
-        .ok_or_else(|| format!("invalid `{header}` header {text:?}: not an ISO 8601 time"))
+    parse_celery_time(text).map(Some).ok_or_else(|| {
+        let text = short(text);
+        format!("invalid `{header}` header {text:?}: not an ISO 8601 time")
+    })
 }
 
 /// The receive strategy: decode, find the task, check expiry, hold until the ETA, wait
@@ -173,9 +178,14 @@ async fn receive(
     shared: Arc<Shared>,
     raw: RawMessage,
     queue: String,
+    malformed: Option<String>,
     acker: Box<dyn Acknowledger>,
     held: OwnedSemaphorePermit,
 ) {
+    if let Err(refusal) = refuse::screen(&raw, malformed, shared.max_message_size) {
+        refuse::refuse(&shared, &raw, &queue, refusal, acker).await;
+        return;
+    }
     let Some(decoded) = decode(&shared, &raw, &queue, acker).await else {
         return;
     };
@@ -254,22 +264,15 @@ async fn decode(
     let message = match TaskMessage::from_raw(raw) {
         Ok(message) => message,
         Err(error) => {
-            let id = raw.headers.get("id").and_then(Value::as_str).unwrap_or("?");
-            tracing::warn!(%error, %queue, id, "rejecting a message that is not a valid task message");
-            settle(acker, Settle::Reject).await;
+            refuse::refuse(shared, raw, queue, Refusal::of(error), acker).await;
             return None;
         }
     };
     let Some(registered) = shared.table.get(message.task()).cloned() else {
-        tracing::error!(
-            task = message.task(),
-            id = message.id(),
-            %queue,
-            "received unregistered task of type '{}'; the message has been ignored and discarded",
-            message.task()
-        );
+        log::unregistered(message.task(), message.id(), queue);
         // Celery records NotRegistered so a waiting client fails instead of hanging.
-        let exception = ExceptionInfo::new("NotRegistered", CELERY_EXCEPTIONS, message.task());
+        let name = short(message.task());
+        let exception = ExceptionInfo::new("NotRegistered", CELERY_EXCEPTIONS, name);
         store(
             shared,
             &message.properties,
@@ -291,8 +294,7 @@ async fn decode(
             expires,
         }),
         (Err(error), _) | (_, Err(error)) => {
-            tracing::warn!(%error, id = message.id(), "rejecting an invalid task message");
-            settle(acker, Settle::Reject).await;
+            refuse::refuse(shared, raw, queue, Refusal::invalid(error), acker).await;
             None
         }
     }
@@ -382,7 +384,7 @@ async fn execute(
     let span = tracing::info_span!(
         "task",
         task = spec.name,
-        id = %id,
+        id = %short(&id),
         retries = message.headers.retries,
         queue = %queue,
         outcome = tracing::field::Empty,

@@ -6,6 +6,7 @@ mod dispatch;
 mod execute;
 mod held;
 mod log;
+mod refuse;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tokio::task::JoinHandle;
 
 pub use args::decode_args;
 pub use dispatch::Invoke;
+use refuse::DEFAULT_MAX_MESSAGE_SIZE;
 
 use crate::client::Client;
 use crate::container::{Component, ContainerBuilder, Singleton};
@@ -41,6 +43,7 @@ pub struct WorkerBuilder {
     queues: Option<Vec<String>>,
     shutdown_timeout: Duration,
     hostname: String,
+    max_message_size: usize,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -65,7 +68,18 @@ impl WorkerBuilder {
             queues: None,
             shutdown_timeout: Duration::from_secs(30),
             hostname: expand_hostname(DEFAULT_HOSTNAME),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         }
+    }
+
+    /// The largest message, in bytes (body and headers), the worker decodes; default
+    /// 16 MiB, RabbitMQ's default `max_message_size`. A larger one is logged, rejected without
+    /// requeue, and recorded as a FAILURE (`InvalidTaskError`) when it has a task id:
+    /// decoding a message takes several times its size in memory, so one hostile message
+    /// must not be able to exhaust it.
+    pub fn max_message_size(&mut self, bytes: usize) -> &mut Self {
+        self.max_message_size = bytes.max(1);
+        self
     }
 
     /// Routes the task `spec` to a fresh `C` for each execution, with arguments decoded as
@@ -142,6 +156,7 @@ impl WorkerBuilder {
             queues: self.consumed_queues(),
             tasks,
             shutdown_timeout: self.shutdown_timeout,
+            max_message_size: self.max_message_size,
         }
     }
 
@@ -208,6 +223,7 @@ impl WorkerBuilder {
             revoked: Default::default(),
             rate_limits: Default::default(),
             hostname: self.hostname,
+            max_message_size: self.max_message_size,
         });
         let listener =
             control.map(|control| tokio::spawn(execute::listen(shared.clone(), control)));
@@ -262,6 +278,8 @@ pub struct WorkerSettings {
     pub tasks: Vec<&'static TaskSpec>,
     /// How long shutdown waits for running tasks.
     pub shutdown_timeout: Duration,
+    /// The largest message decoded, in bytes.
+    pub max_message_size: usize,
 }
 
 /// A running worker.
