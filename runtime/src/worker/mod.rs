@@ -7,6 +7,7 @@ mod execute;
 mod held;
 mod log;
 mod refuse;
+mod trim;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,6 +186,8 @@ impl WorkerBuilder {
             ));
         }
         let queues = self.consumed_queues();
+        // Memory freed after a large message goes back to the system.
+        trim::at_worker_start();
         let container = self
             .container
             .build(&self.client)
