@@ -113,6 +113,10 @@ pub struct WorkerArgs {
     #[arg(long, env = crate::app::VISIBILITY_TIMEOUT_VAR, value_parser = timeout, value_name = "DURATION")]
     pub visibility_timeout: Option<Duration>,
 
+    /// Refuse messages larger than this (body and headers): bytes, or a number with KiB, MiB, GiB, KB, MB or GB; refused messages are logged, rejected, and fail their task id
+    #[arg(long, env = "CELERITY_WORKER_MAX_MESSAGE_SIZE", default_value = "16MiB", value_parser = size, value_name = "SIZE")]
+    pub max_message_size: usize,
+
     /// Serve GET /healthz on this address: 200 while consuming, 503 otherwise
     #[arg(long, env = "CELERITY_HEALTH_ADDR", value_name = "HOST:PORT")]
     pub health_addr: Option<SocketAddr>,
@@ -236,7 +240,40 @@ impl WorkerArgs {
         builder
             .prefetch_multiplier(self.prefetch_multiplier)
             .hostname(&self.hostname)
-            .shutdown_timeout(self.shutdown_timeout);
+            .shutdown_timeout(self.shutdown_timeout)
+            .max_message_size(self.max_message_size);
+    }
+}
+
+/// `1048576`, `512KiB`, `16MiB`, `1GiB`, `10MB`: a size in bytes.
+fn size(text: &str) -> std::result::Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` (use KiB, MiB, GiB, KB, MB or GB)"
+            ));
+        }
+    };
+    match number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+    {
+        Some(0) => Err("must be at least 1 byte".into()),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("`{text}` is not a size (e.g. 16MiB, 1048576)")),
     }
 }
 
@@ -266,6 +303,17 @@ mod tests {
                 .contains("unknown unit `days`")
         );
         assert!(duration("s").unwrap_err().contains("is not a duration"));
+    }
+
+    #[test]
+    fn sizes_read_in_bytes_or_with_a_unit() {
+        assert_eq!(size("1048576"), Ok(1 << 20));
+        assert_eq!(size("16MiB"), Ok(16 << 20));
+        assert_eq!(size("512 KiB"), Ok(512 << 10));
+        assert_eq!(size("10MB"), Ok(10_000_000));
+        assert!(size("0").is_err());
+        assert!(size("16 furlongs").unwrap_err().contains("unknown unit"));
+        assert!(size("MiB").unwrap_err().contains("is not a size"));
     }
 
     #[test]
