@@ -104,6 +104,15 @@ macro_rules! include_tasks {
     };
 }
 
+/// Decoders of network input that the public API does not reach, for the fuzz harness
+/// (`tests/fuzz`). Not part of the API: names and signatures may change in any release.
+#[doc(hidden)]
+pub mod __fuzz {
+    /// An AMQP message from its content header's property bytes and its body.
+    #[cfg(feature = "amqp")]
+    pub use crate::broker::amqp::wire::{message_from_wire, message_to_wire};
+}
+
 /// What generated code uses, and nothing else. Versioned so that code generated for
 /// another runtime version fails with one clear error (no `v1` here) instead of many.
 #[doc(hidden)]

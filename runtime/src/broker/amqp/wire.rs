@@ -134,6 +134,25 @@ pub(crate) fn raw_message(properties: &BasicProperties, body: Vec<u8>) -> RawMes
     }
 }
 
+/// Reads a message as it arrives from RabbitMQ: `properties` is the property list of an
+/// AMQP content header frame, parsed by lapin's own parser (`parse_properties`), and
+/// `body` the content. `None` when lapin refuses the bytes (it would close the channel).
+/// For the fuzz harness, which reaches the decoding a live consumer does without a broker.
+#[doc(hidden)]
+pub fn message_from_wire(properties: &[u8], body: Vec<u8>) -> Option<RawMessage> {
+    let (_, properties) = lapin::protocol::basic::parse_properties(properties).ok()?;
+    Some(raw_message(&properties, body))
+}
+
+/// The property list of the content header `message` is published with: the bytes
+/// [`message_from_wire`] reads. For the fuzz harness's seeds.
+#[doc(hidden)]
+pub fn message_to_wire(message: &RawMessage) -> Vec<u8> {
+    let properties = basic_properties(message);
+    let write = lapin::protocol::basic::gen_properties::<Vec<u8>>(&properties);
+    write(Vec::new().into()).map_or_else(|_| Vec::new(), |written| written.write)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +216,10 @@ mod tests {
         let properties = basic_properties(&message);
         assert!(properties.message_id().is_none() && properties.timestamp().is_none());
         assert_eq!(raw_message(&properties, message.body.clone()), message);
+        let wire = message_to_wire(&message);
+        assert_eq!(
+            message_from_wire(&wire, message.body.clone()),
+            Some(message)
+        );
     }
 }
