@@ -173,23 +173,20 @@ fn nodes(value: &Value) -> usize {
     }
 }
 
-/// The `index`th node of `value`, depth first.
-fn node_mut(value: &mut Value, mut index: usize) -> Option<&mut Value> {
-    if index == 0 {
-        return Some(value);
-    }
-    index -= 1;
-    let children: Vec<&mut Value> = match value {
-        Value::Array(items) => items.iter_mut().collect(),
-        Value::Object(map) => map.values_mut().collect(),
-        _ => return None,
-    };
-    for child in children {
-        let size = nodes(child);
-        if index < size {
-            return node_mut(child, index);
+/// The `index`th node of `value`, depth first, in one walk.
+fn node_mut(value: &mut Value, index: usize) -> Option<&mut Value> {
+    let mut stack = vec![value];
+    let mut seen = 0;
+    while let Some(node) = stack.pop() {
+        if seen == index {
+            return Some(node);
         }
-        index -= size;
+        seen += 1;
+        match node {
+            Value::Array(items) => stack.extend(items.iter_mut().rev()),
+            Value::Object(map) => stack.extend(map.values_mut().rev()),
+            _ => {}
+        }
     }
     None
 }
