@@ -8,7 +8,7 @@ use celerity::App;
 use celerity::cli::{LogFormat, WorkerArgs};
 use clap::Parser;
 
-const VARIABLES: [&str; 12] = [
+const VARIABLES: [&str; 13] = [
     "CELERITY_BROKER_URL",
     "CELERITY_RESULT_BACKEND",
     "CELERITY_QUEUES",
@@ -19,6 +19,7 @@ const VARIABLES: [&str; 12] = [
     "CELERITY_LOG_FORMAT",
     "CELERITY_SHUTDOWN_TIMEOUT",
     "CELERITY_BROKER_VISIBILITY_TIMEOUT",
+    "CELERITY_RESULT_BACKEND_RETRY_WINDOW",
     "CELERITY_HEALTH_ADDR",
     "CELERITY_READY_FILE",
 ];
@@ -51,6 +52,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert_eq!(defaults.log_format, LogFormat::Human);
     assert_eq!(defaults.shutdown_timeout, Duration::from_secs(30));
     assert_eq!(defaults.visibility_timeout, None);
+    assert_eq!(defaults.result_retry_window, None);
     assert_eq!(defaults.health_addr, None);
     assert_eq!(defaults.ready_file, None);
 
@@ -64,6 +66,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     set("CELERITY_LOG_FORMAT", "json");
     set("CELERITY_SHUTDOWN_TIMEOUT", "2m");
     set("CELERITY_BROKER_VISIBILITY_TIMEOUT", "600");
+    set("CELERITY_RESULT_BACKEND_RETRY_WINDOW", "1h");
     set("CELERITY_HEALTH_ADDR", "127.0.0.1:9100");
     set("CELERITY_READY_FILE", "/tmp/celerity.ready");
     let from_env = parse(&[]).unwrap();
@@ -77,6 +80,10 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert_eq!(from_env.log_format, LogFormat::Json);
     assert_eq!(from_env.shutdown_timeout, Duration::from_secs(120));
     assert_eq!(from_env.visibility_timeout, Some(Duration::from_secs(600)));
+    assert_eq!(
+        from_env.result_retry_window,
+        Some(Duration::from_secs(3600))
+    );
     assert_eq!(
         from_env.health_addr,
         Some("127.0.0.1:9100".parse().unwrap())
@@ -103,6 +110,8 @@ fn flags_win_over_variables_which_win_over_defaults() {
         "warn",
         "--visibility-timeout",
         "90s",
+        "--result-retry-window",
+        "2m",
     ])
     .unwrap();
     assert_eq!(flags.broker_url, "amqp://guest:guest@127.0.0.1:5672//");
@@ -113,6 +122,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert_eq!(flags.shutdown_timeout, Duration::from_millis(500));
     assert_eq!(flags.log_level, "warn");
     assert_eq!(flags.visibility_timeout, Some(Duration::from_secs(90)));
+    assert_eq!(flags.result_retry_window, Some(Duration::from_secs(120)));
     // Not given as flags: still from the environment.
     assert_eq!(flags.result_backend, "redis://127.0.0.1:6379/1");
     assert_eq!(flags.prefetch_multiplier, 1);

@@ -28,6 +28,9 @@ pub(crate) const DEFAULT_URL: &str = "memory://";
 /// `CELERITY_BROKER_CONNECTION_TIMEOUT` (Celery's `broker_heartbeat`,
 /// `broker_connection_timeout`).
 pub(crate) const VISIBILITY_TIMEOUT_VAR: &str = "CELERITY_BROKER_VISIBILITY_TIMEOUT";
+/// The variable setting how long a Redis result backend retries storing a result, named
+/// after Celery's `result_backend_always_retry` and `result_backend_max_retries`.
+pub(crate) const RESULT_RETRY_WINDOW_VAR: &str = "CELERITY_RESULT_BACKEND_RETRY_WINDOW";
 
 /// Settings that a process gives besides its URLs (from flags or the environment). Each
 /// one set wins over what the URL says.
@@ -35,21 +38,23 @@ pub(crate) const VISIBILITY_TIMEOUT_VAR: &str = "CELERITY_BROKER_VISIBILITY_TIME
 pub(crate) struct Settings {
     /// A Redis broker's visibility timeout, over the URL's `?visibility_timeout=`.
     pub visibility_timeout: Option<Duration>,
+    /// How long a Redis result backend retries storing a result.
+    pub result_retry_window: Option<Duration>,
 }
 
 impl Settings {
     /// The settings of the `CELERITY_*` variables that are set.
     fn from_env() -> Result<Settings> {
-        let visibility_timeout = match std::env::var(VISIBILITY_TIMEOUT_VAR) {
-            Ok(text) => Some(parse_timeout(&text).map_err(|reason| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("{VISIBILITY_TIMEOUT_VAR}={text:?}: {reason}"),
-                )
-            })?),
-            Err(_) => None,
+        let timeout = |name: &str| match std::env::var(name) {
+            Ok(text) => parse_timeout(&text).map(Some).map_err(|reason| {
+                Error::new(ErrorKind::Config, format!("{name}={text:?}: {reason}"))
+            }),
+            Err(_) => Ok(None),
         };
-        Ok(Settings { visibility_timeout })
+        Ok(Settings {
+            visibility_timeout: timeout(VISIBILITY_TIMEOUT_VAR)?,
+            result_retry_window: timeout(RESULT_RETRY_WINDOW_VAR)?,
+        })
     }
 }
 
@@ -141,11 +146,11 @@ impl App {
                     // closes; it has no visibility timeout to set.
                     tracing::warn!("the visibility timeout applies to Redis brokers only");
                 }
-                return App::on_amqp(broker_url, backend_url).await;
+                return App::on_amqp(broker_url, backend_url, settings).await;
             }
             other => return Err(unsupported("broker", other, broker_url, BROKER_SCHEMES)),
         };
-        let backend = backend_from_url(backend_url).await?;
+        let backend = backend_from_url(backend_url, settings).await?;
         let mut app = App::from_parts(broker, backend);
         app.visibility_timeout = visibility_timeout;
         Ok(app)
@@ -153,11 +158,11 @@ impl App {
 
     /// An app on an AMQP broker: the one broker whose connection an `rpc://` backend shares.
     #[cfg(feature = "amqp")]
-    async fn on_amqp(broker_url: &str, backend_url: &str) -> Result<App> {
+    async fn on_amqp(broker_url: &str, backend_url: &str, settings: &Settings) -> Result<App> {
         let broker = AmqpBroker::connect(broker_url).await?;
         let backend: Arc<dyn ResultBackend> = match scheme(backend_url)? {
             "rpc" => Arc::new(RpcBackend::connect(&broker).await?),
-            _ => backend_from_url(backend_url).await?,
+            _ => backend_from_url(backend_url, settings).await?,
         };
         Ok(App::from_parts(Arc::new(broker), backend))
     }
@@ -166,7 +171,9 @@ impl App {
     /// `CELERITY_RESULT_BACKEND` (Celery's setting names), defaulting to `memory://`.
     /// `CELERITY_BROKER_VISIBILITY_TIMEOUT` (seconds, or a number with ms, s, m, h or d)
     /// sets a Redis broker's visibility timeout over the URL's, as the worker command line
-    /// does, so producers and workers configured alike agree on it.
+    /// does, so producers and workers configured alike agree on it;
+    /// `CELERITY_RESULT_BACKEND_RETRY_WINDOW` how long a Redis result backend retries
+    /// storing a result (default ten minutes).
     pub async fn from_env() -> Result<App> {
         let broker = std::env::var(BROKER_URL_VAR).unwrap_or_else(|_| DEFAULT_URL.into());
         let backend = std::env::var(RESULT_BACKEND_VAR).unwrap_or_else(|_| DEFAULT_URL.into());
@@ -329,11 +336,18 @@ const BACKEND_SCHEMES: &[Scheme] = &[
 type Scheme = (&'static str, Option<&'static str>);
 
 /// The result backend of `url`, on any broker but AMQP (see [`App::on_amqp`]).
-async fn backend_from_url(url: &str) -> Result<Arc<dyn ResultBackend>> {
+async fn backend_from_url(url: &str, settings: &Settings) -> Result<Arc<dyn ResultBackend>> {
+    let _ = settings; // read only by the transports this build has
     Ok(match scheme(url)? {
         "memory" => Arc::new(MemoryBackend::new()),
         #[cfg(feature = "redis")]
-        "redis" | "rediss" => Arc::new(RedisBackend::connect(url).await?),
+        "redis" | "rediss" => {
+            let mut backend = RedisBackend::connect(url).await?;
+            if let Some(window) = settings.result_retry_window {
+                backend = backend.result_retry_window(window);
+            }
+            Arc::new(backend)
+        }
         #[cfg(feature = "amqp")]
         "rpc" => {
             return Err(Error::new(

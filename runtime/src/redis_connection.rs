@@ -78,7 +78,21 @@ impl RedisConnection {
     /// Runs `operation`, retrying it with backoff while the failure is a lost or refused
     /// connection, for at most the retry window. An operation may therefore run twice
     /// when Redis applied it but its reply was lost: delivery is at least once.
-    pub(crate) async fn run<T, F, Fut>(&self, action: &str, mut operation: F) -> Result<T>
+    pub(crate) async fn run<T, F, Fut>(&self, action: &str, operation: F) -> Result<T>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.run_within(action, self.retry_window, operation).await
+    }
+
+    /// As [`Self::run`], retrying for `window` instead of the connection's retry window.
+    pub(crate) async fn run_within<T, F, Fut>(
+        &self,
+        action: &str,
+        window: Duration,
+        mut operation: F,
+    ) -> Result<T>
     where
         F: FnMut(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -95,7 +109,7 @@ impl RedisConnection {
                     }
                     return Ok(value);
                 }
-                Err(error) if transient(&error) && started.elapsed() < self.retry_window => {
+                Err(error) if transient(&error) && started.elapsed() < window => {
                     if attempts == 1 {
                         tracing::warn!(%error, action, "redis is unreachable; retrying");
                     }
@@ -103,8 +117,15 @@ impl RedisConnection {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(error) => {
-                    return Err(Error::new(self.kind, format!("redis: could not {action}"))
-                        .with_source(error));
+                    let message = if attempts > 1 {
+                        format!(
+                            "redis: could not {action} (gave up after {attempts} attempts in {:.0?})",
+                            started.elapsed()
+                        )
+                    } else {
+                        format!("redis: could not {action}")
+                    };
+                    return Err(Error::new(self.kind, message).with_source(error));
                 }
             }
         }

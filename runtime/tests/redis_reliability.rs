@@ -1,13 +1,18 @@
 //! What a Redis deployment must not lose, on servers of the test's own: a killed
 //! consumer's task comes back after the visibility timeout its URL sets, and a result
-//! stored while Redis is away for longer than an operation's retry window still arrives.
+//! stored while Redis is away for longer than an operation's retry window still arrives
+//! (or, for a late-acked task, the task runs again and stores it).
 #![cfg(feature = "redis")]
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use celerity::App;
+use celerity::backend::RedisBackend;
+use celerity::broker::RedisBroker;
+use celerity::{App, ArgSpec, TaskSpec};
+use redis::AsyncCommands;
 use serde_json::{Map, json};
 use support::{DOUBLE, DoubleArgs, Doubler, to, unique_queue};
 
@@ -78,4 +83,142 @@ async fn a_killed_consumers_task_returns_after_the_urls_visibility_timeout() {
         waited >= Duration::from_secs(1),
         "it came back by the timeout, not at once ({waited:?})"
     );
+}
+
+/// `t.early(x) -> 2x` after a pause, acknowledged before it runs (Celery's default).
+static EARLY: TaskSpec = TaskSpec::new("t.early", &[ArgSpec::new("x", true)]);
+/// `t.late(x) -> 2x` after a pause, acknowledged after its result is stored.
+static LATE: TaskSpec = TaskSpec::new("t.late", &[ArgSpec::new("x", true)]).acks_late(true);
+/// How many times each has started.
+static EARLY_RUNS: AtomicUsize = AtomicUsize::new(0);
+static LATE_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(serde::Deserialize)]
+struct EarlyArgs {
+    x: i64,
+}
+
+impl celerity::Invoke<Doubler> for EarlyArgs {
+    type Output = i64;
+    async fn invoke(self, _c: &Doubler, _ctx: &celerity::TaskContext) -> celerity::TaskResult<i64> {
+        EARLY_RUNS.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        Ok(self.x * 2)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct LateArgs {
+    x: i64,
+}
+
+impl celerity::Invoke<Doubler> for LateArgs {
+    type Output = i64;
+    async fn invoke(self, _c: &Doubler, _ctx: &celerity::TaskContext) -> celerity::TaskResult<i64> {
+        LATE_RUNS.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        Ok(self.x * 2)
+    }
+}
+
+/// Waits until `runs` reaches `count`.
+async fn started(runs: &AtomicUsize, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while runs.load(Ordering::SeqCst) < count {
+        assert!(Instant::now() < deadline, "the task did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_result_stored_during_an_outage_longer_than_the_retry_window_arrives() {
+    let Some(mut server) = support::RedisServer::start().await else {
+        return;
+    };
+    let url = server.url();
+    // Operations give up after 2 s; storing a result keeps trying for a minute.
+    let worker_app = App::new(
+        RedisBroker::connect(&url)
+            .await
+            .unwrap()
+            .retry_window(Duration::from_secs(2)),
+        RedisBackend::connect(&url)
+            .await
+            .unwrap()
+            .retry_window(Duration::from_secs(2))
+            .result_retry_window(Duration::from_secs(60)),
+    );
+    let queue = unique_queue();
+    let mut builder = worker_app.worker();
+    builder
+        .register::<Doubler, EarlyArgs>(&EARLY)
+        .queues([queue.clone()]);
+    let worker = builder.start().await.unwrap();
+    let client = App::from_urls(&url, &url).await.unwrap();
+    let sent = client
+        .client()
+        .send_task::<i64>(&EARLY, vec![json!(21)], Map::new(), to(&queue))
+        .await
+        .unwrap();
+
+    started(&EARLY_RUNS, 1).await;
+    server.kill();
+    // The task finishes a second later. Redis stays away for 20 s: longer than the 2 s
+    // window plus the reconnection attempts one try of an operation waits for.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    server.restart().await;
+
+    let value = sent.get(Duration::from_secs(30)).await;
+    worker.shutdown().await;
+    assert_eq!(value.unwrap(), 42, "the result arrives after the outage");
+    assert_eq!(EARLY_RUNS.load(Ordering::SeqCst), 1, "the task ran once");
+}
+
+#[tokio::test]
+async fn a_late_acked_task_whose_result_is_given_up_runs_again_and_stores_it() {
+    let (Some(broker_server), Some(mut backend_server)) = (
+        support::RedisServer::start().await,
+        support::RedisServer::start().await,
+    ) else {
+        return;
+    };
+    let (broker_url, backend_url) = (broker_server.url(), backend_server.url());
+    // The backend gives a result up after 2 s; the broker stays reachable.
+    let worker_app = App::new(
+        RedisBroker::connect(&broker_url).await.unwrap(),
+        RedisBackend::connect(&backend_url)
+            .await
+            .unwrap()
+            .retry_window(Duration::from_secs(2))
+            .result_retry_window(Duration::from_secs(2)),
+    );
+    let queue = unique_queue();
+    let mut builder = worker_app.worker();
+    builder
+        .register::<Doubler, LateArgs>(&LATE)
+        .queues([queue.clone()]);
+    let worker = builder.start().await.unwrap();
+    let client = App::from_urls(&broker_url, &backend_url).await.unwrap();
+    let sent = client
+        .client()
+        .send_task::<i64>(&LATE, vec![json!(21)], Map::new(), to(&queue))
+        .await
+        .unwrap();
+
+    started(&LATE_RUNS, 1).await;
+    backend_server.kill();
+    // Its result is given up 2 s after the task ends: the message is requeued, not
+    // acknowledged, and the task starts again.
+    started(&LATE_RUNS, 2).await;
+    backend_server.restart().await;
+
+    let value = sent.get(Duration::from_secs(60)).await;
+    worker.shutdown().await;
+    assert_eq!(value.unwrap(), 42, "the result of a later run is stored");
+    let runs = LATE_RUNS.load(Ordering::SeqCst);
+    assert!(runs >= 2, "the task ran again ({runs} runs)");
+    let mut raw = support::raw_redis(&broker_url).await;
+    let unacked: usize = raw.hlen("unacked").await.unwrap();
+    let queued: usize = raw.llen(&queue).await.unwrap();
+    assert_eq!((unacked, queued), (0, 0), "nothing is left to run again");
 }

@@ -34,6 +34,15 @@ redis.call('PUBLISH', KEYS[1], ARGV[1])
 return 1
 "#;
 
+/// How long storing a result is retried while Redis is unreachable, by default.
+///
+/// Longer than other operations' 20 s: the task has run, and its result exists nowhere
+/// else. Celery retries a store only with `result_backend_always_retry` (then without
+/// limit, `celery/backends/base.py::_ensure_retryable`); ten minutes rides out a restart,
+/// a failover or a long AOF load, yet a backend gone for good is reported, and its worker
+/// slot freed, instead of a task hanging forever.
+pub(crate) const DEFAULT_RESULT_RETRY_WINDOW: Duration = Duration::from_secs(600);
+
 /// A Redis result backend.
 #[derive(Clone)]
 pub struct RedisBackend {
@@ -41,6 +50,7 @@ pub struct RedisBackend {
     listener: ResultListener,
     script: redis::Script,
     result_expires: Duration,
+    result_retry_window: Duration,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -60,6 +70,7 @@ impl RedisBackend {
             connection,
             script: redis::Script::new(STORE_SCRIPT),
             result_expires: DEFAULT_RESULT_EXPIRES,
+            result_retry_window: DEFAULT_RESULT_RETRY_WINDOW,
         })
     }
 
@@ -69,8 +80,17 @@ impl RedisBackend {
         self
     }
 
-    /// How long an operation is retried while Redis is unreachable (default 20 s), so a
-    /// worker storing a result rides out a Redis restart.
+    /// How long storing a result is retried while Redis is unreachable (default ten
+    /// minutes), so a worker's results survive a Redis outage longer than other
+    /// operations ride out. A worker gives up on a result only after this: it logs that
+    /// the result is lost, or, for a late-acknowledged task, requeues its message.
+    pub fn result_retry_window(mut self, window: Duration) -> Self {
+        self.result_retry_window = window;
+        self
+    }
+
+    /// How long any other operation is retried while Redis is unreachable (default 20 s):
+    /// reading, waiting for and forgetting results.
     pub fn retry_window(mut self, window: Duration) -> Self {
         self.connection.set_retry_window(window);
         self.listener = ResultListener::new(self.connection.clone());
@@ -120,7 +140,7 @@ impl ResultBackend for RedisBackend {
                     .publish(&key, &payload)
                     .ignore();
                 self.connection
-                    .run("store a result", |mut c| {
+                    .run_within("store a result", self.result_retry_window, |mut c| {
                         let pipeline = &pipeline;
                         async move { pipeline.query_async::<()>(&mut c).await }
                     })
@@ -128,7 +148,7 @@ impl ResultBackend for RedisBackend {
             } else {
                 let _: i64 = self
                     .connection
-                    .run("store a result", |mut c| {
+                    .run_within("store a result", self.result_retry_window, |mut c| {
                         let mut invocation = self.script.prepare_invoke();
                         invocation.key(&key).arg(&payload).arg(expires);
                         async move { invocation.invoke_async(&mut c).await }

@@ -113,6 +113,10 @@ pub struct WorkerArgs {
     #[arg(long, env = crate::app::VISIBILITY_TIMEOUT_VAR, value_parser = timeout, value_name = "DURATION")]
     pub visibility_timeout: Option<Duration>,
 
+    /// How long storing a task's result is retried while a Redis result backend is unreachable; then the result is given up (a late-acked task is requeued) [default: 10m]
+    #[arg(long, env = crate::app::RESULT_RETRY_WINDOW_VAR, value_parser = timeout, value_name = "DURATION")]
+    pub result_retry_window: Option<Duration>,
+
     /// Refuse messages larger than this (body and headers): bytes, or a number with KiB, MiB, GiB, KB, MB or GB; refused messages are logged, rejected, and fail their task id
     #[arg(long, env = "CELERITY_WORKER_MAX_MESSAGE_SIZE", default_value = "16MiB", value_parser = size, value_name = "SIZE")]
     pub max_message_size: usize,
@@ -186,6 +190,7 @@ impl WorkerArgs {
         };
         let settings = Settings {
             visibility_timeout: self.visibility_timeout,
+            result_retry_window: self.result_retry_window,
         };
         let app = App::from_urls_with(&self.broker_url, &self.result_backend, &settings).await?;
         let mut builder = app.worker();

@@ -345,12 +345,15 @@ struct Received {
 enum Settle {
     Ack,
     Reject,
+    /// Back to the queue, to be delivered again (kombu's `reject(requeue=True)`).
+    Requeue,
 }
 
 async fn settle(acker: Box<dyn Acknowledger>, how: Settle) {
     let result = match how {
         Settle::Ack => acker.ack().await,
         Settle::Reject => acker.reject(false).await,
+        Settle::Requeue => acker.reject(true).await,
     };
     if let Err(error) = result {
         tracing::error!(%error, "could not settle a message with the broker");
@@ -361,6 +364,28 @@ async fn store(shared: &Shared, request: &Properties, meta: ResultMeta) {
     if let Err(error) = shared.client.backend().store_for(&meta, request).await {
         tracing::error!(%error, id = %meta.task_id, status = %meta.status, "could not store a task result");
     }
+}
+
+/// Stores a task's final result; whether it was stored. The backend has retried for as
+/// long as it is configured to (the Redis backend's `result_retry_window`); a result it
+/// gives up on is logged as such, saying what becomes of the task.
+async fn store_result(
+    shared: &Shared,
+    request: &Properties,
+    meta: ResultMeta,
+    acks_late: bool,
+) -> bool {
+    let Err(error) = shared.client.backend().store_for(&meta, request).await else {
+        return true;
+    };
+    if acks_late {
+        tracing::error!(%error, id = %meta.task_id, status = %meta.status,
+            "gave up storing the result of a task that ran; its message goes back to the queue and the task will run again");
+    } else {
+        tracing::error!(%error, id = %meta.task_id, status = %meta.status,
+            "gave up storing the result of a task that ran; the result is lost (the message was acknowledged before the task ran)");
+    }
+    false
 }
 
 /// Runs one task: expiry check, early ack, STARTED, the call, retry or result, late ack.
@@ -468,15 +493,17 @@ async fn execute(
         let elapsed = started.elapsed();
         let span = tracing::Span::current();
         span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
+        let mut stored = true;
         match outcome {
             Ok(value) => {
                 span.record("outcome", "success");
                 log::succeeded(spec.name, &id, elapsed, &value);
                 if !ignore_result {
-                    store(
+                    stored = store_result(
                         &shared,
                         &message.properties,
                         ResultMeta::new(&id, TaskState::Success, value),
+                        spec.acks_late,
                     )
                     .await;
                 }
@@ -491,10 +518,11 @@ async fn execute(
                     let (exception, traceback) = failure_of(error, spec.retry);
                     log::failed(spec.name, &id, elapsed, &exception);
                     if !ignore_result {
-                        store(
+                        stored = store_result(
                             &shared,
                             &message.properties,
                             ResultMeta::exception(&id, TaskState::Failure, &exception, traceback),
+                            spec.acks_late,
                         )
                         .await;
                     }
@@ -502,7 +530,16 @@ async fn execute(
             },
         }
         if let Some(acker) = late_acker {
-            settle(acker, Settle::Ack).await;
+            // A late ack promises the message is settled once the task's outcome is
+            // recorded. Celery acks even when the result could not be stored (the store
+            // error fails the task, and `acks_on_failure_or_timeout` acks it:
+            // `celery/worker/request.py::on_failure`), losing the result a client waits
+            // for. Requeued instead, as Celery requeues a lost worker's task under
+            // `reject_on_worker_lost`: the task runs again, which a late-acked task must
+            // allow (at least once). Only after the backend's whole retry window, so a
+            // backend that stays down does not make it run in a tight loop.
+            let how = if stored { Settle::Ack } else { Settle::Requeue };
+            settle(acker, how).await;
         }
     }
     .instrument(span)
