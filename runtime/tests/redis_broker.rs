@@ -574,3 +574,42 @@ async fn a_graceful_stop_returns_held_eta_tasks_and_pending_retries_to_the_queue
     );
     replacement.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_task_held_past_the_visibility_timeout_runs_once() {
+    // A server of its own: a two-second visibility timeout sweeps the whole `unacked` hash.
+    let Some(server) = support::RedisServer::start().await else {
+        return;
+    };
+    let url = server.url();
+    let broker = RedisBroker::connect(&url)
+        .await
+        .unwrap()
+        .visibility_timeout(Duration::from_secs(2));
+    let app = App::new(broker, RedisBackend::connect(&url).await.unwrap());
+    let queue = unique_queue();
+    let runs = Runs::default();
+    let worker = counted_worker(&app, &queue, &runs).await;
+    let later = SendOptions {
+        countdown: Some(Duration::from_secs(6)),
+        ..to(&queue)
+    };
+    let sent = app
+        .client()
+        .send_task::<i64>(&DOUBLE, vec![json!(21)], Map::new(), later)
+        .await
+        .unwrap();
+    // Held three times the visibility timeout, with the worker's own sweep running.
+    let mut raw = support::raw_redis(&url).await;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let queued: i64 = raw.llen(&queue).await.unwrap();
+        let unacked: i64 = raw.hlen("unacked").await.unwrap();
+        assert_eq!((queued, unacked), (0, 1), "held once, never restored");
+    }
+    assert_eq!(sent.get(Duration::from_secs(10)).await.unwrap(), 42);
+    // A second copy would have run at the same ETA; give it time to show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(*runs.0.lock().unwrap(), [21], "ran exactly once");
+    worker.shutdown().await;
+}

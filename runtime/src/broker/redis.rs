@@ -9,7 +9,10 @@
 //! - Acknowledging removes it from both. Rejecting with requeue pushes it back.
 //! - A message left unacknowledged longer than the visibility timeout (a dead consumer's)
 //!   is restored by the sweep in [`RedisBroker::restore_visible`], with kombu's rules and
-//!   its `unacked_mutex`.
+//!   its `unacked_mutex`. A live consumer re-scores the `unacked_index` entries of the
+//!   messages it still holds well inside that timeout, so a task held for a long ETA is
+//!   not restored and run twice (kombu does not, and a Celery worker holding an ETA task
+//!   past the timeout gets a second copy).
 //! - Consuming registers kombu's `_kombu.binding.<queue>` so Python producers that route
 //!   through the queue's exchange find it, and rotates queues after each delivery like
 //!   kombu's round-robin cycle so no queue starves another.
@@ -82,14 +85,18 @@ return 0
 /// Restores messages unacknowledged for longer than the visibility timeout to the head of
 /// their queue (`QoS.restore_visible`): under kombu's `unacked_mutex`, with kombu's
 /// `redelivered` flags, with RPUSH so they are taken next. ARGV: cutoff time, mutex token,
-/// separator. Returns how many were restored.
+/// separator. Returns what it restored as `queue, count, oldest score` triples (strings);
+/// nothing when another consumer holds the mutex.
 const RESTORE_SCRIPT: &str = r#"
 if not redis.call('SET', 'unacked_mutex', ARGV[2], 'NX', 'PX', 300000) then
-  return -1
+  return {}
 end
-local tags = redis.call('ZRANGEBYSCORE', 'unacked_index', '-inf', ARGV[1])
-local restored = 0
-for _, tag in ipairs(tags) do
+local entries = redis.call('ZRANGEBYSCORE', 'unacked_index', '-inf', ARGV[1], 'WITHSCORES')
+local restored = {}
+local order = {}
+for i = 1, #entries, 2 do
+  local tag = entries[i]
+  local score = tonumber(entries[i + 1])
   local record = redis.call('HGET', 'unacked', tag)
   redis.call('ZREM', 'unacked_index', tag)
   redis.call('HDEL', 'unacked', tag)
@@ -109,14 +116,28 @@ for _, tag in ipairs(tags) do
       elseif priority >= 6 then key = queue .. ARGV[3] .. '6'
       elseif priority >= 3 then key = queue .. ARGV[3] .. '3' end
       redis.call('RPUSH', key, cjson.encode(envelope))
-      restored = restored + 1
+      local name = tostring(queue)
+      local seen = restored[name]
+      if not seen then
+        seen = {0, score}
+        restored[name] = seen
+        table.insert(order, name)
+      end
+      seen[1] = seen[1] + 1
+      if score < seen[2] then seen[2] = score end
     end
   end
 end
 if redis.call('GET', 'unacked_mutex') == ARGV[2] then
   redis.call('DEL', 'unacked_mutex')
 end
-return restored
+local reply = {}
+for _, name in ipairs(order) do
+  table.insert(reply, name)
+  table.insert(reply, tostring(restored[name][1]))
+  table.insert(reply, tostring(restored[name][2]))
+end
+return reply
 "#;
 
 /// kombu's default `visibility_timeout`.
@@ -126,6 +147,13 @@ const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(3600);
 /// visibility timeouts sweep more often (half the timeout, at least a second apart), so
 /// a message is restored soon after its timeout passes.
 const MAX_RESTORE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The longest pause between two refreshes of the `unacked_index` scores of held messages.
+/// Shorter visibility timeouts refresh more often: four times per timeout.
+const MAX_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+
+/// How many `unacked_index` entries one `ZADD` refreshes.
+const REFRESH_CHUNK: usize = 1000;
 
 /// Longest pause between fetch attempts on idle queues.
 const MAX_IDLE_POLL: Duration = Duration::from_millis(50);
@@ -143,6 +171,16 @@ struct Shared {
     fetch: redis::Script,
     requeue: redis::Script,
     restore: redis::Script,
+    /// Delivery tags handed out by this broker and not settled yet: the messages a worker
+    /// holds, whose `unacked_index` scores its consumers keep fresh.
+    outstanding: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+impl Shared {
+    fn outstanding(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        // Single inserts and removals: a poisoned lock still holds a consistent set.
+        self.outstanding.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -166,6 +204,7 @@ impl RedisBroker {
                 fetch: redis::Script::new(FETCH_SCRIPT),
                 requeue: redis::Script::new(REQUEUE_SCRIPT),
                 restore: redis::Script::new(RESTORE_SCRIPT),
+                outstanding: Default::default(),
             }),
             visibility_timeout,
         })
@@ -197,9 +236,10 @@ impl RedisBroker {
     /// returns how many (0 when another consumer holds the sweep's mutex).
     pub async fn restore_visible(&self) -> Result<usize> {
         let shared = &self.shared;
-        let cutoff = now_seconds() - self.visibility_timeout.as_secs_f64();
+        let now = now_seconds();
+        let cutoff = now - self.visibility_timeout.as_secs_f64();
         let token = uuid::Uuid::new_v4().to_string();
-        let restored: i64 = shared
+        let restored: Vec<String> = shared
             .connection
             .run("restore unacknowledged tasks", |mut c| {
                 let mut invocation = shared.restore.prepare_invoke();
@@ -210,10 +250,48 @@ impl RedisBroker {
                 async move { invocation.invoke_async(&mut c).await }
             })
             .await?;
-        if restored > 0 {
-            tracing::warn!(restored, "restored unacknowledged tasks of a lost consumer");
+        let mut total = 0;
+        for entry in restored.chunks_exact(3) {
+            let (queue, count) = (&entry[0], entry[1].parse::<usize>().unwrap_or(0));
+            let age = entry[2]
+                .parse::<f64>()
+                .map_or(0.0, |oldest| (now - oldest).max(0.0));
+            total += count;
+            tracing::warn!(
+                %queue,
+                restored = count,
+                unacknowledged_for_s = age.round(),
+                visibility_timeout_s = self.visibility_timeout.as_secs_f64(),
+                "restored {count} task(s) to queue '{queue}' left unacknowledged for up to \
+                 {age:.0}s, longer than the visibility timeout ({}s): the consumer that took \
+                 them stopped or lost Redis without settling them",
+                self.visibility_timeout.as_secs_f64()
+            );
         }
-        Ok(usize::try_from(restored).unwrap_or(0))
+        Ok(total)
+    }
+
+    /// Re-scores the `unacked_index` entries of the messages this broker's consumers still
+    /// hold with the current time, so that no sweep (ours or kombu's) takes them for a lost
+    /// consumer's. `XX`: an entry settled meanwhile is not brought back.
+    async fn refresh_outstanding(&self) -> Result<()> {
+        let tags: Vec<String> = self.shared.outstanding().iter().cloned().collect();
+        for chunk in tags.chunks(REFRESH_CHUNK) {
+            let now = now_seconds();
+            let mut command = redis::cmd("ZADD");
+            command.arg("unacked_index").arg("XX");
+            for tag in chunk {
+                command.arg(now).arg(tag);
+            }
+            self.shared
+                .connection
+                .run("refresh held tasks", |mut c| {
+                    let command = &command;
+                    async move { command.query_async::<i64>(&mut c).await }
+                })
+                .await?;
+        }
+        Ok(())
     }
 
     /// Publishes `messages` to `queue` in one round trip: one `LPUSH` per priority bucket,
@@ -299,6 +377,17 @@ impl Broker for RedisBroker {
                     tokio::time::sleep(interval).await;
                 }
             });
+            let broker = self.clone();
+            let every = (self.visibility_timeout / 4)
+                .clamp(Duration::from_millis(250), MAX_REFRESH_INTERVAL);
+            let refresher = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if let Err(error) = broker.refresh_outstanding().await {
+                        tracing::warn!(%error, "could not refresh the unacknowledged entries of held tasks");
+                    }
+                }
+            });
             let consumer = RedisConsumer {
                 broker: self.clone(),
                 keys: Arc::new(kombu::consume_keys(queues)),
@@ -308,6 +397,7 @@ impl Broker for RedisBroker {
                 buffer: std::collections::VecDeque::new(),
                 pending: None,
                 sweeper,
+                refresher,
             };
             Ok(Box::new(consumer) as Box<dyn Consumer>)
         })
@@ -393,11 +483,15 @@ struct RedisConsumer {
     pending: Option<PendingFetch>,
     /// The periodic `restore_visible` sweep, stopped with the consumer.
     sweeper: tokio::task::JoinHandle<()>,
+    /// The periodic refresh of held messages' `unacked_index` scores, stopped with the
+    /// consumer: a worker that stops consuming has returned or settled what it held.
+    refresher: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for RedisConsumer {
     fn drop(&mut self) {
         self.sweeper.abort();
+        self.refresher.abort();
         // Fetched but never handed out: back to the queue now rather than after the
         // visibility timeout (kombu restores a closing channel's unacked messages too).
         let buffered = std::mem::take(&mut self.buffer);
@@ -620,6 +714,7 @@ impl RedisAcker {
         tag: String,
         envelope: Vec<u8>,
     ) -> Self {
+        broker.shared.outstanding().insert(tag.clone());
         RedisAcker {
             broker: broker.clone(),
             tag: Some(tag),
@@ -629,9 +724,26 @@ impl RedisAcker {
     }
 }
 
+impl RedisAcker {
+    /// The tag, once: the message is settled from now on and no longer refreshed.
+    fn settle(&mut self) -> Option<String> {
+        let tag = self.tag.take()?;
+        self.broker.shared.outstanding().remove(&tag);
+        Some(tag)
+    }
+}
+
+impl Drop for RedisAcker {
+    /// Dropped unsettled, the message stays in `unacked`, no longer refreshed, and comes
+    /// back after the visibility timeout.
+    fn drop(&mut self) {
+        self.settle();
+    }
+}
+
 impl Acknowledger for RedisAcker {
     fn ack(mut self: Box<Self>) -> BoxFuture<'static, Result<()>> {
-        let tag = self.tag.take();
+        let tag = self.settle();
         let shared = self.broker.shared.clone();
         Box::pin(async move {
             let Some(tag) = tag else { return Ok(()) };
@@ -658,7 +770,7 @@ impl Acknowledger for RedisAcker {
             // kombu: reject without requeue is an ack.
             return self.ack();
         }
-        let tag = self.tag.take();
+        let tag = self.settle();
         let shared = self.broker.shared.clone();
         let key = std::mem::take(&mut self.queue_key);
         let envelope = std::mem::take(&mut self.envelope);
