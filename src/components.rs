@@ -281,8 +281,8 @@ impl Reports for ReportBuilder {
         &self,
         _ctx: &TaskContext,
         name: String,
-        format: ReportFormat,
         since: NaiveDate,
+        format: ReportFormat,
         until: Option<NaiveDate>,
         filters: serde_json::Value,
     ) -> TaskResult<Report> {

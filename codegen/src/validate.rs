@@ -541,7 +541,9 @@ impl Checker<'_> {
                     .chain(BUILTINS.iter().map(|(n, _)| *n))
                     .chain(CONSTRUCTORS.iter().copied())
                     .collect();
-                let help = did_you_mean(&name, candidates).or_else(|| {
+                let help = did_you_mean(&name, candidates)
+                    .or_else(|| other_language_type(&name))
+                    .or_else(|| {
                     Some("declare it under `types:`, or use a built-in type (bool, i32, i64, u32, u64, f64, string, bytes, uuid, datetime, date, json)".into())
                 });
                 self.error_at_value(path, format!("unknown type `{name}`"), help);
@@ -815,6 +817,30 @@ impl Checker<'_> {
         out
     }
 
+    /// Arguments a caller may leave out (a default, or `T?`) come after the required ones,
+    /// as in a Python signature: arguments travel by position, so a required argument
+    /// after an optional one would take the optional one's place in a message that
+    /// leaves it out, and Celery's Python side could not declare the task.
+    fn check_argument_order(&mut self, path: &KeyPath, args: &[FieldModel]) {
+        let Some(first_optional) = args.iter().position(|a| !a.required) else {
+            return;
+        };
+        let optional = &args[first_optional].wire_name;
+        for arg in args[first_optional..].iter().filter(|a| a.required) {
+            self.error_at_key(
+                &child(path, &arg.wire_name),
+                format!(
+                    "required argument `{}` comes after `{optional}`, which callers may leave out",
+                    arg.wire_name
+                ),
+                Some(format!(
+                    "move `{}` before `{optional}` (arguments travel by position, so required ones come first, as in Python), or give it a default",
+                    arg.wire_name
+                )),
+            );
+        }
+    }
+
     fn tasks(
         &mut self,
         tasks: &[(KeyPath, String, TaskDef)],
@@ -940,6 +966,7 @@ impl Checker<'_> {
             self.check_arguments(&child(path, "args"), &def.args, &method);
 
             let args = self.fields(&child(path, "args"), &args_name, &def.args, table);
+            self.check_argument_order(&child(path, "args"), &args);
             let result = match &def.result {
                 Some(text) => match self.type_expr(&child(path, "result"), text, table) {
                     Some(expr) => rust_type(&expr, table),
@@ -1395,12 +1422,49 @@ pub fn duration_ms(value: &Value) -> Result<u64, String> {
     Ok((number * unit_ms).round() as u64)
 }
 
+/// The schema's spelling of a type name from another language (Python, JSON Schema,
+/// Rust), which a typo distance does not find: `float` is nowhere near `f64`.
+fn other_language_type(name: &str) -> Option<String> {
+    let ours = match name.to_ascii_lowercase().as_str() {
+        "float" | "double" | "number" | "f32" => "f64",
+        "int" | "integer" | "long" | "isize" | "i8" | "i16" => "i64",
+        "uint" | "usize" | "u8" | "u16" => "u64",
+        "str" | "text" | "char" => "string",
+        "boolean" => "bool",
+        "object" | "dict" | "any" | "value" => "json",
+        "timestamp" | "time" => "datetime",
+        "bytearray" | "binary" | "blob" => "bytes",
+        _ => return None,
+    };
+    Some(format!("the schema spells it `{ours}`"))
+}
+
+/// A `Duration` expression for `ms` milliseconds that users' lints accept: whole seconds
+/// go through `Duration::new`, because clippy's `duration_suboptimal_units` asks for
+/// `from_mins`/`from_hours` (Rust 1.91) on `from_secs(540)`, later than this crate's
+/// `rust-version`; digits are grouped for `unreadable_literal`.
 fn duration_expr(ms: u64) -> String {
     if ms % 1000 == 0 {
-        format!("::core::time::Duration::from_secs({})", ms / 1000)
+        format!("::core::time::Duration::new({}, 0)", grouped(ms / 1000))
     } else {
-        format!("::core::time::Duration::from_millis({ms})")
+        format!("::core::time::Duration::from_millis({})", grouped(ms))
     }
+}
+
+/// `86400` → `86_400`, as clippy's `unreadable_literal` wants above four digits.
+fn grouped(value: u64) -> String {
+    let digits = value.to_string();
+    if digits.len() <= 4 {
+        return digits;
+    }
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push('_');
+        }
+        out.push(digit);
+    }
+    out
 }
 
 /// Celery's rate limit syntax: `10`, `10/s`, `10/m`, `10/h`. Returns (count, period in ms).
@@ -1628,5 +1692,46 @@ fn default_expr(value: &Value, expr: &TypeExpr, table: &HashMap<String, Named>) 
             let json = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
             format!("__celerity::default_value(r#\"{json}\"#)")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_of_other_languages_get_the_schema_spelling() {
+        assert_eq!(
+            other_language_type("float").as_deref(),
+            Some("the schema spells it `f64`")
+        );
+        assert_eq!(
+            other_language_type("Integer").as_deref(),
+            Some("the schema spells it `i64`")
+        );
+        assert_eq!(other_language_type("Invoice"), None);
+    }
+
+    #[test]
+    fn durations_are_written_in_forms_users_lints_accept() {
+        assert_eq!(
+            duration_expr(540_000),
+            "::core::time::Duration::new(540, 0)"
+        );
+        assert_eq!(
+            duration_expr(86_400_000),
+            "::core::time::Duration::new(86_400, 0)"
+        );
+        assert_eq!(
+            duration_expr(1_500),
+            "::core::time::Duration::from_millis(1500)"
+        );
+        assert_eq!(
+            duration_expr(90_500),
+            "::core::time::Duration::from_millis(90_500)"
+        );
+        assert_eq!(grouped(1_234_567), "1_234_567");
+        assert_eq!(grouped(12_345), "12_345");
+        assert_eq!(grouped(9_999), "9999");
     }
 }
