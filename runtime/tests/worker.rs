@@ -409,6 +409,55 @@ async fn a_graceful_stop_returns_held_eta_tasks_and_pending_retries_to_the_queue
 }
 
 #[tokio::test(start_paused = true)]
+async fn beyond_the_held_cap_eta_tasks_take_window_places_and_fetching_pauses() {
+    let broker = MemoryBroker::new();
+    let app = App::new(broker.clone(), MemoryBackend::new());
+    let mut builder = app.worker();
+    builder
+        .singleton(Log::default())
+        .concurrency(1)
+        .prefetch_multiplier(1)
+        .max_held_eta(2)
+        .queues(["celery"])
+        .register::<Probe, EchoArgs>(&ECHO);
+    let worker = builder.start().await.unwrap();
+    let client = app.client();
+    let later = SendOptions {
+        countdown: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let mut sent = Vec::new();
+    for n in 0..5 {
+        let result = client
+            .send_task::<Value>(&ECHO, vec![json!(n)], Map::new(), later.clone())
+            .await
+            .unwrap();
+        sent.push((json!(n), result));
+    }
+    let now = client
+        .send_task::<Value>(&ECHO, vec![json!(9)], Map::new(), SendOptions::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        (broker.unacked(), broker.len("celery")),
+        (3, 3),
+        "two held outside the window of one, the third in it; the rest left on the broker"
+    );
+    // Nothing is requeued or lost: each runs once its turn comes.
+    sent.push((json!(9), now));
+    for (expected, result) in &sent {
+        assert_eq!(
+            result.get(Duration::from_secs(200)).await.unwrap(),
+            *expected
+        );
+    }
+    let runs = worker.singleton::<Log>().unwrap().runs();
+    assert_eq!(runs.len(), 6, "each ran once");
+    worker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_expired_task_is_revoked_and_not_run() {
     let h = harness(1, 4).await;
     let past = chrono::Utc::now() - chrono::Duration::seconds(5);

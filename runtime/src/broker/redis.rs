@@ -70,16 +70,28 @@ return fetched
 "#;
 
 /// Requeues an unacked message at the back of its queue (`QoS.reject(requeue=True)` →
-/// `restore_by_tag(leftmost=True)`).
+/// `restore_by_tag(leftmost=True)`), taking it from its `unacked` record as kombu does, so
+/// a consumer need not keep a copy. ARGV: the tag, and the envelope's length: the fetch
+/// script wrote the record as `[<envelope>, <exchange>, <routing key>]`, so the envelope
+/// is pushed back byte for byte. Returns 0 when the record is gone (restored meanwhile).
 const REQUEUE_SCRIPT: &str = r#"
 local record = redis.call('HGET', 'unacked', ARGV[1])
 redis.call('ZREM', 'unacked_index', ARGV[1])
 redis.call('HDEL', 'unacked', ARGV[1])
-if record then
-  redis.call('LPUSH', KEYS[1], ARGV[2])
-  return 1
+if not record then
+  return 0
 end
-return 0
+local length = tonumber(ARGV[2]) or 0
+local envelope = string.sub(record, 2, length + 1)
+if string.sub(record, 1, 1) ~= '[' or string.sub(record, length + 2, length + 2) ~= ',' then
+  local ok, parts = pcall(cjson.decode, record)
+  if not ok or type(parts) ~= 'table' or type(parts[1]) ~= 'table' then
+    return 0
+  end
+  envelope = cjson.encode(parts[1])
+end
+redis.call('LPUSH', KEYS[1], envelope)
+return 1
 "#;
 
 /// Restores messages unacknowledged for longer than the visibility timeout to the head of
@@ -633,7 +645,13 @@ fn delivery(broker: &RedisBroker, queue: String, envelope: Vec<u8>) -> Delivery 
     match kombu::unwrap(&envelope) {
         Ok(unwrapped) => {
             let priority = unwrapped.message.properties.priority.unwrap_or(0);
-            let acker = RedisAcker::new(broker, &queue, priority, unwrapped.delivery_tag, envelope);
+            let acker = RedisAcker::new(
+                broker,
+                &queue,
+                priority,
+                unwrapped.delivery_tag,
+                envelope.len(),
+            );
             Delivery::new(
                 unwrapped.message,
                 queue,
@@ -646,7 +664,7 @@ fn delivery(broker: &RedisBroker, queue: String, envelope: Vec<u8>) -> Delivery 
             // can still read.
             let message = kombu::salvage(&envelope);
             let acker: Box<dyn Acknowledger> = match kombu::delivery_tag(&envelope) {
-                Some(tag) => Box::new(RedisAcker::new(broker, &queue, 0, tag, envelope)),
+                Some(tag) => Box::new(RedisAcker::new(broker, &queue, 0, tag, envelope.len())),
                 None => Box::new(Settled),
             };
             Delivery::malformed(message, queue, error.to_string(), acker)
@@ -703,7 +721,9 @@ struct RedisAcker {
     /// `Some` until settled.
     tag: Option<String>,
     queue_key: String,
-    envelope: Vec<u8>,
+    /// The envelope's length, to requeue it from its `unacked` record: a held message
+    /// costs no second copy.
+    envelope_len: usize,
 }
 
 impl RedisAcker {
@@ -712,14 +732,14 @@ impl RedisAcker {
         queue: &str,
         priority: u8,
         tag: String,
-        envelope: Vec<u8>,
+        envelope_len: usize,
     ) -> Self {
         broker.shared.outstanding().insert(tag.clone());
         RedisAcker {
             broker: broker.clone(),
             tag: Some(tag),
             queue_key: kombu::priority_key(queue, priority),
-            envelope,
+            envelope_len,
         }
     }
 }
@@ -773,14 +793,14 @@ impl Acknowledger for RedisAcker {
         let tag = self.settle();
         let shared = self.broker.shared.clone();
         let key = std::mem::take(&mut self.queue_key);
-        let envelope = std::mem::take(&mut self.envelope);
+        let length = self.envelope_len;
         Box::pin(async move {
             let Some(tag) = tag else { return Ok(()) };
             let _: i64 = shared
                 .connection
                 .run("requeue a task", |mut c| {
                     let mut invocation = shared.requeue.prepare_invoke();
-                    invocation.key(&key).arg(&tag).arg(&envelope);
+                    invocation.key(&key).arg(&tag).arg(length);
                     async move { invocation.invoke_async(&mut c).await }
                 })
                 .await?;

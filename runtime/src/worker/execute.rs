@@ -9,7 +9,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::Instrument;
 
 use super::dispatch::{Registered, TaskTable};
-use super::held::{HeldTasks, Waiting};
+use super::held::{HeldTasks, PackedMessage, Waiting};
 use super::log;
 use super::refuse::{self, Refusal};
 use crate::broker::{Acknowledger, Consumer, Control, ControlStream};
@@ -118,6 +118,7 @@ pub(crate) async fn consume(
     mut stopped: watch::Receiver<bool>,
 ) -> Box<dyn Consumer> {
     let mut held_for_eta = shared.held.count();
+    let mut due = shared.held.leaving();
     let mut prefetch = 0;
     loop {
         let wanted = shared.window + *held_for_eta.borrow_and_update();
@@ -128,6 +129,12 @@ pub(crate) async fn consume(
                     tracing::warn!(%error, wanted, "could not set the broker's prefetch count")
                 }
             }
+        }
+        // Held tasks whose ETA came take their places first: the consumer takes none while
+        // one waits (else, idle on an empty queue, it could keep the last place for good).
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => break,
+            _ = due.wait_for(|n| *n == 0) => {}
         }
         let held = tokio::select! {
             _ = stopped.wait_for(|s| *s) => break,
@@ -205,18 +212,18 @@ async fn receive(
             ?wait,
             "holding task until its ETA"
         );
+        let Decoded { message, acker, .. } = decoded;
+        drop(message);
         let waiting = Waiting {
-            raw,
+            raw: PackedMessage::pack(raw),
             queue,
-            acker: decoded.acker,
+            acker,
+            place: None,
         };
-        shared
-            .held
-            .hold(tokio::time::Instant::now() + wait, waiting)
-            .await;
-        // Given up only now: a worker stopping meanwhile waits for this place, so for the
-        // message to be back on the broker.
-        drop(held);
+        // The place is given up only once held (or back on the broker): a worker stopping
+        // meanwhile waits for it.
+        let due = tokio::time::Instant::now() + wait;
+        shared.held.hold(due, waiting, held).await;
         return;
     }
     start(shared, decoded, raw, queue, held).await;
@@ -224,11 +231,14 @@ async fn receive(
 
 /// A held task whose ETA came: it takes a place in the prefetch window again, then runs
 /// like any other. A worker stopping first returns it to the broker instead.
-pub(crate) async fn admit(shared: Arc<Shared>, waiting: Waiting) {
+pub(crate) async fn admit(shared: Arc<Shared>, mut waiting: Waiting) {
     let mut stopping = shared.stopping.clone();
-    let permit = tokio::select! {
-        permit = shared.prefetch.clone().acquire_owned() => permit.ok(),
-        _ = stopping.wait_for(|s| *s) => None,
+    let permit = match waiting.place.take() {
+        Some(place) => Some(place),
+        None => tokio::select! {
+            permit = shared.prefetch.clone().acquire_owned() => permit.ok(),
+            _ = stopping.wait_for(|s| *s) => None,
+        },
     };
     let Some(held) = permit else {
         shared.held.give_back(waiting).await;
@@ -236,7 +246,10 @@ pub(crate) async fn admit(shared: Arc<Shared>, waiting: Waiting) {
         return;
     };
     shared.held.left();
-    let Waiting { raw, queue, acker } = waiting;
+    let Waiting {
+        raw, queue, acker, ..
+    } = waiting;
+    let raw = raw.unpack();
     // It decoded when it arrived, so this only fails on a task unregistered since.
     let Some(decoded) = decode(&shared, &raw, &queue, acker).await else {
         return;
