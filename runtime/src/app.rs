@@ -35,6 +35,8 @@ pub(crate) const RESULT_RETRY_WINDOW_VAR: &str = "CELERITY_RESULT_BACKEND_RETRY_
 /// Settings that a process gives besides its URLs (from flags or the environment). Each
 /// one set wins over what the URL says.
 #[derive(Debug, Clone, Default)]
+// Both settings are Redis's; a build without it reads them (and checks them) only.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) struct Settings {
     /// A Redis broker's visibility timeout, over the URL's `?visibility_timeout=`.
     pub visibility_timeout: Option<Duration>,
@@ -127,29 +129,30 @@ impl App {
         backend_url: &str,
         settings: &Settings,
     ) -> Result<App> {
-        let mut visibility_timeout = None;
-        let broker: Arc<dyn Broker> = match scheme(broker_url)? {
-            "memory" => Arc::new(MemoryBroker::new()),
-            #[cfg(feature = "redis")]
-            "redis" | "rediss" => {
-                let mut broker = RedisBroker::connect(broker_url).await?;
-                if let Some(timeout) = settings.visibility_timeout {
-                    broker = broker.visibility_timeout(timeout);
+        // The broker, and the visibility timeout it uses when it has one (Redis).
+        let (broker, visibility_timeout): (Arc<dyn Broker>, Option<Duration>) =
+            match scheme(broker_url)? {
+                "memory" => (Arc::new(MemoryBroker::new()), None),
+                #[cfg(feature = "redis")]
+                "redis" | "rediss" => {
+                    let mut broker = RedisBroker::connect(broker_url).await?;
+                    if let Some(timeout) = settings.visibility_timeout {
+                        broker = broker.visibility_timeout(timeout);
+                    }
+                    let timeout = broker.configured_visibility_timeout();
+                    (Arc::new(broker), Some(timeout))
                 }
-                visibility_timeout = Some(broker.configured_visibility_timeout());
-                Arc::new(broker)
-            }
-            #[cfg(feature = "amqp")]
-            "amqp" | "amqps" | "pyamqp" => {
-                if settings.visibility_timeout.is_some() {
-                    // RabbitMQ gives a lost consumer's messages back when its connection
-                    // closes; it has no visibility timeout to set.
-                    tracing::warn!("the visibility timeout applies to Redis brokers only");
+                #[cfg(feature = "amqp")]
+                "amqp" | "amqps" | "pyamqp" => {
+                    if settings.visibility_timeout.is_some() {
+                        // RabbitMQ gives a lost consumer's messages back when its connection
+                        // closes; it has no visibility timeout to set.
+                        tracing::warn!("the visibility timeout applies to Redis brokers only");
+                    }
+                    return App::on_amqp(broker_url, backend_url, settings).await;
                 }
-                return App::on_amqp(broker_url, backend_url, settings).await;
-            }
-            other => return Err(unsupported("broker", other, broker_url, BROKER_SCHEMES)),
-        };
+                other => return Err(unsupported("broker", other, broker_url, BROKER_SCHEMES)),
+            };
         let backend = backend_from_url(backend_url, settings).await?;
         let mut app = App::from_parts(broker, backend);
         app.visibility_timeout = visibility_timeout;
@@ -181,6 +184,7 @@ impl App {
     }
 
     /// The visibility timeout of the Redis broker this app was built with from a URL.
+    #[cfg(feature = "cli")]
     pub(crate) fn visibility_timeout(&self) -> Option<Duration> {
         self.visibility_timeout
     }
