@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo run --release --example held_eta                  # 100,000 tasks, countdown 1 h
 //! cargo run --release --example held_eta -- 20000         # another count
-//! CELERITY_MAX_HELD_ETA=10000 cargo run --release --example held_eta
+//! CELERITY_WORKER_MAX_HELD_ETA=10000 cargo run --release --example held_eta
 //! ```
 //!
 //! It starts a worker in a process of its own on a fresh queue (Redis from
@@ -84,9 +84,9 @@ fn run_worker(url: &str, queue: &str) -> Result<(), Failure> {
     })
 }
 
-/// The cap on held tasks, from `CELERITY_MAX_HELD_ETA` when set.
+/// The cap on held tasks, from `CELERITY_WORKER_MAX_HELD_ETA` when set.
 fn configure(builder: &mut WorkerBuilder) {
-    if let Some(cap) = std::env::var("CELERITY_MAX_HELD_ETA")
+    if let Some(cap) = std::env::var("CELERITY_WORKER_MAX_HELD_ETA")
         .ok()
         .and_then(|v| v.parse().ok())
     {

@@ -8,7 +8,7 @@ use celerity::App;
 use celerity::cli::{LogFormat, WorkerArgs};
 use clap::Parser;
 
-const VARIABLES: [&str; 13] = [
+const VARIABLES: [&str; 14] = [
     "CELERITY_BROKER_URL",
     "CELERITY_RESULT_BACKEND",
     "CELERITY_QUEUES",
@@ -22,6 +22,7 @@ const VARIABLES: [&str; 13] = [
     "CELERITY_RESULT_BACKEND_RETRY_WINDOW",
     "CELERITY_HEALTH_ADDR",
     "CELERITY_READY_FILE",
+    "CELERITY_WORKER_MAX_HELD_ETA",
 ];
 
 fn parse(args: &[&str]) -> Result<WorkerArgs, clap::Error> {
@@ -55,6 +56,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert_eq!(defaults.result_retry_window, None);
     assert_eq!(defaults.health_addr, None);
     assert_eq!(defaults.ready_file, None);
+    assert_eq!(defaults.max_held_eta, celerity::DEFAULT_MAX_HELD_ETA);
 
     set("CELERITY_BROKER_URL", "redis://127.0.0.1:6379/0");
     set("CELERITY_RESULT_BACKEND", "redis://127.0.0.1:6379/1");
@@ -69,6 +71,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     set("CELERITY_RESULT_BACKEND_RETRY_WINDOW", "1h");
     set("CELERITY_HEALTH_ADDR", "127.0.0.1:9100");
     set("CELERITY_READY_FILE", "/tmp/celerity.ready");
+    set("CELERITY_WORKER_MAX_HELD_ETA", "1000");
     let from_env = parse(&[]).unwrap();
     assert_eq!(from_env.broker_url, "redis://127.0.0.1:6379/0");
     assert_eq!(from_env.result_backend, "redis://127.0.0.1:6379/1");
@@ -92,6 +95,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
         from_env.ready_file.as_deref(),
         Some(std::path::Path::new("/tmp/celerity.ready"))
     );
+    assert_eq!(from_env.max_held_eta, 1000);
 
     let flags = parse(&[
         "-b",
@@ -112,6 +116,8 @@ fn flags_win_over_variables_which_win_over_defaults() {
         "90s",
         "--result-retry-window",
         "2m",
+        "--max-held-eta",
+        "20",
     ])
     .unwrap();
     assert_eq!(flags.broker_url, "amqp://guest:guest@127.0.0.1:5672//");
@@ -123,6 +129,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert_eq!(flags.log_level, "warn");
     assert_eq!(flags.visibility_timeout, Some(Duration::from_secs(90)));
     assert_eq!(flags.result_retry_window, Some(Duration::from_secs(120)));
+    assert_eq!(flags.max_held_eta, 20);
     // Not given as flags: still from the environment.
     assert_eq!(flags.result_backend, "redis://127.0.0.1:6379/1");
     assert_eq!(flags.prefetch_multiplier, 1);
@@ -138,6 +145,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert_eq!(settings.prefetch_multiplier, 1);
     assert_eq!(settings.hostname, "w2@example");
     assert_eq!(settings.shutdown_timeout, Duration::from_millis(500));
+    assert_eq!(settings.max_held_eta, 20);
 
     // Mistakes are reported with the flag and a reason.
     let zero = parse(&["-c", "0"]).unwrap_err().to_string();

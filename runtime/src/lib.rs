@@ -60,7 +60,9 @@ pub use protocol::TaskState;
 pub use spec::{ArgSpec, Backoff, RateLimit, RetryPolicy, TaskSpec};
 pub use task::{TASK_ERROR_MODULE, TaskContext, TaskError, TaskResult};
 pub use values::Bytes;
-pub use worker::{Invoke, Worker, WorkerBuilder, WorkerSettings, WorkerStatus, decode_args};
+pub use worker::{
+    DEFAULT_MAX_HELD_ETA, Invoke, Worker, WorkerBuilder, WorkerSettings, WorkerStatus, decode_args,
+};
 
 /// Date and time types: a schema's `datetime` is `chrono::DateTime<chrono::Utc>` and its
 /// `date` is `chrono::NaiveDate`. Re-exported so that code names the version the runtime

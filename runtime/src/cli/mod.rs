@@ -121,6 +121,10 @@ pub struct WorkerArgs {
     #[arg(long, env = "CELERITY_WORKER_MAX_MESSAGE_SIZE", default_value = "16MiB", value_parser = size, value_name = "SIZE")]
     pub max_message_size: usize,
 
+    /// Hold at most this many tasks waiting for their ETA or countdown outside the prefetch window; beyond it each held task keeps a window place, so fetching pauses until the earliest is due
+    #[arg(long, env = "CELERITY_WORKER_MAX_HELD_ETA", default_value_t = crate::DEFAULT_MAX_HELD_ETA, value_name = "COUNT")]
+    pub max_held_eta: usize,
+
     /// Serve GET /healthz on this address: 200 while consuming, 503 otherwise
     #[arg(long, env = "CELERITY_HEALTH_ADDR", value_name = "HOST:PORT")]
     pub health_addr: Option<SocketAddr>,
@@ -246,7 +250,8 @@ impl WorkerArgs {
             .prefetch_multiplier(self.prefetch_multiplier)
             .hostname(&self.hostname)
             .shutdown_timeout(self.shutdown_timeout)
-            .max_message_size(self.max_message_size);
+            .max_message_size(self.max_message_size)
+            .max_held_eta(self.max_held_eta);
     }
 }
 
