@@ -284,16 +284,24 @@ mod tests {
 
     static CHILD: crate::TaskSpec = crate::TaskSpec::new("tasks.child", &[]);
 
+    /// `(parent_id, root_id)` of a task sent through `ctx`'s client.
+    fn child_lineage(ctx: &TaskContext) -> (Option<&'static str>, Option<&'static str>) {
+        let message = ctx
+            .client()
+            .message(&CHILD, vec![], Default::default(), &Default::default());
+        let leak = |id: Option<String>| id.map(|id| &*Box::leak(id.into_boxed_str()));
+        (
+            leak(message.headers.parent_id),
+            leak(message.headers.root_id),
+        )
+    }
+
     #[test]
     fn a_test_context_sends_children_of_itself() {
         let ctx = TaskContext::for_test("tasks.parent").with_id("parent-1");
         assert_eq!(ctx.id, "parent-1");
         assert_eq!(ctx.root_id.as_deref(), Some("parent-1"));
-        let message = ctx
-            .client()
-            .message(&CHILD, vec![], Default::default(), &Default::default());
-        assert_eq!(message.headers.parent_id.as_deref(), Some("parent-1"));
-        assert_eq!(message.headers.root_id.as_deref(), Some("parent-1"));
+        assert_eq!(child_lineage(&ctx), ids("parent-1", "parent-1"));
     }
 
     #[test]
@@ -304,11 +312,7 @@ mod tests {
         let ctx = ctx.with_client(app.client()).with_id("parent-2");
         assert_eq!(ctx.queue, "email");
         assert_eq!(ctx.root_id.as_deref(), Some("root-9"));
-        let message = ctx
-            .client()
-            .message(&CHILD, vec![], Default::default(), &Default::default());
-        assert_eq!(message.headers.parent_id.as_deref(), Some("parent-2"));
-        assert_eq!(message.headers.root_id.as_deref(), Some("root-9"));
+        assert_eq!(child_lineage(&ctx), ids("parent-2", "root-9"));
     }
 
     #[tokio::test(start_paused = true)]

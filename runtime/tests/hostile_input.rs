@@ -125,6 +125,15 @@ fn stored_size(meta: &ResultMeta) -> usize {
 }
 
 /// Waits until the broker's queue is empty and the worker logged `line`.
+/// Once `line` is logged: the stored result and every log line stay under their limits.
+async fn assert_bounded(lines: &Lines, meta: &ResultMeta, line: &str) {
+    let size = stored_size(meta);
+    assert!(size < STORED_LIMIT, "stored {size} bytes");
+    logged(lines, line).await;
+    let longest = lines.longest();
+    assert!(longest < LOG_LINE_LIMIT, "a log line of {longest} bytes");
+}
+
 async fn logged(lines: &Lines, line: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !lines.all().iter().any(|l| l.contains(line)) {
@@ -167,17 +176,7 @@ async fn a_10_mb_ill_typed_argument_gives_a_bounded_log_line_and_failure() {
         "the stored message is bounded"
     );
     let meta = stored(&app, sent.id()).await;
-    assert!(
-        stored_size(&meta) < STORED_LIMIT,
-        "stored {} bytes",
-        stored_size(&meta)
-    );
-    logged(&lines, "failed in").await;
-    assert!(
-        lines.longest() < LOG_LINE_LIMIT,
-        "a log line of {} bytes",
-        lines.longest()
-    );
+    assert_bounded(&lines, &meta, "failed in").await;
     worker.shutdown().await;
 }
 
@@ -195,17 +194,7 @@ async fn a_100_kb_task_name_gives_a_bounded_log_line_and_failure() {
     let meta = stored(&app, "long-name").await;
     assert_eq!(meta.status, TaskState::Failure);
     assert_eq!(meta.exception_info().unwrap().exc_type, "NotRegistered");
-    assert!(
-        stored_size(&meta) < STORED_LIMIT,
-        "stored {} bytes",
-        stored_size(&meta)
-    );
-    logged(&lines, "Received unregistered task of type 'nnn").await;
-    assert!(
-        lines.longest() < LOG_LINE_LIMIT,
-        "a log line of {} bytes",
-        lines.longest()
-    );
+    assert_bounded(&lines, &meta, "Received unregistered task of type 'nnn").await;
     worker.shutdown().await;
 }
 
