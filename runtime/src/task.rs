@@ -285,15 +285,15 @@ mod tests {
     static CHILD: crate::TaskSpec = crate::TaskSpec::new("tasks.child", &[]);
 
     /// `(parent_id, root_id)` of a task sent through `ctx`'s client.
-    fn child_lineage(ctx: &TaskContext) -> (Option<&'static str>, Option<&'static str>) {
+    fn child_lineage(ctx: &TaskContext) -> (Option<String>, Option<String>) {
         let message = ctx
             .client()
             .message(&CHILD, vec![], Default::default(), &Default::default());
-        let leak = |id: Option<String>| id.map(|id| &*Box::leak(id.into_boxed_str()));
-        (
-            leak(message.headers.parent_id),
-            leak(message.headers.root_id),
-        )
+        (message.headers.parent_id, message.headers.root_id)
+    }
+
+    fn ids(parent: &str, root: &str) -> (Option<String>, Option<String>) {
+        (Some(parent.to_owned()), Some(root.to_owned()))
     }
 
     #[test]
