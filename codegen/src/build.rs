@@ -5,7 +5,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::diagnostic::Diagnostics;
-use crate::{render, validate};
+use crate::report::Reporter;
+use crate::{lower, parse, render, validate};
 
 /// Why generation failed.
 #[derive(Debug, thiserror::Error)]
@@ -286,13 +287,21 @@ enum Failure {
 }
 
 fn generate_named(source: &str, display: &str, file_name: &str) -> Result<String, Failure> {
-    let model = validate::check(source, file_name).map_err(|items| {
+    let diagnostics = |items| {
         Failure::Schema(Error::Schema(vec![Diagnostics {
             file: display.to_owned(),
             source: source.to_owned(),
             items,
         }]))
-    })?;
+    };
+    let root = parse::parse(source).map_err(diagnostics)?;
+    let mut reporter = Reporter::new(source);
+    let schema = validate::validate(&mut reporter, &root);
+    let model = lower::lower(&mut reporter, &schema, file_name);
+    let items = reporter.finish();
+    if !items.is_empty() {
+        return Err(diagnostics(items));
+    }
     render::render(&model).map_err(Failure::Render)
 }
 

@@ -22,11 +22,15 @@
 //! With several schema files, [`compile_all`] reports the mistakes of all of them at once.
 
 mod build;
+mod checked;
 mod diagnostic;
 mod locate;
+mod lower;
 mod model;
 mod names;
+mod parse;
 mod render;
+mod report;
 mod schema;
 mod types;
 mod validate;

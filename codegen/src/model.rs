@@ -110,8 +110,62 @@ pub struct TaskModel {
     pub doc: Vec<String>,
     /// The worker trait that hosts the task.
     pub component: String,
-    /// `TaskSpec` builder calls, each a Rust expression suffix such as `.queue("email")`.
-    pub spec_calls: Vec<String>,
+    /// The task's options, for its `TaskSpec`.
+    pub options: OptionsModel,
+}
+
+/// A task's options, each as the Rust literal or expression its `TaskSpec` builder method
+/// takes; `None` (or `false`) leaves the builder's default.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OptionsModel {
+    /// The queue, as a string literal, when it is not Celery's default queue.
+    pub queue: Option<String>,
+    /// The routing key, as a string literal.
+    pub routing_key: Option<String>,
+    /// The priority, 0 to 9, as an integer literal (a number would be false at 0).
+    pub priority: Option<String>,
+    /// A `Duration` expression.
+    pub expires: Option<String>,
+    /// A `Duration` expression.
+    pub soft_time_limit: Option<String>,
+    /// A `Duration` expression.
+    pub time_limit: Option<String>,
+    /// Acknowledge after the task ran.
+    pub acks_late: bool,
+    /// Store no result.
+    pub ignore_result: bool,
+    /// Report STARTED.
+    pub track_started: bool,
+    /// The rate limit.
+    pub rate_limit: Option<RateModel>,
+    /// The retry policy.
+    pub retry: Option<RetryModel>,
+}
+
+/// A rate limit: `count` tasks per `per`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RateModel {
+    /// An integer literal.
+    pub count: String,
+    /// A `Duration` expression.
+    pub per: String,
+}
+
+/// A retry policy, as `RetryPolicy` builder arguments.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetryModel {
+    /// An integer literal.
+    pub max_retries: String,
+    /// A `Duration` expression.
+    pub delay: Option<String>,
+    /// A `Duration` expression.
+    pub max_delay: Option<String>,
+    /// Exponential backoff.
+    pub exponential: bool,
+    /// `true` or `false`, when the schema says.
+    pub jitter: Option<String>,
+    /// The error type names to retry on, as string literals.
+    pub on: Option<Vec<String>>,
 }
 
 /// A worker component: one generated trait.
