@@ -12,7 +12,7 @@ use yaml_rust2::scanner::Marker;
 
 /// One step of a key path: a mapping key or a sequence index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Segment {
+pub(crate) enum Segment {
     /// A mapping key.
     Key(String),
     /// A sequence index.
@@ -20,10 +20,10 @@ pub enum Segment {
 }
 
 /// A path from the document root to a node, e.g. `tasks` → `send_email` → `args`.
-pub type KeyPath = Vec<Segment>;
+pub(crate) type KeyPath = Vec<Segment>;
 
 /// Renders a key path the way diagnostics print it: `tasks."tasks.send_email".args[0]`.
-pub fn display_path(path: &[Segment]) -> String {
+pub(crate) fn display_path(path: &[Segment]) -> String {
     let mut out = String::new();
     for segment in path {
         match segment {
@@ -56,7 +56,7 @@ pub struct Position {
 
 /// A key written twice in one mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Duplicate {
+pub(crate) struct Duplicate {
     /// The key's path.
     pub path: KeyPath,
     /// Where it is first written.
@@ -67,7 +67,7 @@ pub struct Duplicate {
 
 /// Where the keys and values of a document start.
 #[derive(Debug, Default)]
-pub struct Locations {
+pub(crate) struct Locations {
     keys: HashMap<KeyPath, Position>,
     values: HashMap<KeyPath, Position>,
     duplicates: Vec<Duplicate>,
@@ -76,7 +76,7 @@ pub struct Locations {
 impl Locations {
     /// Indexes `source`. A document that does not parse yields an empty index: the syntax
     /// error itself is reported from `serde_yaml`, with its own position.
-    pub fn index(source: &str) -> Self {
+    pub(crate) fn index(source: &str) -> Self {
         let mut recorder = Recorder::default();
         let mut parser = Parser::new_from_str(source);
         let _ = parser.load(&mut recorder, false);
@@ -85,19 +85,19 @@ impl Locations {
 
     /// Every key written a second time in its mapping, in document order. Only string keys
     /// are compared, by their text.
-    pub fn duplicates(&self) -> &[Duplicate] {
+    pub(crate) fn duplicates(&self) -> &[Duplicate] {
         &self.duplicates
     }
 
     /// Position of the key that ends `path`, falling back to its value, then to the
     /// nearest ancestor that has a position.
-    pub fn key(&self, path: &[Segment]) -> Position {
+    pub(crate) fn key(&self, path: &[Segment]) -> Position {
         self.lookup(path, true)
     }
 
     /// Position of the value at `path`, falling back to its key, then to the nearest
     /// ancestor that has a position.
-    pub fn value(&self, path: &[Segment]) -> Position {
+    pub(crate) fn value(&self, path: &[Segment]) -> Position {
         self.lookup(path, false)
     }
 

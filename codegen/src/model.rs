@@ -6,7 +6,7 @@ use serde::Serialize;
 
 /// Everything generated from one schema file.
 #[derive(Debug, Clone, Serialize)]
-pub struct Model {
+pub(crate) struct Model {
     /// The schema file's name, for the header (no directories: output must not depend on
     /// where the project is checked out).
     pub source_name: String,
@@ -24,7 +24,7 @@ pub struct Model {
 
 /// A generated struct (a named type, or a task's argument struct).
 #[derive(Debug, Clone, Serialize)]
-pub struct StructModel {
+pub(crate) struct StructModel {
     /// Rust name.
     pub name: String,
     /// Documentation lines.
@@ -35,7 +35,7 @@ pub struct StructModel {
 
 /// A field of a generated struct, or a task argument.
 #[derive(Debug, Clone, Serialize)]
-pub struct FieldModel {
+pub(crate) struct FieldModel {
     /// Rust identifier (may be raw, e.g. `r#type`).
     pub name: String,
     /// Name on the wire, as a Rust string literal, when it differs from the identifier.
@@ -65,7 +65,7 @@ pub struct FieldModel {
 
 /// A generated string enum.
 #[derive(Debug, Clone, Serialize)]
-pub struct EnumModel {
+pub(crate) struct EnumModel {
     /// Rust name.
     pub name: String,
     /// Documentation lines.
@@ -76,7 +76,7 @@ pub struct EnumModel {
 
 /// One enum variant.
 #[derive(Debug, Clone, Serialize)]
-pub struct VariantModel {
+pub(crate) struct VariantModel {
     /// Rust name.
     pub name: String,
     /// Wire value as a Rust string literal.
@@ -85,7 +85,7 @@ pub struct VariantModel {
 
 /// A task.
 #[derive(Debug, Clone, Serialize)]
-pub struct TaskModel {
+pub(crate) struct TaskModel {
     /// Wire name as a Rust string literal.
     pub wire_literal: String,
     /// Wire name, for documentation.
@@ -117,7 +117,7 @@ pub struct TaskModel {
 /// A task's options, each as the Rust literal or expression its `TaskSpec` builder method
 /// takes; `None` (or `false`) leaves the builder's default.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct OptionsModel {
+pub(crate) struct OptionsModel {
     /// The queue, as a string literal, when it is not Celery's default queue.
     pub queue: Option<String>,
     /// The routing key, as a string literal.
@@ -144,7 +144,7 @@ pub struct OptionsModel {
 
 /// A rate limit: `count` tasks per `per`.
 #[derive(Debug, Clone, Serialize)]
-pub struct RateModel {
+pub(crate) struct RateModel {
     /// An integer literal.
     pub count: String,
     /// A `Duration` expression.
@@ -153,7 +153,7 @@ pub struct RateModel {
 
 /// A retry policy, as `RetryPolicy` builder arguments.
 #[derive(Debug, Clone, Serialize)]
-pub struct RetryModel {
+pub(crate) struct RetryModel {
     /// An integer literal.
     pub max_retries: String,
     /// A `Duration` expression.
@@ -170,7 +170,7 @@ pub struct RetryModel {
 
 /// A worker component: one generated trait.
 #[derive(Debug, Clone, Serialize)]
-pub struct ComponentModel {
+pub(crate) struct ComponentModel {
     /// Trait name.
     pub name: String,
     /// Registration function name.
@@ -180,7 +180,7 @@ pub struct ComponentModel {
 }
 
 /// Documentation text split into lines for `///` comments.
-pub fn doc_lines(text: Option<&str>) -> Vec<String> {
+pub(crate) fn doc_lines(text: Option<&str>) -> Vec<String> {
     text.map(|t| {
         t.trim_end()
             .lines()
@@ -191,6 +191,6 @@ pub fn doc_lines(text: Option<&str>) -> Vec<String> {
 }
 
 /// A Rust string literal for `text`.
-pub fn literal(text: &str) -> String {
+pub(crate) fn literal(text: &str) -> String {
     format!("{text:?}")
 }

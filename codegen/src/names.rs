@@ -19,25 +19,25 @@ const NOT_RAW: &[&str] = &["crate", "self", "Self", "super", "_"];
 
 /// The generated client struct (`templates/client.rs.hbs`): no type or component may take
 /// its name.
-pub const CLIENT_STRUCT: &str = "TasksRegistry";
+pub(crate) const CLIENT_STRUCT: &str = "TasksRegistry";
 
 /// The client's own inherent methods, beside one per task, with what each does.
-pub const CLIENT_METHODS: &[(&str, &str)] = &[
+pub(crate) const CLIENT_METHODS: &[(&str, &str)] = &[
     ("new", "builds the registry from a `Client`"),
     ("client", "returns the `Client` it sends through"),
 ];
 
 /// The static listing every task's spec (`templates/tasks.rs.hbs`), in the namespace of
 /// the per-task statics (`SEND_EMAIL`).
-pub const TASK_LIST_STATIC: &str = "TASKS";
+pub(crate) const TASK_LIST_STATIC: &str = "TASKS";
 
 /// The parameter through which every worker trait method receives its task context
 /// (`templates/worker.rs.hbs`), before the task's arguments.
-pub const CONTEXT_PARAMETER: &str = "ctx";
+pub(crate) const CONTEXT_PARAMETER: &str = "ctx";
 
 /// Why a name cannot become an identifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NameError {
+pub(crate) struct NameError {
     /// What is wrong.
     pub message: String,
     /// A suggested fix.
@@ -103,7 +103,7 @@ fn escape_keyword(ident: String) -> String {
 }
 
 /// `send-email`, `sendEmail`, `send_email` → `send_email`; `type` → `r#type`.
-pub fn snake_case(name: &str) -> Result<String, NameError> {
+pub(crate) fn snake_case(name: &str) -> Result<String, NameError> {
     let words = words(name)?;
     let joined = words
         .iter()
@@ -114,7 +114,7 @@ pub fn snake_case(name: &str) -> Result<String, NameError> {
 }
 
 /// `email_result`, `email-result`, `EmailResult` → `EmailResult`.
-pub fn pascal_case(name: &str) -> Result<String, NameError> {
+pub(crate) fn pascal_case(name: &str) -> Result<String, NameError> {
     let words = words(name)?;
     let joined: String = words
         .iter()
@@ -128,7 +128,7 @@ pub fn pascal_case(name: &str) -> Result<String, NameError> {
 }
 
 /// `send_email` → `SEND_EMAIL`.
-pub fn shouty_snake_case(name: &str) -> Result<String, NameError> {
+pub(crate) fn shouty_snake_case(name: &str) -> Result<String, NameError> {
     Ok(snake_case(name)?
         .trim_start_matches("r#")
         .trim_end_matches('_')
@@ -136,13 +136,13 @@ pub fn shouty_snake_case(name: &str) -> Result<String, NameError> {
 }
 
 /// The identifier without a raw prefix, for building other names from it.
-pub fn bare(ident: &str) -> &str {
+pub(crate) fn bare(ident: &str) -> &str {
     ident.trim_start_matches("r#")
 }
 
 /// The keyword behind an identifier that [`snake_case`] or [`pascal_case`] escaped with a
 /// trailing underscore (`self` → `self_`), because a raw identifier cannot spell it.
-pub fn unescapable_keyword(ident: &str) -> Option<&'static str> {
+pub(crate) fn unescapable_keyword(ident: &str) -> Option<&'static str> {
     let stem = ident.strip_suffix('_')?;
     NOT_RAW.iter().copied().find(|keyword| *keyword == stem)
 }
@@ -155,7 +155,7 @@ pub fn unescapable_keyword(ident: &str) -> Option<&'static str> {
 /// kebab or snake case to PascalCase. Spaces and dots are refused rather than read as word
 /// breaks: `crunch worker` or `jobs.Worker` is more likely a slip (a description in the
 /// wrong key, a Python path) than a trait name, and nothing on the wire needs them.
-pub fn component_name(name: &str) -> Result<String, NameError> {
+pub(crate) fn component_name(name: &str) -> Result<String, NameError> {
     if let Some(bad) = name.trim().chars().find(|c| matches!(c, ' ' | '.')) {
         let what = if bad == ' ' { "a space" } else { "a dot" };
         let help = match pascal_case(name) {

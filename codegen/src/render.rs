@@ -29,7 +29,7 @@ const PARTIALS: &[(&str, &str)] = &[
 
 /// A failure of the generator itself (never of the user's schema).
 #[derive(Debug)]
-pub struct RenderError {
+pub(crate) struct RenderError {
     /// What went wrong.
     pub message: String,
     /// The unformatted text, when rendering got that far.
@@ -37,7 +37,7 @@ pub struct RenderError {
 }
 
 /// Renders the model into formatted Rust source, with the `@generated` header.
-pub fn render(model: &Model) -> Result<String, RenderError> {
+pub(crate) fn render(model: &Model) -> Result<String, RenderError> {
     let mut registry = Handlebars::new();
     registry.set_strict_mode(true);
     registry.register_escape_fn(handlebars::no_escape);

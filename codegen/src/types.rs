@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// The scalar types built into the schema language, with the Rust type each becomes.
-pub const BUILTINS: &[(&str, Scalar)] = &[
+pub(crate) const BUILTINS: &[(&str, Scalar)] = &[
     ("bool", Scalar::Bool),
     ("i32", Scalar::I32),
     ("i64", Scalar::I64),
@@ -19,11 +19,11 @@ pub const BUILTINS: &[(&str, Scalar)] = &[
 ];
 
 /// The generic type constructors.
-pub const CONSTRUCTORS: &[&str] = &["list", "map", "optional"];
+pub(crate) const CONSTRUCTORS: &[&str] = &["list", "map", "optional"];
 
 /// A built-in scalar type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scalar {
+pub(crate) enum Scalar {
     /// `bool`
     Bool,
     /// `i32`
@@ -52,7 +52,7 @@ pub enum Scalar {
 
 /// A parsed type expression.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TypeExpr {
+pub(crate) enum TypeExpr {
     /// A built-in scalar.
     Scalar(Scalar),
     /// `T?` or `optional<T>`.
@@ -67,7 +67,7 @@ pub enum TypeExpr {
 
 impl TypeExpr {
     /// Every named type this expression refers to.
-    pub fn named(&self, out: &mut Vec<String>) {
+    pub(crate) fn named(&self, out: &mut Vec<String>) {
         match self {
             TypeExpr::Scalar(_) => {}
             TypeExpr::Optional(inner) | TypeExpr::List(inner) | TypeExpr::Map(inner) => {
@@ -78,7 +78,7 @@ impl TypeExpr {
     }
 
     /// True for `T?`.
-    pub fn is_optional(&self) -> bool {
+    pub(crate) fn is_optional(&self) -> bool {
         matches!(self, TypeExpr::Optional(_))
     }
 }
@@ -104,7 +104,7 @@ impl fmt::Display for TypeExpr {
 
 /// A syntax error inside a type expression, at a character offset into it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TypeSyntaxError {
+pub(crate) struct TypeSyntaxError {
     /// 0-based character offset into the expression.
     pub offset: usize,
     /// What is wrong.
@@ -115,7 +115,7 @@ pub struct TypeSyntaxError {
 
 /// Parses a type expression. Names that are neither built-in nor constructors come back as
 /// [`TypeExpr::Named`]; whether they exist is the validator's question.
-pub fn parse(text: &str) -> Result<TypeExpr, TypeSyntaxError> {
+pub(crate) fn parse(text: &str) -> Result<TypeExpr, TypeSyntaxError> {
     let mut parser = TypeParser {
         chars: text.chars().collect(),
         at: 0,
