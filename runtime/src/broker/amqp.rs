@@ -15,7 +15,9 @@
 //!
 //! Publishing and consuming use separate connections, as Celery's producer pool and
 //! consumer do: RabbitMQ blocks publishing connections under memory pressure, and a
-//! consumer sharing one could then not acknowledge.
+//! consumer sharing one could then not acknowledge. Given a `;`-separated failover list of
+//! URLs, each connection goes to the first broker that answers and, once lost, moves on
+//! to the next one, round-robin (`link`).
 
 mod consumer;
 mod link;
@@ -39,7 +41,7 @@ use super::{Broker, Consumer, Control, ControlStream};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::RawMessage;
 use link::Link;
-use options::parse_url;
+use options::parse_urls;
 use publish::Publisher;
 
 /// How many messages of a batch are published before their confirms are awaited: small
@@ -54,6 +56,7 @@ pub struct AmqpBroker {
 
 struct Shared {
     options: AmqpOptions,
+    /// The URL or failover list, without passwords.
     display: String,
     /// The connection publishes go through.
     publishing: Link,
@@ -84,18 +87,27 @@ impl std::fmt::Debug for AmqpBroker {
 impl AmqpBroker {
     /// Connects to `url` (`amqp://user:password@host:port/vhost` or `amqps://…`) with
     /// the options of [`AmqpOptions::from_env`].
+    ///
+    /// `url` may be a failover list, as Celery's `broker_url` may:
+    /// `amqp://guest:guest@rabbit1:5672//;amqp://guest:guest@rabbit2:5672//`. Every
+    /// connection (publishing, consuming, the mailbox, the `rpc://` backend's) goes to the
+    /// first broker of the list that answers and, when it is lost, to the next one,
+    /// round-robin, as kombu's `failover_strategy='round-robin'` does. The query
+    /// parameters of the first URL apply to the others unless they set their own; every
+    /// URL of the list must be an AMQP one.
     pub async fn connect(url: &str) -> Result<Self> {
         Self::connect_with(url, AmqpOptions::from_env()?).await
     }
 
-    /// Connects to `url` with `options`. Fails when the broker cannot be reached within
-    /// the connect timeout; later losses of the connection are recovered.
+    /// Connects to `url` (a URL or a failover list, as [`connect`](Self::connect) reads
+    /// it) with `options`. Fails when no broker can be reached within the connect timeout;
+    /// later losses of the connection are recovered.
     pub async fn connect_with(url: &str, options: AmqpOptions) -> Result<Self> {
-        let uri = parse_url(url, &options)?;
+        let endpoints = parse_urls(url, &options)?;
         let broker = AmqpBroker {
             shared: Arc::new(Shared {
-                publishing: Link::new(uri.clone(), "producer", &options),
-                consuming: Link::new(uri, "consumer", &options),
+                publishing: Link::new(endpoints.clone(), "producer", &options),
+                consuming: Link::new(endpoints, "consumer", &options),
                 display: crate::app::redact_url(url),
                 options,
                 publisher: tokio::sync::Mutex::new(None),
@@ -339,8 +351,16 @@ impl Broker for AmqpBroker {
         })
     }
 
+    /// The broker connected to (the consuming connection's, else the publishing one's),
+    /// without its password: with a failover list, the one in use.
     fn describe(&self) -> String {
-        self.shared.display.clone()
+        let shared = &self.shared;
+        shared
+            .consuming
+            .connected_to()
+            .or_else(|| shared.publishing.connected_to())
+            .unwrap_or(&shared.display)
+            .to_owned()
     }
 
     fn broadcast<'a>(&'a self, command: Control) -> BoxFuture<'a, Result<()>> {
@@ -392,8 +412,8 @@ mod tests {
         let options = AmqpOptions::default()
             .reconnect_backoff(Duration::from_millis(100), Duration::from_secs(1));
         let shared = Shared {
-            publishing: Link::new(Default::default(), "producer", &options),
-            consuming: Link::new(Default::default(), "consumer", &options),
+            publishing: Link::new(Vec::new(), "producer", &options),
+            consuming: Link::new(Vec::new(), "consumer", &options),
             display: String::new(),
             options,
             publisher: Default::default(),

@@ -1,7 +1,13 @@
 //! One AMQP connection that is re-established when it is lost: after a RabbitMQ restart,
-//! a forced close, or missed heartbeats.
+//! a forced close, or missed heartbeats. With a failover list of brokers, each connection
+//! goes to the first of them that answers, and each reconnection starts with the broker
+//! after the one lost, round-robin, as kombu's `Connection` does with
+//! `failover_strategy='round-robin'` (`kombu/connection.py::Connection.maybe_switch_next`).
+//! Every connection the transport opens goes through here, so the consumer, the
+//! publisher, the mailbox and the rpc result backend all fail over alike.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lapin::uri::AMQPUri;
@@ -19,8 +25,56 @@ pub(crate) struct Connected {
     pub generation: u64,
 }
 
+/// One broker of a failover list: where to connect, and the URL as logs show it.
+#[derive(Clone, Debug)]
+pub(crate) struct Endpoint {
+    pub uri: AMQPUri,
+    /// The URL without its password.
+    pub shown: String,
+}
+
+impl Endpoint {
+    fn address(&self) -> String {
+        format!("{}:{}", self.uri.authority.host, self.uri.authority.port)
+    }
+}
+
+/// Which broker of the failover list a link tries first: kombu's round-robin `cycle`,
+/// which moves on to the next URL after each connection error. Atomics, so that the
+/// broker connected to can be read without waiting for a connection attempt.
+#[derive(Default)]
+struct Rotation {
+    /// The broker the next connection tries first.
+    next: AtomicUsize,
+    /// The broker of the live (or last) connection, plus one; 0 before the first.
+    current: AtomicUsize,
+}
+
+impl Rotation {
+    /// The brokers of a list of `len` in the order one connection tries them: each once,
+    /// from the one after the broker last connected to.
+    fn order(&self, len: usize) -> impl Iterator<Item = usize> + use<> {
+        let start = self.next.load(Ordering::Relaxed);
+        (0..len).map(move |step| (start + step) % len)
+    }
+
+    /// Records a connection to broker `index` of `len`: once it is lost, the next
+    /// connection starts with the broker after it.
+    fn connected(&self, index: usize, len: usize) {
+        self.current.store(index + 1, Ordering::Relaxed);
+        self.next.store((index + 1) % len, Ordering::Relaxed);
+    }
+
+    /// The broker of the live (or last) connection.
+    fn current(&self) -> Option<usize> {
+        self.current.load(Ordering::Relaxed).checked_sub(1)
+    }
+}
+
 pub(crate) struct Link {
-    uri: AMQPUri,
+    /// The brokers, in failover order; one for a plain URL.
+    endpoints: Vec<Endpoint>,
+    rotation: Rotation,
     /// What the connection is for, shown in RabbitMQ's connection list and in logs.
     purpose: &'static str,
     connect_timeout: Duration,
@@ -31,9 +85,10 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    pub fn new(uri: AMQPUri, purpose: &'static str, options: &AmqpOptions) -> Self {
+    pub fn new(endpoints: Vec<Endpoint>, purpose: &'static str, options: &AmqpOptions) -> Self {
         Link {
-            uri,
+            endpoints,
+            rotation: Rotation::default(),
             purpose,
             connect_timeout: options.connect_timeout,
             current: Mutex::new(None),
@@ -42,8 +97,10 @@ impl Link {
         }
     }
 
-    /// The live connection, connecting first if there is none. One caller connects while
-    /// the others wait for it; the attempt is bounded by the connect timeout.
+    /// The live connection, connecting first if there is none: to the first broker of
+    /// the failover list that answers, starting after the one last connected to. One
+    /// caller connects while the others wait for it; each attempt is bounded by the
+    /// connect timeout.
     pub async fn get(&self) -> Result<Connected> {
         let mut current = self.current.lock().await;
         if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
@@ -56,46 +113,74 @@ impl Link {
             tracing::warn!(purpose = self.purpose, state = ?connected.connection.status().state(), "AMQP connection lost; reconnecting");
         }
         *current = None;
+        let len = self.endpoints.len();
+        let mut failed = Vec::new();
+        for index in self.rotation.order(len) {
+            let endpoint = &self.endpoints[index];
+            let connection = match self.connect(endpoint).await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    if len > 1 {
+                        tracing::warn!(purpose = self.purpose, broker = %endpoint.shown, %error, "could not connect to this broker of the failover list");
+                    }
+                    failed.push((endpoint, error));
+                    continue;
+                }
+            };
+            self.rotation.connected(index, len);
+            let generation = 1 + self
+                .generations
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let connected = Connected {
+                connection: Arc::new(connection),
+                generation,
+            };
+            if generation > 1 {
+                tracing::info!(purpose = self.purpose, broker = %endpoint.shown, "AMQP connection re-established");
+            } else if !failed.is_empty() {
+                tracing::info!(purpose = self.purpose, broker = %endpoint.shown, "AMQP connected to a later broker of the failover list");
+            }
+            *current = Some(connected.clone());
+            return Ok(connected);
+        }
+        Err(unreachable(failed))
+    }
+
+    /// A connection to `endpoint`, bounded by the connect timeout.
+    async fn connect(&self, endpoint: &Endpoint) -> Result<Connection> {
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("celerity {} {}", self.purpose, origin()).into())
             .with_executor(tokio_executor_trait::Tokio::current())
             .with_reactor(tokio_reactor_trait::Tokio::current());
-        let connection = tokio::time::timeout(
+        tokio::time::timeout(
             self.connect_timeout,
-            Connection::connect_uri(self.uri.clone(), properties),
+            Connection::connect_uri(endpoint.uri.clone(), properties),
         )
         .await
         .map_err(|_| {
             Error::new(
                 ErrorKind::Timeout,
                 format!(
-                    "amqp: connecting to {}:{} timed out after {:?}",
-                    self.uri.authority.host, self.uri.authority.port, self.connect_timeout
+                    "amqp: connecting to {} timed out after {:?}",
+                    endpoint.address(),
+                    self.connect_timeout
                 ),
             )
         })?
         .map_err(|e| {
             Error::new(
                 ErrorKind::Broker,
-                format!(
-                    "amqp: could not connect to {}:{}",
-                    self.uri.authority.host, self.uri.authority.port
-                ),
+                format!("amqp: could not connect to {}", endpoint.address()),
             )
             .with_source(e)
-        })?;
-        let generation = 1 + self
-            .generations
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let connected = Connected {
-            connection: Arc::new(connection),
-            generation,
-        };
-        if generation > 1 {
-            tracing::info!(purpose = self.purpose, "AMQP connection re-established");
-        }
-        *current = Some(connected.clone());
-        Ok(connected)
+        })
+    }
+
+    /// The URL (without its password) of the broker of the live or last connection;
+    /// `None` before the first.
+    pub fn connected_to(&self) -> Option<&str> {
+        let index = self.rotation.current()?;
+        self.endpoints.get(index).map(|e| e.shown.as_str())
     }
 
     /// Forgets the connection of `generation` (an operation on it timed out, so it may
@@ -129,6 +214,50 @@ impl Link {
     }
 }
 
+/// The error of a connection that no broker accepted: the one attempt's own for a plain
+/// URL, else one naming every broker tried, with the last one's cause.
+fn unreachable(mut failed: Vec<(&Endpoint, Error)>) -> Error {
+    let addresses: Vec<String> = failed.iter().map(|(e, _)| e.address()).collect();
+    match failed.pop() {
+        None => Error::new(ErrorKind::Config, "amqp: no broker URL"),
+        Some((_, error)) if addresses.len() == 1 => error,
+        Some((_, error)) => Error::new(
+            error.kind(),
+            format!(
+                "amqp: could not connect to any broker of the failover list ({})",
+                addresses.join(", ")
+            ),
+        )
+        .with_source(error),
+    }
+}
+
 fn origin() -> String {
     format!("{}@{}", std::process::id(), crate::client::hostname())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_go_round_robin_from_the_broker_after_the_one_lost() {
+        let rotation = Rotation::default();
+        let order = |rotation: &Rotation| rotation.order(3).collect::<Vec<_>>();
+        assert_eq!(rotation.current(), None);
+        assert_eq!(order(&rotation), [0, 1, 2], "the first that answers");
+        rotation.connected(1, 3);
+        assert_eq!(rotation.current(), Some(1));
+        assert_eq!(order(&rotation), [2, 0, 1], "after losing the second");
+        rotation.connected(2, 3);
+        assert_eq!(order(&rotation), [0, 1, 2], "after losing the last");
+
+        let single = Rotation::default();
+        single.connected(0, 1);
+        assert_eq!(
+            single.order(1).collect::<Vec<_>>(),
+            [0],
+            "one URL: that one again"
+        );
+    }
 }

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use lapin::uri::AMQPUri;
+use lapin::uri::{AMQPQueryString, AMQPUri};
 
 use super::AmqpQueue;
+use super::link::Endpoint;
 use crate::app::redact_url as redact;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -136,9 +137,53 @@ impl AmqpOptions {
     }
 }
 
-/// Parses a broker URL the way kombu reads it: an empty virtual host (`amqp://host/` or
+/// Parses a broker URL, or a `;`-separated failover list of them, the way kombu's
+/// `Connection` reads it (`kombu/connection.py`): the list is split on `;`, and each URL
+/// after the first is laid over the first one's parameters (`Connection.switch`), so the
+/// first URL's query parameters (`heartbeat=`, `frame_max=`…) apply to every URL that
+/// sets none of its own; host, port, credentials and virtual host are each URL's own.
+/// Every URL of a list must be an AMQP one: kombu would switch transports mid-flight.
+pub(super) fn parse_urls(urls: &str, options: &AmqpOptions) -> Result<Vec<Endpoint>> {
+    let list: Vec<&str> = urls.split(';').collect();
+    let mut endpoints: Vec<Endpoint> = Vec::with_capacity(list.len());
+    for url in &list {
+        let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+        if list.len() > 1 && !matches!(scheme, Some("amqp" | "amqps" | "pyamqp")) {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "the broker failover list `{}` mixes transports: `{}` is no amqp://, \
+                     amqps:// or pyamqp:// URL, and every URL of the list must use the same one",
+                    redact(urls),
+                    redact(url)
+                ),
+            ));
+        }
+        let mut uri = parse_url(url)?;
+        if let Some(first) = endpoints.first() {
+            inherit_query(&mut uri.query, &first.uri.query);
+        }
+        apply_defaults(&mut uri, options);
+        endpoints.push(Endpoint {
+            uri,
+            shown: redact(url),
+        });
+    }
+    Ok(endpoints)
+}
+
+/// Fills the query parameters that `query` leaves unset from the first URL's `first`.
+fn inherit_query(query: &mut AMQPQueryString, first: &AMQPQueryString) {
+    query.frame_max = query.frame_max.or(first.frame_max);
+    query.channel_max = query.channel_max.or(first.channel_max);
+    query.heartbeat = query.heartbeat.or(first.heartbeat);
+    query.connection_timeout = query.connection_timeout.or(first.connection_timeout);
+    query.auth_mechanism = query.auth_mechanism.or(first.auth_mechanism);
+}
+
+/// Parses one broker URL the way kombu reads it: an empty virtual host (`amqp://host/` or
 /// `amqp://host`) means `/`, and `//` or `/%2f` name `/` explicitly.
-pub(super) fn parse_url(url: &str, options: &AmqpOptions) -> Result<AMQPUri> {
+fn parse_url(url: &str) -> Result<AMQPUri> {
     let config_error = |reason: String| {
         Error::new(
             ErrorKind::Config,
@@ -157,6 +202,11 @@ pub(super) fn parse_url(url: &str, options: &AmqpOptions) -> Result<AMQPUri> {
     if let Some(host) = bracketed_host(&normalised) {
         uri.authority.host = host.to_owned();
     }
+    Ok(uri)
+}
+
+/// Sets what the URL leaves unset from `options` and this transport's defaults.
+fn apply_defaults(uri: &mut AMQPUri, options: &AmqpOptions) {
     if uri.query.heartbeat.is_none() {
         uri.query.heartbeat = Some(u16::try_from(options.heartbeat.as_secs()).unwrap_or(u16::MAX));
     }
@@ -171,7 +221,6 @@ pub(super) fn parse_url(url: &str, options: &AmqpOptions) -> Result<AMQPUri> {
         uri.query.connection_timeout =
             Some(u64::try_from(options.connect_timeout.as_millis()).unwrap_or(u64::MAX));
     }
-    Ok(uri)
 }
 
 /// The largest AMQP frame proposed to the broker, unless the URL names one.
@@ -191,7 +240,7 @@ mod tests {
     #[test]
     fn urls_are_read_as_kombu_reads_them() {
         let options = AmqpOptions::default();
-        let parse = |url: &str| parse_url(url, &options).unwrap();
+        let parse = |url: &str| parse_urls(url, &options).unwrap().remove(0).uri;
         assert_eq!(parse("amqp://guest:guest@127.0.0.1:5672//").vhost, "/");
         assert_eq!(parse("amqp://guest:guest@127.0.0.1:5672/").vhost, "/");
         assert_eq!(parse("amqp://127.0.0.1").vhost, "/");
@@ -211,7 +260,68 @@ mod tests {
         );
         assert_eq!(parse("amqp://u@[::1]:5673/v").authority.host, "::1");
         assert_eq!(parse("pyamqp://h:5673//").authority.port, 5673);
-        assert!(parse_url("amqp://h:notaport/", &options).is_err());
+        assert!(parse_urls("amqp://h:notaport/", &options).is_err());
+    }
+
+    #[test]
+    fn a_failover_list_is_read_as_kombu_reads_it() {
+        let options = AmqpOptions::default();
+        let list = parse_urls(
+            "amqp://guest:secret@h1:5672//?heartbeat=5&frame_max=131072;\
+             amqps://admin:s3cret@h2/shop?frame_max=65536;pyamqp://h3",
+            &options,
+        )
+        .unwrap();
+        let shown: Vec<&str> = list.iter().map(|e| e.shown.as_str()).collect();
+        assert_eq!(
+            shown,
+            [
+                "amqp://guest:**@h1:5672//?heartbeat=5&frame_max=131072",
+                "amqps://admin:**@h2/shop?frame_max=65536",
+                "pyamqp://h3",
+            ]
+        );
+        let [first, second, third] = &list[..] else {
+            panic!("three brokers")
+        };
+        assert_eq!(
+            (first.uri.authority.host.as_str(), first.uri.vhost.as_str()),
+            ("h1", "/")
+        );
+        // Address, credentials and virtual host are each URL's own…
+        assert_eq!(
+            (
+                second.uri.authority.host.as_str(),
+                second.uri.authority.port
+            ),
+            ("h2", 5671)
+        );
+        assert_eq!(second.uri.authority.userinfo.username, "admin");
+        assert_eq!(second.uri.vhost, "shop");
+        assert_eq!(third.uri.authority.userinfo.username, "guest");
+        assert_eq!(third.uri.vhost, "/");
+        // …and the first URL's parameters apply where a later one sets none.
+        assert_eq!(second.uri.query.heartbeat, Some(5));
+        assert_eq!(second.uri.query.frame_max, Some(65_536));
+        assert_eq!(third.uri.query.heartbeat, Some(5));
+        assert_eq!(third.uri.query.frame_max, Some(131_072));
+    }
+
+    #[test]
+    fn a_failover_list_of_two_transports_is_a_configuration_error() {
+        let options = AmqpOptions::default();
+        for urls in [
+            "amqp://guest:secret@h1//;redis://:secret@h2:6379/0",
+            "amqp://guest:secret@h1//;memory://",
+        ] {
+            let Err(error) = parse_urls(urls, &options) else {
+                panic!("{urls} is refused");
+            };
+            assert_eq!(error.kind(), ErrorKind::Config, "{error}");
+            let message = error.to_string();
+            assert!(message.contains("mixes transports"), "{message}");
+            assert!(!message.contains("secret"), "{message}");
+        }
     }
 
     #[test]
