@@ -31,17 +31,27 @@ pub(crate) const VISIBILITY_TIMEOUT_VAR: &str = "CELERITY_BROKER_VISIBILITY_TIME
 /// The variable setting how long a Redis result backend retries storing a result, named
 /// after Celery's `result_backend_always_retry` and `result_backend_max_retries`.
 pub(crate) const RESULT_RETRY_WINDOW_VAR: &str = "CELERITY_RESULT_BACKEND_RETRY_WINDOW";
+/// The variable naming the master a `sentinel://` broker's sentinels watch: the
+/// `master_name` of Celery's `broker_transport_options`.
+pub(crate) const BROKER_MASTER_NAME_VAR: &str = "CELERITY_BROKER_MASTER_NAME";
+/// The variable naming the master a `sentinel://` result backend's sentinels watch: the
+/// `master_name` of Celery's `result_backend_transport_options`.
+pub(crate) const RESULT_BACKEND_MASTER_NAME_VAR: &str = "CELERITY_RESULT_BACKEND_MASTER_NAME";
 
 /// Settings that a process gives besides its URLs (from flags or the environment). Each
 /// one set wins over what the URL says.
 #[derive(Debug, Clone, Default)]
-// Both settings are Redis's; a build without it reads them (and checks them) only.
+// Every setting is Redis's; a build without it reads them (and checks them) only.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) struct Settings {
     /// A Redis broker's visibility timeout, over the URL's `?visibility_timeout=`.
     pub visibility_timeout: Option<Duration>,
     /// How long a Redis result backend retries storing a result.
     pub result_retry_window: Option<Duration>,
+    /// The master a `sentinel://` broker's sentinels watch, over the URL's `?master_name=`.
+    pub broker_master_name: Option<String>,
+    /// The master a `sentinel://` result backend's sentinels watch, as above.
+    pub result_backend_master_name: Option<String>,
 }
 
 impl Settings {
@@ -56,6 +66,8 @@ impl Settings {
         Ok(Settings {
             visibility_timeout: timeout(VISIBILITY_TIMEOUT_VAR)?,
             result_retry_window: timeout(RESULT_RETRY_WINDOW_VAR)?,
+            broker_master_name: std::env::var(BROKER_MASTER_NAME_VAR).ok(),
+            result_backend_master_name: std::env::var(RESULT_BACKEND_MASTER_NAME_VAR).ok(),
         })
     }
 }
@@ -105,11 +117,17 @@ impl App {
         }
     }
 
-    /// An app configured by URL. Brokers: `memory://` (the embedded default), `redis://`
-    /// or `rediss://` (the `redis` feature), `amqp://`, `amqps://` or `pyamqp://` (RabbitMQ,
-    /// the `amqp` feature). Result backends: `memory://`, `redis://` or `rediss://`, and
-    /// `rpc://`, which sends results back over the AMQP broker's connection and so needs an
-    /// `amqp://` broker, as in Celery.
+    /// An app configured by URL. Brokers: `memory://` (the embedded default), `redis://`,
+    /// `rediss://` or `sentinel://` (the `redis` feature), `amqp://`, `amqps://` or
+    /// `pyamqp://` (RabbitMQ, the `amqp` feature). Result backends: `memory://`, `redis://`,
+    /// `rediss://` or `sentinel://`, and `rpc://`, which sends results back over the AMQP
+    /// broker's connection and so needs an `amqp://` broker, as in Celery.
+    ///
+    /// Redis URLs may be `;`-separated lists, as in Celery: `redis://a:6379/0;redis://b:6379/0`
+    /// is a failover list (the first server that answers is used; when it is lost for good
+    /// the next one, round-robin), and `sentinel://s1:26379/0;sentinel://s2:26379/0?master_name=mymaster`
+    /// names Redis Sentinels, which say where the master is and follow it through a
+    /// failover (see [`crate::broker::RedisBroker::connect`]).
     ///
     /// A Redis broker URL may carry kombu's `visibility_timeout` transport option as a
     /// query parameter in seconds (`redis://host/0?visibility_timeout=600`; default one
@@ -134,8 +152,9 @@ impl App {
             match scheme(broker_url)? {
                 "memory" => (Arc::new(MemoryBroker::new()), None),
                 #[cfg(feature = "redis")]
-                "redis" | "rediss" => {
-                    let mut broker = RedisBroker::connect(broker_url).await?;
+                "redis" | "rediss" | "sentinel" => {
+                    let master_name = settings.broker_master_name.as_deref();
+                    let mut broker = RedisBroker::open(broker_url, master_name).await?;
                     if let Some(timeout) = settings.visibility_timeout {
                         broker = broker.visibility_timeout(timeout);
                     }
@@ -221,7 +240,42 @@ impl App {
 /// name kept, and the values of query parameters that carry secrets (`password=`,
 /// `token=`…) masked too: `redis://:**@cache:6379/0`, `amqp://guest:**@rabbit//`. The
 /// one function every URL shown goes through.
+/// A `;`-separated list (Celery's failover list `redis://a;redis://b`, kombu's Sentinel
+/// form `sentinel://a;sentinel://b`) is shown URL by URL.
 pub(crate) fn redact_url(url: &str) -> String {
+    url_list(url)
+        .into_iter()
+        .map(redact_one_url)
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// The URLs of a `;`-separated list, in order (one for a plain URL). A `;` splits only
+/// where another `scheme://` follows, so a password holding one stays whole (kombu splits
+/// on every `;`, `kombu/connection.py`).
+pub(crate) fn url_list(url: &str) -> Vec<&str> {
+    let starts_url = |text: &str| {
+        text.split_once("://").is_some_and(|(scheme, _)| {
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        })
+    };
+    let mut urls = Vec::new();
+    let mut start = 0;
+    for (at, _) in url.match_indices(';') {
+        if starts_url(&url[at + 1..]) {
+            urls.push(&url[start..at]);
+            start = at + 1;
+        }
+    }
+    urls.push(&url[start..]);
+    urls
+}
+
+/// One URL as [`redact_url`] shows it.
+fn redact_one_url(url: &str) -> String {
     const MASK: &str = "**";
     let (scheme, rest) = match url.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),
@@ -323,6 +377,7 @@ const BROKER_SCHEMES: &[Scheme] = &[
     ("memory", None),
     ("redis", Some("redis")),
     ("rediss", Some("redis")),
+    ("sentinel", Some("redis")),
     ("amqp", Some("amqp")),
     ("amqps", Some("amqp")),
     ("pyamqp", Some("amqp")),
@@ -333,6 +388,7 @@ const BACKEND_SCHEMES: &[Scheme] = &[
     ("memory", None),
     ("redis", Some("redis")),
     ("rediss", Some("redis")),
+    ("sentinel", Some("redis")),
     ("rpc", Some("amqp")),
 ];
 
@@ -345,8 +401,9 @@ async fn backend_from_url(url: &str, settings: &Settings) -> Result<Arc<dyn Resu
     Ok(match scheme(url)? {
         "memory" => Arc::new(MemoryBackend::new()),
         #[cfg(feature = "redis")]
-        "redis" | "rediss" => {
-            let mut backend = RedisBackend::connect(url).await?;
+        "redis" | "rediss" | "sentinel" => {
+            let master_name = settings.result_backend_master_name.as_deref();
+            let mut backend = RedisBackend::open(url, master_name).await?;
             if let Some(window) = settings.result_retry_window {
                 backend = backend.result_retry_window(window);
             }
@@ -534,12 +591,26 @@ mod tests {
             ),
             ("memory://", "memory://"),
             ("rpc://", "rpc://"),
+            (
+                "redis://:secret@a:6379/0;redis://u:secret@b:6380/0?password=secret",
+                "redis://:**@a:6379/0;redis://u:**@b:6380/0?password=**",
+            ),
+            (
+                "sentinel://:secret@s1:26379/0;sentinel://s2:26379/0?master_name=m",
+                "sentinel://:**@s1:26379/0;sentinel://s2:26379/0?master_name=m",
+            ),
+            // A `;` in a password splits nothing.
+            (
+                "redis://:se;cret@a:6379/0;redis://:se;cret@b/0",
+                "redis://:**@a:6379/0;redis://:**@b/0",
+            ),
             ("secret@cache", "**@cache"),
             (":secret@cache", ":**@cache"),
         ];
         for (url, shown) in cases {
             assert_eq!(redact_url(url), shown, "{url}");
             assert!(!redact_url(url).contains("secret"), "{url}");
+            assert!(!redact_url(url).contains("cret"), "{url}");
         }
     }
 

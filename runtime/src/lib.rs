@@ -42,6 +42,8 @@ mod error;
 pub mod protocol;
 #[cfg(feature = "redis")]
 mod redis_connection;
+#[cfg(feature = "redis")]
+mod redis_endpoints;
 mod spec;
 mod task;
 mod values;

@@ -1,13 +1,19 @@
 //! One Redis connection shared by the broker and the result backend: opened from a URL,
-//! every operation bounded by a timeout, and retried across a Redis restart.
+//! every operation bounded by a timeout, and retried across a Redis restart, a failover
+//! list's switch to its next server, or a Sentinel failover.
 //!
 //! The `ConnectionManager` reconnects on its own after a dropped connection, but the
 //! operation that saw the drop still fails. [`RedisConnection::run`] retries such
 //! operations with backoff for a bounded window (Celery's Redis backend retries about
 //! 20 times a second apart, `celery/backends/redis.py::retry_policy`), so a producer or a
-//! worker rides out a restart instead of failing the task it was handling.
+//! worker rides out a restart instead of failing the task it was handling. When the URL
+//! names more than one server ([`Endpoints`]), a failed operation also asks which server to
+//! use now, and moves there: the next of a failover list when the one in use does not
+//! answer, or the master Sentinel names when the one in use is gone or answers `READONLY`
+//! (demoted to a replica).
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -15,6 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 
 use crate::app::redact_url as redact;
 use crate::error::{Error, ErrorKind, Result};
+use crate::redis_endpoints::{Endpoint, Endpoints, bounded, query_value, role};
 
 /// How long one Redis operation may take before it fails.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,36 +32,79 @@ const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(20);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// The shortest pause between two searches for another server: operations failing
+/// together search once.
+const SEARCH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How long a write waits for a replica to confirm it (`WAIT 1 <ms>`) in a Sentinel
+/// deployment.
+const REPLICA_WAIT: Duration = Duration::from_secs(1);
+
+/// How long a master's count of replicas is trusted before it is asked again (`ROLE`).
+const REPLICA_RECOUNT: Duration = Duration::from_secs(1);
+
 /// A shared, reconnecting Redis connection.
 #[derive(Clone)]
 pub(crate) struct RedisConnection {
-    client: redis::Client,
-    manager: ConnectionManager,
-    display: String,
+    link: Arc<Link>,
     kind: ErrorKind,
     retry_window: Duration,
 }
 
+/// What every clone of a connection shares: where it may go, and where it is.
+struct Link {
+    endpoints: Endpoints,
+    display: String,
+    current: Mutex<Arc<Current>>,
+    /// Held while searching for another server, with when the last search began.
+    search: tokio::sync::Mutex<Option<Instant>>,
+    /// How many replicas the master had when last counted, and when (Sentinel only).
+    replicas: Mutex<Option<(usize, Instant)>>,
+}
+
+/// The server in use.
+struct Current {
+    endpoint: usize,
+    address: String,
+    client: redis::Client,
+    manager: ConnectionManager,
+    /// Counts the moves to another server, so a search starts only from the server whose
+    /// operation failed.
+    generation: u64,
+}
+
 impl RedisConnection {
-    /// Opens `url`; errors are reported as `kind` (broker or backend).
-    pub(crate) async fn open(url: &str, kind: ErrorKind) -> Result<Self> {
-        let client = client_for(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(OPERATION_TIMEOUT))
-            .set_response_timeout(Some(OPERATION_TIMEOUT))
-            .set_number_of_retries(6)
-            .set_max_delay(Duration::from_secs(5));
-        let manager = client
-            .get_connection_manager_with_config(config)
+    /// Opens `url` (one URL, a `;`-separated failover list, or `sentinel://` URLs, for which
+    /// `master_name` wins over the URL's `?master_name=`); errors are reported as `kind`
+    /// (broker or backend).
+    pub(crate) async fn open(
+        url: &str,
+        kind: ErrorKind,
+        master_name: Option<&str>,
+    ) -> Result<Self> {
+        let (endpoints, display) = Endpoints::parse(url, master_name)?;
+        let unreachable = |e: redis::RedisError| {
+            Error::new(kind, format!("redis: could not connect to {display}")).with_source(e)
+        };
+        let endpoint = endpoints.first().await.map_err(unreachable)?;
+        let manager = manager_for(&endpoint.client, &endpoints)
             .await
-            .map_err(|e| {
-                Error::new(kind, format!("redis: could not connect to {}", redact(url)))
-                    .with_source(e)
-            })?;
-        Ok(RedisConnection {
-            client,
+            .map_err(unreachable)?;
+        let current = Current {
+            endpoint: endpoint.index,
+            address: endpoint.address,
+            client: endpoint.client,
             manager,
-            display: redact(url),
+            generation: 0,
+        };
+        Ok(RedisConnection {
+            link: Arc::new(Link {
+                endpoints,
+                display,
+                current: Mutex::new(Arc::new(current)),
+                search: tokio::sync::Mutex::new(Some(Instant::now())),
+                replicas: Mutex::new(None),
+            }),
             kind,
             retry_window: DEFAULT_RETRY_WINDOW,
         })
@@ -65,19 +115,30 @@ impl RedisConnection {
         self.retry_window = window;
     }
 
-    /// The URL without its password.
+    /// The URL without its password (a list URL by URL; for Sentinel with the master's
+    /// name).
     pub(crate) fn display(&self) -> &str {
-        &self.display
+        &self.link.display
     }
 
     /// The database number the URL selects.
     pub(crate) fn db(&self) -> i64 {
-        self.client.get_connection_info().redis_settings().db()
+        self.link.endpoints.db()
+    }
+
+    fn current(&self) -> Arc<Current> {
+        // Replaced whole, never left half-written: a poisoned lock still holds a server.
+        self.link
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Runs `operation`, retrying it with backoff while the failure is a lost or refused
-    /// connection, for at most the retry window. An operation may therefore run twice
-    /// when Redis applied it but its reply was lost: delivery is at least once.
+    /// connection (or, when there is another server to go to, a `READONLY` reply), for at
+    /// most the retry window. An operation may therefore run twice when Redis applied it
+    /// but its reply was lost: delivery is at least once.
     pub(crate) async fn run<T, F, Fut>(&self, action: &str, operation: F) -> Result<T>
     where
         F: FnMut(ConnectionManager) -> Fut,
@@ -102,17 +163,19 @@ impl RedisConnection {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            match operation(self.manager.clone()).await {
+            let current = self.current();
+            match operation(current.manager.clone()).await {
                 Ok(value) => {
                     if attempts > 1 {
                         tracing::info!(action, attempts, "redis is reachable again");
                     }
                     return Ok(value);
                 }
-                Err(error) if transient(&error) && started.elapsed() < window => {
+                Err(error) if self.retryable(&error) && started.elapsed() < window => {
                     if attempts == 1 {
                         tracing::warn!(%error, action, "redis is unreachable; retrying");
                     }
+                    self.follow(current.generation).await;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
@@ -131,22 +194,198 @@ impl RedisConnection {
         }
     }
 
-    /// A new pub/sub connection subscribed to `channels`, retried like [`Self::run`].
-    pub(crate) async fn subscribe(&self, action: &str, channels: &[String]) -> Result<PubSub> {
-        self.run(action, |_| async {
-            let mut pubsub =
-                tokio::time::timeout(OPERATION_TIMEOUT, self.client.get_async_pubsub())
-                    .await
-                    .map_err(|_| timed_out())??;
-            for channel in channels {
-                tokio::time::timeout(OPERATION_TIMEOUT, pubsub.subscribe(channel))
-                    .await
-                    .map_err(|_| timed_out())??;
+    /// As [`Self::run_within`], for a write that must outlive its master. In a Sentinel
+    /// deployment the write counts as done only once a replica has it too (`WAIT 1`): the
+    /// replica Sentinel promotes is the most up to date one, so it holds every write a
+    /// replica confirmed. A write whose master fails before a replica confirms it is made
+    /// again on the new master (at least once). A master with no replica connected has
+    /// nothing to wait for; while its replicas are connected but silent the write waits,
+    /// for at most `window`, and then fails (it is on the master, not known to be safe).
+    /// Elsewhere this is [`Self::run_within`].
+    pub(crate) async fn run_replicated_within<T, F, Fut>(
+        &self,
+        action: &str,
+        window: Duration,
+        mut operation: F,
+    ) -> Result<T>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.link.endpoints.replicated() {
+            return self.run_within(action, window, operation).await;
+        }
+        self.run_within(action, window, |manager| {
+            let write = operation(manager.clone());
+            async move {
+                let value = write.await?;
+                self.confirm_replicated(manager, window).await?;
+                Ok(value)
             }
-            Ok(pubsub)
         })
         .await
     }
+
+    /// As [`Self::run_replicated_within`] with the connection's retry window.
+    pub(crate) async fn run_replicated<T, F, Fut>(&self, action: &str, operation: F) -> Result<T>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.run_replicated_within(action, self.retry_window, operation)
+            .await
+    }
+
+    /// Waits until a replica has the writes made so far on `manager`'s connection (`WAIT`
+    /// counts those), as long as the master has replicas, for at most `window`.
+    async fn confirm_replicated(
+        &self,
+        mut manager: ConnectionManager,
+        window: Duration,
+    ) -> redis::RedisResult<()> {
+        let started = Instant::now();
+        let mut rounds = 0u32;
+        while self.replicas(&mut manager).await? > 0 {
+            let confirmed: i64 = redis::cmd("WAIT")
+                .arg(1)
+                .arg(REPLICA_WAIT.as_millis() as u64)
+                .query_async(&mut manager)
+                .await?;
+            if confirmed > 0 {
+                if rounds > 0 {
+                    tracing::info!("a Redis replica confirmed the write");
+                }
+                return Ok(());
+            }
+            rounds += 1;
+            if rounds == 1 {
+                tracing::warn!(
+                    "no Redis replica confirmed a write within {REPLICA_WAIT:?}; waiting for one"
+                );
+            }
+            if started.elapsed() >= window {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "no Redis replica confirmed the write",
+                    format!(
+                        "it is on the master, and lost if the master fails before a replica \
+                         has it (waited {:.0?})",
+                        started.elapsed()
+                    ),
+                )));
+            }
+            // Count again: a replica that went away no longer holds the write back.
+            *self.link.replicas.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        Ok(())
+    }
+
+    /// How many replicas the master on `manager` has, counted at most once a
+    /// [`REPLICA_RECOUNT`].
+    async fn replicas(&self, manager: &mut ConnectionManager) -> redis::RedisResult<usize> {
+        let counted = *self.link.replicas.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((count, at)) = counted
+            && at.elapsed() < REPLICA_RECOUNT
+        {
+            return Ok(count);
+        }
+        let count = role(manager).await?.replicas;
+        *self.link.replicas.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((count, Instant::now()));
+        Ok(count)
+    }
+
+    /// Whether an operation that failed with `error` is worth trying again.
+    fn retryable(&self, error: &redis::RedisError) -> bool {
+        transient(error)
+            || (self.link.endpoints.can_move()
+                && error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
+    }
+
+    /// After an operation on the server of `generation` failed: asks which server to use
+    /// now, and moves there if it is another. Nothing changes when no other server is
+    /// reachable yet (the operation's retries ask again), when the server in use is still
+    /// the one to use (its manager reconnects), or when another operation moved already.
+    async fn follow(&self, generation: u64) {
+        if !self.link.endpoints.can_move() {
+            return;
+        }
+        let mut last_search = self.link.search.lock().await;
+        let current = self.current();
+        if current.generation != generation
+            || last_search.is_some_and(|at| at.elapsed() < SEARCH_INTERVAL)
+        {
+            return;
+        }
+        *last_search = Some(Instant::now());
+        let found = match self.link.endpoints.locate(current.endpoint).await {
+            Ok(endpoint) if endpoint.address == current.address => return,
+            Ok(endpoint) => endpoint,
+            Err(error) => {
+                tracing::debug!(%error, server = %current.address, "no other Redis server to use yet");
+                return;
+            }
+        };
+        match manager_for(&found.client, &self.link.endpoints).await {
+            Ok(manager) => self.move_to(found, manager, &current),
+            Err(error) => {
+                tracing::debug!(%error, server = %found.address, "could not connect to the Redis server found");
+            }
+        }
+    }
+
+    fn move_to(&self, found: Endpoint, manager: ConnectionManager, from: &Current) {
+        tracing::warn!(
+            from = %from.address,
+            to = %found.address,
+            "redis: {} moved to another server",
+            self.link.display
+        );
+        *self.link.replicas.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.link.current.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(Current {
+            endpoint: found.index,
+            address: found.address,
+            client: found.client,
+            manager,
+            generation: from.generation + 1,
+        });
+    }
+
+    /// A new pub/sub connection subscribed to `channels`, retried like [`Self::run`]. With
+    /// Sentinel, the master is looked up first: a subscription left on a demoted master
+    /// would hear nothing.
+    pub(crate) async fn subscribe(&self, action: &str, channels: &[String]) -> Result<PubSub> {
+        if self.link.endpoints.replicated() {
+            self.follow(self.current().generation).await;
+        }
+        self.run(action, |_| {
+            let client = self.current().client.clone();
+            async move {
+                let mut pubsub = bounded(OPERATION_TIMEOUT, client.get_async_pubsub()).await?;
+                for channel in channels {
+                    bounded(OPERATION_TIMEOUT, pubsub.subscribe(channel)).await?;
+                }
+                Ok(pubsub)
+            }
+        })
+        .await
+    }
+}
+
+/// A connection manager for `client`, every operation bounded by a timeout. Its own
+/// reconnection retries (which operations wait for) are few when there is another server
+/// to go to: [`RedisConnection::run`] then learns soon that this one is gone.
+async fn manager_for(
+    client: &redis::Client,
+    endpoints: &Endpoints,
+) -> redis::RedisResult<ConnectionManager> {
+    let retries = if endpoints.can_move() { 1 } else { 6 };
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(OPERATION_TIMEOUT))
+        .set_response_timeout(Some(OPERATION_TIMEOUT))
+        .set_number_of_retries(retries)
+        .set_max_delay(Duration::from_secs(5));
+    client.get_connection_manager_with_config(config).await
 }
 
 /// A pub/sub subscription that subscribes again whenever its connection drops.
@@ -208,17 +447,7 @@ impl Subscription {
 /// options only from `broker_transport_options` (`kombu/transport/redis.py`,
 /// `Channel.from_transport_options`); the URL form lets one string configure a process.
 pub(crate) fn seconds_in_query(url: &str, option: &str) -> Result<Option<Duration>> {
-    let Some((_, query)) = url.split_once('?') else {
-        return Ok(None);
-    };
-    let query = query.split('#').next().unwrap_or_default();
-    let Some(value) = query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .filter(|(key, _)| *key == option)
-        .map(|(_, value)| value)
-        .next_back()
-    else {
+    let Some(value) = query_value(url, option) else {
         return Ok(None);
     };
     match value.trim().parse::<f64>() {
@@ -234,98 +463,6 @@ pub(crate) fn seconds_in_query(url: &str, option: &str) -> Result<Option<Duratio
             ),
         )
     })
-}
-
-/// A client for `url`. `rediss://` URLs take Celery's TLS query parameters:
-/// `ssl_ca_certs` (a PEM file of trusted roots instead of the system's),
-/// `ssl_certfile` and `ssl_keyfile` (a client certificate), and `ssl_cert_reqs=none`
-/// (do not verify the server: for tests only).
-fn client_for(url: &str) -> Result<redis::Client> {
-    let invalid = |reason: String| {
-        Error::new(
-            ErrorKind::Config,
-            format!("invalid Redis URL `{}`: {reason}", redact(url)),
-        )
-    };
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let (mut kept, mut tls) = (Vec::new(), TlsFiles::default());
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "ssl_ca_certs" => tls.ca = Some(value.to_owned()),
-            "ssl_certfile" => tls.cert = Some(value.to_owned()),
-            "ssl_keyfile" => tls.key = Some(value.to_owned()),
-            "ssl_cert_reqs" => {
-                tls.verify = !matches!(value.to_ascii_lowercase().as_str(), "none" | "cert_none")
-            }
-            _ => kept.push(pair),
-        }
-    }
-    let mut plain = base.to_owned();
-    if !kept.is_empty() {
-        plain = format!("{plain}?{}", kept.join("&"));
-    }
-    let is_tls = url.starts_with("rediss://");
-    if !is_tls && tls != TlsFiles::default() {
-        return Err(invalid("ssl_* parameters need a rediss:// URL".into()));
-    }
-    if is_tls {
-        // rustls needs a process-wide crypto provider; another may be installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-    if is_tls && !tls.verify {
-        plain.push_str("#insecure");
-    }
-    let opened = if is_tls && (tls.ca.is_some() || tls.cert.is_some()) {
-        let read = |path: &str| {
-            std::fs::read(path).map_err(|e| invalid(format!("cannot read `{path}`: {e}")))
-        };
-        let client_tls = match (&tls.cert, &tls.key) {
-            (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-                client_cert: read(cert)?,
-                client_key: read(key)?,
-            }),
-            (None, None) => None,
-            _ => return Err(invalid("ssl_certfile and ssl_keyfile go together".into())),
-        };
-        let root_cert = tls.ca.as_deref().map(read).transpose()?;
-        redis::Client::build_with_tls(
-            plain.as_str(),
-            redis::TlsCertificates {
-                client_tls,
-                root_cert,
-            },
-        )
-    } else {
-        redis::Client::open(plain.as_str())
-    };
-    opened.map_err(|e| invalid(e.to_string()))
-}
-
-#[derive(Debug, PartialEq, Eq)]
-struct TlsFiles {
-    ca: Option<String>,
-    cert: Option<String>,
-    key: Option<String>,
-    verify: bool,
-}
-
-impl Default for TlsFiles {
-    fn default() -> Self {
-        TlsFiles {
-            ca: None,
-            cert: None,
-            key: None,
-            verify: true,
-        }
-    }
-}
-
-fn timed_out() -> redis::RedisError {
-    redis::RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "redis operation timed out",
-    ))
 }
 
 /// Whether `error` is a lost, refused or timed-out connection, or a server that is still

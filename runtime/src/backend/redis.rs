@@ -62,9 +62,17 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// Connects to `url` (`redis://[:password@]host[:port][/db]`).
+    /// Connects to `url` (`redis://[:password@]host[:port][/db]`), a failover list or
+    /// `sentinel://` URLs, as [`crate::broker::RedisBroker::connect`] describes (Celery's
+    /// `SentinelBackend` takes the same form). With Sentinel, storing a result returns
+    /// once a replica has it too.
     pub async fn connect(url: &str) -> Result<Self> {
-        let connection = RedisConnection::open(url, ErrorKind::Backend).await?;
+        Self::open(url, None).await
+    }
+
+    /// As [`Self::connect`], with the master's name for a `sentinel://` URL given apart.
+    pub(crate) async fn open(url: &str, master_name: Option<&str>) -> Result<Self> {
+        let connection = RedisConnection::open(url, ErrorKind::Backend, master_name).await?;
         Ok(RedisBackend {
             listener: ResultListener::new(connection.clone()),
             connection,
@@ -140,7 +148,7 @@ impl ResultBackend for RedisBackend {
                     .publish(&key, &payload)
                     .ignore();
                 self.connection
-                    .run_within("store a result", self.result_retry_window, |mut c| {
+                    .run_replicated_within("store a result", self.result_retry_window, |mut c| {
                         let pipeline = &pipeline;
                         async move { pipeline.query_async::<()>(&mut c).await }
                     })
@@ -148,7 +156,7 @@ impl ResultBackend for RedisBackend {
             } else {
                 let _: i64 = self
                     .connection
-                    .run_within("store a result", self.result_retry_window, |mut c| {
+                    .run_replicated_within("store a result", self.result_retry_window, |mut c| {
                         let mut invocation = self.script.prepare_invoke();
                         invocation.key(&key).arg(&payload).arg(expires);
                         async move { invocation.invoke_async(&mut c).await }

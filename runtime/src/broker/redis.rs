@@ -206,13 +206,32 @@ impl std::fmt::Debug for RedisBroker {
 impl RedisBroker {
     /// Connects to `url` (`redis://[:password@]host[:port][/db]`). A
     /// `?visibility_timeout=<seconds>` query parameter sets [`Self::visibility_timeout`].
+    ///
+    /// Celery's other Redis URL forms work too:
+    ///
+    /// - A failover list, `redis://a:6379/0;redis://b:6379/0`: the first server that
+    ///   answers is used; when it is lost and does not answer again, the next one in
+    ///   round-robin order (kombu's `failover_strategy`). Every server uses the same
+    ///   database number; what was queued on a lost server stays there.
+    /// - Redis Sentinel, `sentinel://[:password@]s1:26379/0;sentinel://s2:26379/0?master_name=mymaster`:
+    ///   the sentinels say where the master named by `master_name` (kombu's transport
+    ///   option) is; the password and database number are the master's, as in kombu
+    ///   (`?sentinel_password=` for sentinels that want one: kombu's `sentinel_kwargs`).
+    ///   After a failover, or when the master in use answers `READONLY`, the sentinels are
+    ///   asked again and the new master is used. A publish returns once a replica has the
+    ///   message too (`WAIT 1`), so a failover loses no task sent before it.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::open(url, None).await
+    }
+
+    /// As [`Self::connect`], with the master's name for a `sentinel://` URL given apart.
+    pub(crate) async fn open(url: &str, master_name: Option<&str>) -> Result<Self> {
         let visibility_timeout =
             crate::redis_connection::seconds_in_query(url, "visibility_timeout")?
                 .unwrap_or(DEFAULT_VISIBILITY_TIMEOUT);
         Ok(RedisBroker {
             shared: Arc::new(Shared {
-                connection: RedisConnection::open(url, ErrorKind::Broker).await?,
+                connection: RedisConnection::open(url, ErrorKind::Broker, master_name).await?,
                 fetch: redis::Script::new(FETCH_SCRIPT),
                 requeue: redis::Script::new(REQUEUE_SCRIPT),
                 restore: redis::Script::new(RESTORE_SCRIPT),
@@ -337,7 +356,7 @@ impl RedisBroker {
             .ignore();
         self.shared
             .connection
-            .run("publish tasks", |mut c| {
+            .run_replicated("publish tasks", |mut c| {
                 let pipeline = &pipeline;
                 async move { pipeline.query_async::<()>(&mut c).await }
             })

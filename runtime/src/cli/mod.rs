@@ -46,7 +46,7 @@ use crate::worker::{DEFAULT_HOSTNAME, DEFAULT_PREFETCH_MULTIPLIER, WorkerBuilder
 )]
 #[non_exhaustive]
 pub struct WorkerArgs {
-    /// Broker URL: memory://, redis://[:password@]host[:port][/db] or amqp://…
+    /// Broker URL: memory://, redis://[:password@]host[:port][/db], sentinel://host:26379/0;sentinel://… or amqp://…; Redis URLs may be a ;-separated failover list
     // The variable's value is not shown in --help: it may hold a password.
     #[arg(
         short = 'b',
@@ -58,7 +58,7 @@ pub struct WorkerArgs {
     )]
     pub broker_url: String,
 
-    /// Result backend URL: memory://, redis://[:password@]host[:port][/db], rediss://… or rpc://
+    /// Result backend URL: memory://, redis://[:password@]host[:port][/db], rediss://…, sentinel://… or rpc://
     #[arg(
         long,
         env = crate::app::RESULT_BACKEND_VAR,
@@ -116,6 +116,14 @@ pub struct WorkerArgs {
     /// How long storing a task's result is retried while a Redis result backend is unreachable; then the result is given up (a late-acked task is requeued) [default: 10m]
     #[arg(long, env = crate::app::RESULT_RETRY_WINDOW_VAR, value_parser = timeout, value_name = "DURATION")]
     pub result_retry_window: Option<Duration>,
+
+    /// The master a sentinel:// broker's sentinels watch (kombu's master_name transport option) [default: the URL's ?master_name=]
+    #[arg(long, env = crate::app::BROKER_MASTER_NAME_VAR, value_name = "NAME")]
+    pub broker_master_name: Option<String>,
+
+    /// The master a sentinel:// result backend's sentinels watch [default: the URL's ?master_name=]
+    #[arg(long, env = crate::app::RESULT_BACKEND_MASTER_NAME_VAR, value_name = "NAME")]
+    pub result_backend_master_name: Option<String>,
 
     /// Refuse messages larger than this (body and headers): bytes, or a number with KiB, MiB, GiB, KB, MB or GB; refused messages are logged, rejected, and fail their task id
     #[arg(long, env = "CELERITY_WORKER_MAX_MESSAGE_SIZE", default_value = "16MiB", value_parser = size, value_name = "SIZE")]
@@ -195,6 +203,8 @@ impl WorkerArgs {
         let settings = Settings {
             visibility_timeout: self.visibility_timeout,
             result_retry_window: self.result_retry_window,
+            broker_master_name: self.broker_master_name.clone(),
+            result_backend_master_name: self.result_backend_master_name.clone(),
         };
         let app = App::from_urls_with(&self.broker_url, &self.result_backend, &settings).await?;
         let mut builder = app.worker();
