@@ -93,6 +93,10 @@ pub struct RedisServer {
     dir: std::path::PathBuf,
     /// Serves TLS only, with a certificate of a CA of its own (`ca.pem` in `dir`).
     tls: bool,
+    /// More command-line arguments (`--replicaof 127.0.0.1 <port>`, say).
+    args: Vec<String>,
+    /// Runs as a Redis Sentinel with this configuration file's content.
+    sentinel: Option<String>,
 }
 
 #[cfg(feature = "redis")]
@@ -100,16 +104,46 @@ impl RedisServer {
     /// Starts one, or returns `None` after printing why the test skips (no `redis-server`
     /// on `PATH`); fails instead when `CELERITY_REQUIRE_BROKERS=1`.
     pub async fn start() -> Option<Self> {
-        Self::launch(false).await
+        Self::launch(false, Vec::new(), None).await
+    }
+
+    /// Starts one with more command-line arguments.
+    pub async fn start_with(args: &[&str]) -> Option<Self> {
+        let args = args.iter().map(|arg| arg.to_string()).collect();
+        Self::launch(false, args, None).await
+    }
+
+    /// Starts a Redis Sentinel (`redis-server <conf> --sentinel`) watching the master at
+    /// 127.0.0.1:`master_port` as `name`: a quorum of one, the master taken for down after
+    /// `down_after` without an answer.
+    pub async fn start_sentinel(
+        name: &str,
+        master_port: u16,
+        down_after: Duration,
+    ) -> Option<Self> {
+        let millis = down_after.as_millis();
+        let config = format!(
+            "sentinel monitor {name} 127.0.0.1 {master_port} 1\n\
+             sentinel down-after-milliseconds {name} {millis}\n\
+             sentinel failover-timeout {name} {}\n\
+             sentinel parallel-syncs {name} 1\n",
+            millis * 3
+        );
+        Self::launch(false, Vec::new(), Some(config)).await
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Starts one that serves TLS only, with a server certificate for 127.0.0.1 signed by
     /// a CA of its own (see [`Self::ca_file`]). Needs `openssl` as well.
     pub async fn start_tls() -> Option<Self> {
-        Self::launch(true).await
+        Self::launch(true, Vec::new(), None).await
     }
 
-    async fn launch(tls: bool) -> Option<Self> {
+    async fn launch(tls: bool, args: Vec<String>, sentinel: Option<String>) -> Option<Self> {
         let found = std::process::Command::new("redis-server")
             .arg("--version")
             .output()
@@ -131,6 +165,8 @@ impl RedisServer {
             port,
             dir,
             tls,
+            args,
+            sentinel,
         };
         server.spawn().await;
         Some(server)
@@ -155,6 +191,18 @@ impl RedisServer {
         }
     }
 
+    /// Sends the server `signal` (`STOP`, `CONT`…): `STOP` freezes it with its connections
+    /// open, as a stalled host would.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("a running server");
+        let sent = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(sent, "kill -{signal} {}", child.id());
+    }
+
     /// Starts the server again on the same port and data.
     pub async fn restart(&mut self) {
         self.kill();
@@ -163,6 +211,12 @@ impl RedisServer {
 
     async fn spawn(&mut self) {
         let mut command = std::process::Command::new("redis-server");
+        if let Some(config) = &self.sentinel {
+            // Sentinel rewrites its configuration file: a fresh one each start.
+            let file = self.dir.join("sentinel.conf");
+            std::fs::write(&file, config).expect("a sentinel configuration");
+            command.arg(&file).arg("--sentinel");
+        }
         command.args(["--bind", "127.0.0.1"]);
         if self.tls {
             let file = |name: &str| self.dir.join(name).display().to_string();
@@ -175,15 +229,18 @@ impl RedisServer {
         } else {
             command.args(["--port", &self.port.to_string()]);
         }
-        let child = command
-            .args([
+        if self.sentinel.is_none() {
+            command.args([
                 "--save",
                 "",
                 "--appendonly",
                 "yes",
                 "--appendfsync",
                 "always",
-            ])
+            ]);
+        }
+        let child = command
+            .args(&self.args)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(std::process::Stdio::null())
