@@ -127,7 +127,7 @@ impl App {
     /// is a failover list (the first server that answers is used; when it is lost for good
     /// the next one, round-robin), and `sentinel://s1:26379/0;sentinel://s2:26379/0?master_name=mymaster`
     /// names Redis Sentinels, which say where the master is and follow it through a
-    /// failover (see [`crate::broker::RedisBroker::connect`]).
+    /// failover (see `RedisBroker::connect`).
     ///
     /// A Redis broker URL may carry kombu's `visibility_timeout` transport option as a
     /// query parameter in seconds (`redis://host/0?visibility_timeout=600`; default one

@@ -97,8 +97,13 @@ impl Endpoints {
                         .into(),
                 )
             })?;
-        if query_value(url, "ssl_cert_reqs").is_some() || query_value(url, "ssl_ca_certs").is_some()
-        {
+        let tls = [
+            "ssl_ca_certs",
+            "ssl_certfile",
+            "ssl_keyfile",
+            "ssl_cert_reqs",
+        ];
+        if tls.iter().any(|key| query_value(url, key).is_some()) {
             return Err(invalid("TLS through Sentinel is not supported".into()));
         }
         let sentinel_password = query_value(url, "sentinel_password");
@@ -520,6 +525,13 @@ mod tests {
         assert!(message.contains("?master_name="), "{message}");
         assert!(message.contains("CELERITY_BROKER_MASTER_NAME"), "{message}");
         assert!(!message.contains("secret"), "{message}");
+    }
+
+    #[test]
+    fn sentinel_urls_refuse_tls_parameters_they_cannot_honour() {
+        let url = "sentinel://s1/0?master_name=m&ssl_certfile=client.pem";
+        let message = parse(url).err().expect("refused").to_string();
+        assert!(message.contains("TLS through Sentinel"), "{message}");
     }
 
     #[test]
