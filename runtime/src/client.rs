@@ -69,7 +69,7 @@ pub struct SendOptions {
 impl Client {
     /// A client publishing to `broker` and reading results from `backend`.
     pub fn new(broker: Arc<dyn Broker>, backend: Arc<dyn ResultBackend>) -> Self {
-        let host = hostname();
+        let host = crate::host::hostname();
         // The rpc backend's reply queue, else an id of this client's own.
         let oid = backend
             .reply_to()
@@ -257,21 +257,6 @@ impl Client {
 fn encode(message: &TaskMessage) -> Result<crate::protocol::RawMessage> {
     message.to_raw().map_err(|e| {
         Error::new(ErrorKind::Encode, "could not encode the task message").with_source(e)
-    })
-}
-
-/// The machine's host name, for `origin`, node names and connection names; read once per
-/// process.
-pub(crate) fn hostname() -> &'static str {
-    static HOSTNAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    HOSTNAME.get_or_init(|| {
-        std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "localhost".into())
     })
 }
 

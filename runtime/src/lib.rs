@@ -28,6 +28,8 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "amqp")]
+mod amqp;
 mod app;
 pub mod backend;
 mod bounded;
@@ -39,11 +41,12 @@ pub mod cli;
 mod client;
 mod container;
 mod error;
+mod host;
+mod memory;
+mod pidbox;
 pub mod protocol;
 #[cfg(feature = "redis")]
-mod redis_connection;
-#[cfg(feature = "redis")]
-mod redis_endpoints;
+mod redis;
 mod spec;
 mod task;
 mod values;
@@ -114,7 +117,12 @@ macro_rules! include_tasks {
 pub mod __fuzz {
     /// An AMQP message from its content header's property bytes and its body.
     #[cfg(feature = "amqp")]
-    pub use crate::broker::amqp::wire::{message_from_wire, message_to_wire};
+    pub use crate::amqp::wire::{message_from_wire, message_to_wire};
+    /// Task ids of a pidbox command's `task_id` argument.
+    pub use crate::pidbox::task_ids;
+    /// kombu's Redis envelope.
+    #[cfg(feature = "redis")]
+    pub use crate::redis::kombu;
 }
 
 /// What generated code uses, and nothing else. Versioned so that code generated for

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::execute::Shared;
-use crate::broker::pidbox::{clock_forward, task_ids as ids};
 use crate::broker::{Mailbox, MailboxCommand};
+use crate::pidbox::{clock_forward, task_ids as ids};
 
 /// Runs the commands addressed to this worker until the mailbox closes.
 pub(crate) async fn answer(shared: Arc<Shared>, mut mailbox: Box<dyn Mailbox>) {

@@ -437,7 +437,7 @@ pub(crate) const DEFAULT_HOSTNAME: &str = "celery@%h";
 /// Expands Celery's node name variables (`celery/utils/nodenames.py`): `%h` the host
 /// name, `%n` its first label, `%d` the rest, `%%` a percent sign.
 fn expand_hostname(template: &str) -> String {
-    let host = crate::client::hostname();
+    let host = crate::host::hostname();
     let (name, domain) = host.split_once('.').unwrap_or((host, ""));
     let mut out = String::with_capacity(template.len() + host.len());
     let mut chars = template.chars();

@@ -1,7 +1,7 @@
 //! Fuzzing every decoder that reads bytes from the network, on the stable toolchain:
 //! property tests (proptest) that mutate real messages and feed them to
 //!
-//! * the kombu envelope (`broker::kombu::unwrap`, `salvage`, `delivery_tag`), as the Redis
+//! * the kombu envelope (`__fuzz::kombu::unwrap`, `salvage`, `delivery_tag`), as the Redis
 //!   broker and the Redis pidbox read it, then the task message inside;
 //! * the task message: headers and body (`TaskMessage::from_raw`), the arguments bound to a
 //!   task (`decode_args`, kombu's typed envelopes) and their reprs;
@@ -382,7 +382,7 @@ where
 
 #[cfg(feature = "redis")]
 fn kombu_envelope(cases: u32) -> u32 {
-    use celerity::broker::kombu;
+    use celerity::__fuzz::kombu;
     fuzz("kombu envelope", cases, mutated(), |case| {
         let bytes = input(&case, seeds("envelope"));
         let _ = kombu::salvage(&bytes);
@@ -464,7 +464,7 @@ fn amqp_message(cases: u32) -> u32 {
     let wires: Vec<Vec<u8>> = seeds("envelope")
         .iter()
         .map(|envelope| {
-            let unwrapped = celerity::broker::kombu::unwrap(envelope).unwrap();
+            let unwrapped = celerity::__fuzz::kombu::unwrap(envelope).unwrap();
             message_to_wire(&unwrapped.message)
         })
         .collect();
@@ -511,7 +511,7 @@ fn pidbox_command(cases: u32) -> u32 {
         let bytes = input(&case, seeds("pidbox"));
         if let Some(command) = MailboxCommand::from_json(&bytes) {
             let _ = command.is_for("celery@web-1");
-            let _ = celerity::broker::pidbox::task_ids(command.arguments.get("task_id"));
+            let _ = celerity::__fuzz::task_ids(command.arguments.get("task_id"));
         }
     })
 }

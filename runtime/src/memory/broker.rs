@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Notify, broadcast};
 
-use super::{Acknowledger, Broker, Consumer, Control, ControlStream, Delivery};
+use crate::broker::{Acknowledger, Broker, Consumer, Control, ControlStream, Delivery};
 use crate::error::Result;
 use crate::protocol::RawMessage;
 

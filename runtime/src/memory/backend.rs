@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use tokio::sync::Notify;
 
-use super::ResultBackend;
+use crate::backend::ResultBackend;
 use crate::error::Result;
 use crate::protocol::{ResultMeta, TaskState};
 
@@ -66,7 +66,7 @@ impl ResultBackend for MemoryBackend {
     fn wait_ready<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<ResultMeta>> {
         Box::pin(async move {
             let read = || self.lock().get(task_id).cloned();
-            Ok(super::wait_for_ready(&self.shared.stored, read).await)
+            Ok(crate::backend::wait_for_ready(&self.shared.stored, read).await)
         })
     }
 

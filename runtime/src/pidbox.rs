@@ -21,7 +21,8 @@ use serde_json::{Map, Value, json};
 use crate::error::Result;
 
 /// The mailbox exchange: `<control_exchange>.pidbox` with Celery's default `celery`.
-pub const EXCHANGE: &str = "celery.pidbox";
+#[cfg(feature = "redis")]
+pub(crate) const EXCHANGE: &str = "celery.pidbox";
 
 /// The exchange replies go to (`Mailbox.reply_exchange_fmt`).
 pub const REPLY_EXCHANGE: &str = "reply.celery.pidbox";
@@ -189,12 +190,13 @@ fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
 static CLOCK: AtomicU64 = AtomicU64::new(0);
 
 /// Advances the clock for a message sent now, and returns its new value.
-pub fn clock_forward() -> u64 {
+pub(crate) fn clock_forward() -> u64 {
     CLOCK.fetch_add(1, Ordering::Relaxed) + 1
 }
 
 /// Moves the clock past `other`, a clock value received (`LamportClock.adjust`).
-pub fn clock_adjust(other: u64) {
+#[cfg(any(feature = "redis", feature = "amqp"))]
+pub(crate) fn clock_adjust(other: u64) {
     CLOCK.fetch_max(other, Ordering::Relaxed);
     CLOCK.fetch_add(1, Ordering::Relaxed);
 }
@@ -270,6 +272,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(any(feature = "redis", feature = "amqp"))]
     fn the_clock_moves_past_what_it_hears() {
         let before = clock_forward();
         clock_adjust(before + 100);

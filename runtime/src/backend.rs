@@ -1,22 +1,14 @@
 //! Result backends: where task states and results are stored.
 
-mod memory;
-#[cfg(feature = "redis")]
-pub(crate) mod redis;
-#[cfg(feature = "redis")]
-mod redis_listener;
-#[cfg(feature = "amqp")]
-mod rpc;
-
 use futures::future::BoxFuture;
 
-pub use memory::MemoryBackend;
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis::{RedisBackend, TASK_META_PREFIX};
 #[cfg(feature = "amqp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "amqp")))]
-pub use rpc::RpcBackend;
+pub use crate::amqp::RpcBackend;
+pub use crate::memory::MemoryBackend;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use crate::redis::{RedisBackend, TASK_META_PREFIX};
 
 use crate::error::Result;
 use crate::protocol::{Properties, ResultMeta};

@@ -21,9 +21,10 @@
 
 mod consumer;
 mod link;
+mod mailbox;
 mod options;
-mod pidbox;
 mod publish;
+mod rpc_backend;
 mod topology;
 pub(crate) mod wire;
 
@@ -35,9 +36,10 @@ use lapin::{BasicProperties, Channel};
 
 pub use options::AmqpOptions;
 pub(crate) use publish::{Declare, Route};
+pub use rpc_backend::RpcBackend;
 pub use topology::{AmqpQueue, ExchangeType};
 
-use super::{Broker, Consumer, Control, ControlStream};
+use crate::broker::{Broker, Consumer, Control, ControlStream};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::RawMessage;
 use link::Link;
@@ -364,12 +366,12 @@ impl Broker for AmqpBroker {
     }
 
     fn broadcast<'a>(&'a self, command: Control) -> BoxFuture<'a, Result<()>> {
-        Box::pin(pidbox::broadcast(self, command))
+        Box::pin(mailbox::broadcast(self, command))
     }
 
     fn control<'a>(&'a self) -> BoxFuture<'a, Result<Box<dyn ControlStream>>> {
         Box::pin(async move {
-            let stream = pidbox::PidboxStream::open(self.clone()).await?;
+            let stream = mailbox::PidboxStream::open(self.clone()).await?;
             Ok(Box::new(stream) as Box<dyn ControlStream>)
         })
     }
@@ -381,10 +383,10 @@ impl Broker for AmqpBroker {
     fn mailbox<'a>(
         &'a self,
         node: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Box<dyn super::Mailbox>>>> {
+    ) -> BoxFuture<'a, Result<Option<Box<dyn crate::pidbox::Mailbox>>>> {
         Box::pin(async move {
-            let mailbox = pidbox::AmqpMailbox::open(self.clone(), node).await?;
-            Ok(mailbox.map(|m| Box::new(m) as Box<dyn super::Mailbox>))
+            let mailbox = mailbox::AmqpMailbox::open(self.clone(), node).await?;
+            Ok(mailbox.map(|m| Box::new(m) as Box<dyn crate::pidbox::Mailbox>))
         })
     }
 }

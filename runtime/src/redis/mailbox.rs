@@ -8,11 +8,11 @@
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
 
+use super::connection::{RedisConnection, Subscription};
 use super::kombu::{self, DeliveryInfo, PRIORITY_SEPARATOR};
-use super::pidbox::{EXCHANGE, Mailbox, MailboxCommand, ReplyTo, clock_adjust, clock_forward};
 use crate::error::Result;
+use crate::pidbox::{EXCHANGE, Mailbox, MailboxCommand, ReplyTo, clock_adjust, clock_forward};
 use crate::protocol::{Properties, RawMessage, to_python_json};
-use crate::redis_connection::{RedisConnection, Subscription};
 
 /// The pub/sub channel of the mailbox exchange in database `db`
 /// (`keyprefix_fanout + exchange`).

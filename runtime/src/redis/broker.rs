@@ -25,11 +25,11 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
+use super::connection::{RedisConnection, Subscription};
 use super::kombu::{self, DeliveryInfo};
-use super::{Acknowledger, Broker, Consumer, Control, Delivery};
+use crate::broker::{Acknowledger, Broker, Consumer, Control, Delivery};
 use crate::error::{ErrorKind, Result};
 use crate::protocol::RawMessage;
-use crate::redis_connection::{RedisConnection, Subscription};
 
 /// Pops up to ARGV[2] messages from KEYS (in order: the first key is drained before the
 /// next is touched) and records each as unacknowledged, atomically. ARGV[1] is the fetch
@@ -226,9 +226,8 @@ impl RedisBroker {
 
     /// As [`Self::connect`], with the master's name for a `sentinel://` URL given apart.
     pub(crate) async fn open(url: &str, master_name: Option<&str>) -> Result<Self> {
-        let visibility_timeout =
-            crate::redis_connection::seconds_in_query(url, "visibility_timeout")?
-                .unwrap_or(DEFAULT_VISIBILITY_TIMEOUT);
+        let visibility_timeout = super::connection::seconds_in_query(url, "visibility_timeout")?
+            .unwrap_or(DEFAULT_VISIBILITY_TIMEOUT);
         Ok(RedisBroker {
             shared: Arc::new(Shared {
                 connection: RedisConnection::open(url, ErrorKind::Broker, master_name).await?,
@@ -441,9 +440,9 @@ impl Broker for RedisBroker {
     fn broadcast<'a>(&'a self, command: Control) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let Control::Revoke { task_ids } = command;
-            let body = super::MailboxCommand::revoke(&task_ids);
-            let payload = super::redis_pidbox::broadcast_envelope(&body);
-            let channel = super::redis_pidbox::channel(self.shared.connection.db());
+            let body = crate::pidbox::MailboxCommand::revoke(&task_ids);
+            let payload = super::mailbox::broadcast_envelope(&body);
+            let channel = super::mailbox::channel(self.shared.connection.db());
             self.shared
                 .connection
                 .run("broadcast a control command", |mut c| {
@@ -459,11 +458,11 @@ impl Broker for RedisBroker {
     fn mailbox<'a>(
         &'a self,
         _node: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Box<dyn super::Mailbox>>>> {
+    ) -> BoxFuture<'a, Result<Option<Box<dyn crate::pidbox::Mailbox>>>> {
         Box::pin(async move {
             let mailbox =
-                super::redis_pidbox::RedisMailbox::open(self.shared.connection.clone()).await?;
-            Ok(Some(Box::new(mailbox) as Box<dyn super::Mailbox>))
+                super::mailbox::RedisMailbox::open(self.shared.connection.clone()).await?;
+            Ok(Some(Box::new(mailbox) as Box<dyn crate::pidbox::Mailbox>))
         })
     }
 }

@@ -10,11 +10,11 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use redis::AsyncCommands;
 
-use super::redis_listener::ResultListener;
-use super::{DEFAULT_RESULT_EXPIRES, ResultBackend, encode_result};
+use super::connection::RedisConnection;
+use super::listener::ResultListener;
+use crate::backend::{DEFAULT_RESULT_EXPIRES, ResultBackend, encode_result};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{ResultMeta, TaskState};
-use crate::redis_connection::RedisConnection;
 
 /// Celery's key prefix for task results.
 pub const TASK_META_PREFIX: &str = "celery-task-meta-";

@@ -4,28 +4,16 @@
 //! [`Delivery`]s, which must be acknowledged or rejected. Decoding is the worker's job, so
 //! every transport treats malformed messages the same way.
 
-#[cfg(feature = "amqp")]
-pub(crate) mod amqp;
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub mod kombu;
-mod memory;
-pub mod pidbox;
-#[cfg(feature = "redis")]
-mod redis;
-#[cfg(feature = "redis")]
-mod redis_pidbox;
-
 use futures::future::BoxFuture;
 
 #[cfg(feature = "amqp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "amqp")))]
-pub use amqp::{AmqpBroker, AmqpOptions, AmqpQueue, ExchangeType};
-pub use memory::MemoryBroker;
-pub use pidbox::{Mailbox, MailboxCommand, ReplyTo};
+pub use crate::amqp::{AmqpBroker, AmqpOptions, AmqpQueue, ExchangeType};
+pub use crate::memory::MemoryBroker;
+pub use crate::pidbox::{Mailbox, MailboxCommand, ReplyTo};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis::RedisBroker;
+pub use crate::redis::RedisBroker;
 
 use crate::error::Result;
 use crate::protocol::RawMessage;

@@ -16,11 +16,9 @@ use serde_json::Value;
 
 use super::topology::{ExchangeType, declare_exchange};
 use super::{AmqpBroker, Declare, Route, wire};
-use crate::broker::pidbox::{
-    Mailbox, MailboxCommand, ReplyTo, clock_adjust, clock_forward, task_ids,
-};
 use crate::broker::{Control, ControlStream};
 use crate::error::{ErrorKind, Result};
+use crate::pidbox::{Mailbox, MailboxCommand, ReplyTo, clock_adjust, clock_forward, task_ids};
 use crate::protocol::to_python_json;
 
 /// `control_queue_ttl`: commands older than this are dropped from a node's queue.
@@ -199,7 +197,7 @@ impl PidboxStream {
             "celerity-{}-{}@{}",
             std::process::id(),
             LISTENERS.fetch_add(1, Ordering::Relaxed),
-            crate::client::hostname()
+            crate::host::hostname()
         );
         let queue = NodeQueue::open(broker, &node).await?;
         Ok(PidboxStream { node, queue })

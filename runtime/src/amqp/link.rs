@@ -233,7 +233,7 @@ fn unreachable(mut failed: Vec<(&Endpoint, Error)>) -> Error {
 }
 
 fn origin() -> String {
-    format!("{}@{}", std::process::id(), crate::client::hostname())
+    format!("{}@{}", std::process::id(), crate::host::hostname())
 }
 
 #[cfg(test)]

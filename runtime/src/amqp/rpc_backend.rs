@@ -21,10 +21,8 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
 use tokio::sync::Notify;
 
-use super::{DEFAULT_RESULT_EXPIRES, ResultBackend, encode_result};
-use crate::broker::AmqpBroker;
-use crate::broker::AmqpQueue;
-use crate::broker::amqp::{Declare, Route};
+use super::{AmqpBroker, AmqpQueue, Declare, Route};
+use crate::backend::{DEFAULT_RESULT_EXPIRES, ResultBackend, encode_result};
 use crate::error::{ErrorKind, Result};
 use crate::protocol::{Properties, ResultMeta, TaskState};
 
@@ -89,7 +87,7 @@ impl RpcBackend {
             .max(1);
         // `RPCBackend.binding`: the default exchange, durable, auto-delete, x-expires.
         let queue = AmqpQueue::new(&name)
-            .exchange("", crate::broker::ExchangeType::Direct)
+            .exchange("", super::ExchangeType::Direct)
             .auto_delete(true)
             .argument("x-expires", expires_ms);
         broker.declare_before_publishing(queue.clone()).await?;
@@ -258,7 +256,7 @@ impl ResultBackend for RpcBackend {
     fn wait_ready<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<ResultMeta>> {
         Box::pin(async move {
             let read = || self.lock().get(task_id).cloned();
-            Ok(super::wait_for_ready(&self.inner.arrived, read).await)
+            Ok(crate::backend::wait_for_ready(&self.inner.arrived, read).await)
         })
     }
 

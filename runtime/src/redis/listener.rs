@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
+use super::connection::RedisConnection;
 use crate::error::Result;
-use crate::redis_connection::RedisConnection;
 
 /// The shared subscription and who waits on which channel.
 #[derive(Clone)]

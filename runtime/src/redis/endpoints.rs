@@ -5,7 +5,7 @@
 //! (`celery/backends/redis.py`) find it.
 //!
 //! Every URL form has one parser and one resolver here, so the connection
-//! ([`crate::redis_connection`]) asks one question whatever the deployment: which server
+//! ([`super::connection`]) asks one question whatever the deployment: which server
 //! now?
 
 use std::future::Future;

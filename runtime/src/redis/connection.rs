@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 
+use super::endpoints::{Endpoint, Endpoints, bounded, query_value, role};
 use crate::app::redact_url as redact;
 use crate::error::{Error, ErrorKind, Result};
-use crate::redis_endpoints::{Endpoint, Endpoints, bounded, query_value, role};
 
 /// How long one Redis operation may take before it fails.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);

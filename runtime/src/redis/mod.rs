@@ -1,0 +1,14 @@
+//! The Redis transport, in kombu's and Celery's layout: the connection (with Sentinel and
+//! failover lists), kombu's envelope, the broker, the pidbox mailbox, the result backend
+//! and its pub/sub listener.
+
+mod backend;
+mod broker;
+mod connection;
+mod endpoints;
+pub mod kombu;
+mod listener;
+mod mailbox;
+
+pub use backend::{RedisBackend, TASK_META_PREFIX};
+pub use broker::RedisBroker;
