@@ -32,6 +32,7 @@
 mod amqp;
 mod app;
 pub mod backend;
+mod backoff;
 mod bounded;
 pub mod broker;
 mod call_type;

@@ -95,13 +95,12 @@ impl RetryPolicy {
 
     /// The delay before retry number `retries + 1` (without jitter).
     pub fn delay_for(&self, retries: u32) -> Duration {
-        let delay = match self.backoff {
-            Backoff::Fixed => self.delay,
-            Backoff::Exponential => self
-                .delay
-                .saturating_mul(2u32.saturating_pow(retries.min(31))),
-        };
-        delay.min(self.max_delay.max(self.delay))
+        match self.backoff {
+            Backoff::Fixed => self.delay.min(self.max_delay.max(self.delay)),
+            Backoff::Exponential => {
+                crate::backoff::Backoff::new(self.delay, self.max_delay).delay(retries + 1)
+            }
+        }
     }
 
     /// Whether an error of type `exc_type` is retried automatically.

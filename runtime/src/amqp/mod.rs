@@ -39,6 +39,7 @@ pub(crate) use publish::{Declare, Route};
 pub use rpc_backend::RpcBackend;
 pub use topology::{AmqpQueue, ExchangeType};
 
+use crate::backoff::Backoff;
 use crate::broker::{Broker, Consumer, Control, ControlStream};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::RawMessage;
@@ -298,10 +299,7 @@ impl AmqpBroker {
     /// delay up to the maximum.
     pub(crate) fn backoff(&self, attempt: u32) -> Duration {
         let options = &self.shared.options;
-        options
-            .reconnect_delay
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(16)))
-            .min(options.reconnect_max_delay)
+        Backoff::new(options.reconnect_delay, options.reconnect_max_delay).delay(attempt)
     }
 }
 

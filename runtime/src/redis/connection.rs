@@ -21,6 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 
 use super::endpoints::{Endpoint, Endpoints, bounded, query_value, role};
 use crate::app::redact_url as redact;
+use crate::backoff::Backoff;
 use crate::error::{Error, ErrorKind, Result};
 
 /// How long one Redis operation may take before it fails.
@@ -29,8 +30,8 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an operation is retried while Redis is unreachable, by default.
 const DEFAULT_RETRY_WINDOW: Duration = Duration::from_secs(20);
 
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Between retries of an operation, and of a subscription.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
 
 /// The shortest pause between two searches for another server: operations failing
 /// together search once.
@@ -159,7 +160,6 @@ impl RedisConnection {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let started = Instant::now();
-        let mut backoff = FIRST_BACKOFF;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
@@ -176,8 +176,7 @@ impl RedisConnection {
                         tracing::warn!(%error, action, "redis is unreachable; retrying");
                     }
                     self.follow(current.generation).await;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(BACKOFF.delay(attempts)).await;
                 }
                 Err(error) => {
                     let message = if attempts > 1 {
@@ -420,14 +419,19 @@ impl Subscription {
     /// The next message's payload. Resubscribes (with backoff) after a lost connection;
     /// messages published while it was lost are not seen.
     pub(crate) async fn next(&mut self) -> Vec<u8> {
+        let mut failures = 0;
         loop {
             if let Some(payload) = self.next_on_this_connection().await {
                 return payload;
             }
             tracing::warn!(channels = ?self.channels, "redis subscription lost; subscribing again");
-            if let Err(error) = self.connect().await {
-                tracing::warn!(%error, "could not subscribe; retrying");
-                tokio::time::sleep(MAX_BACKOFF).await;
+            match self.connect().await {
+                Ok(()) => failures = 0,
+                Err(error) => {
+                    failures += 1;
+                    tracing::warn!(%error, "could not subscribe; retrying");
+                    tokio::time::sleep(BACKOFF.delay(failures)).await;
+                }
             }
         }
     }

@@ -12,6 +12,7 @@ use super::dispatch::{Registered, TaskTable};
 use super::held::{HeldTasks, PackedMessage, Waiting};
 use super::log;
 use super::refuse::{self, Refusal};
+use crate::backoff::Backoff;
 use crate::broker::{Acknowledger, Consumer, Control, ControlStream};
 use crate::client::Client;
 use crate::container::Container;
@@ -112,6 +113,10 @@ pub(crate) async fn listen(shared: Arc<Shared>, mut control: Box<dyn ControlStre
 /// messages than `concurrency × prefetch_multiplier`; stops when `stopped` turns true.
 /// Returns the consumer, its deliveries cancelled but its connection open, so that the
 /// messages still held can be settled before it closes.
+/// The pause after a failed receive: the transports retry and reconnect on their own, so
+/// an error here is rare and the first retry comes soon.
+const RECEIVE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+
 pub(crate) async fn consume(
     shared: Arc<Shared>,
     mut consumer: Box<dyn Consumer>,
@@ -120,6 +125,8 @@ pub(crate) async fn consume(
     let mut held_for_eta = shared.held.count();
     let mut due = shared.held.leaving();
     let mut prefetch = 0;
+    // Failed receives in a row, for the pause before the next attempt.
+    let mut failures = 0;
     loop {
         let wanted = shared.window + *held_for_eta.borrow_and_update();
         if wanted != prefetch {
@@ -151,15 +158,18 @@ pub(crate) async fn consume(
         };
         match delivery {
             Ok(delivery) => {
+                failures = 0;
                 let malformed = delivery.malformed_reason().map(str::to_owned);
                 let (message, queue, _redelivered, acker) = delivery.into_parts();
                 let received = receive(shared.clone(), message, queue, malformed, acker, held);
                 tokio::spawn(received);
             }
             Err(error) => {
-                tracing::error!(%error, "could not receive from the broker; retrying in 1s");
+                failures += 1;
+                let pause = RECEIVE_BACKOFF.delay(failures);
+                tracing::error!(%error, ?pause, "could not receive from the broker; retrying");
                 drop(held);
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(pause).await;
             }
         }
     }
@@ -581,17 +591,10 @@ fn retry_decision(
     }
     let delay = explicit.unwrap_or_else(|| policy.delay_for(retries));
     Some(if policy.jitter && explicit.is_none() {
-        jitter(delay)
+        crate::backoff::full_jitter(delay)
     } else {
         delay
     })
-}
-
-/// Full jitter: a uniform delay in `0..=delay` (Celery's `retry_jitter`).
-fn jitter(delay: Duration) -> Duration {
-    let random = uuid::Uuid::new_v4().as_u128() as u64;
-    let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(random % millis.saturating_add(1))
 }
 
 /// What a final error is stored as. A retry request that ran out of retries fails with its
