@@ -18,21 +18,58 @@ use crate::protocol::{Properties, ResultMeta};
 pub(crate) const DEFAULT_RESULT_EXPIRES: std::time::Duration =
     std::time::Duration::from_secs(86_400);
 
-/// Waits until `read` finds a ready result, checking again whenever `stored` is notified
-/// (the in-process backends notify it on every store). Registered before each check, so a
-/// store between the check and the wait is not missed.
-pub(crate) async fn wait_for_ready(
-    stored: &tokio::sync::Notify,
-    read: impl Fn() -> Option<ResultMeta>,
-) -> ResultMeta {
-    loop {
-        let notified = stored.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if let Some(meta) = read().filter(|m| m.status.is_ready()) {
-            return meta;
+/// The results a process holds itself (the memory backend's store, the replies the rpc
+/// backend received): the latest state of each task, at most `CAPACITY` tasks, the
+/// oldest forgotten first. A SUCCESS is never overwritten, so a late duplicate cannot undo
+/// it (as Celery's `Backend.store_result`).
+#[derive(Default)]
+pub(crate) struct ResultTable<const CAPACITY: usize> {
+    states: std::sync::Mutex<crate::bounded::Bounded<ResultMeta, CAPACITY>>,
+    stored: tokio::sync::Notify,
+}
+
+impl<const CAPACITY: usize> ResultTable<CAPACITY> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, crate::bounded::Bounded<ResultMeta, CAPACITY>> {
+        // Each operation is one insert, read or remove: a poisoned table is consistent.
+        self.states.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records `meta` as the state of `task_id` unless a SUCCESS is already recorded, and
+    /// wakes the waiters.
+    pub(crate) fn record(&self, task_id: String, meta: ResultMeta) {
+        {
+            let mut states = self.lock();
+            match states.get_mut(&task_id) {
+                Some(current) if current.status == crate::TaskState::Success => {}
+                Some(current) => *current = meta,
+                None => states.insert_new(task_id, meta),
+            }
         }
-        notified.await;
+        self.stored.notify_waiters();
+    }
+
+    /// The latest state of `task_id`, if any.
+    pub(crate) fn get(&self, task_id: &str) -> Option<ResultMeta> {
+        self.lock().get(task_id).cloned()
+    }
+
+    /// Forgets `task_id`.
+    pub(crate) fn remove(&self, task_id: &str) {
+        self.lock().remove(task_id);
+    }
+
+    /// Waits until `task_id` has a ready result. The waiter registers before each check,
+    /// so a result recorded between the check and the wait is not missed.
+    pub(crate) async fn wait_ready(&self, task_id: &str) -> ResultMeta {
+        loop {
+            let notified = self.stored.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(meta) = self.get(task_id).filter(|m| m.status.is_ready()) {
+                return meta;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -82,4 +119,48 @@ pub trait ResultBackend: Send + Sync + 'static {
 
     /// A short description for logs and banners, without credentials.
     fn describe(&self) -> String;
+}
+
+#[cfg(test)]
+mod result_table_tests {
+    use serde_json::json;
+
+    use super::ResultTable;
+    use crate::TaskState;
+    use crate::protocol::ResultMeta;
+
+    fn meta(id: &str, state: TaskState) -> ResultMeta {
+        ResultMeta::new(id, state, json!(null))
+    }
+
+    #[test]
+    fn a_success_is_never_replaced_and_old_states_are_forgotten_first() {
+        let table = ResultTable::<3>::default();
+        table.record("a".into(), meta("a", TaskState::Started));
+        table.record("a".into(), meta("a", TaskState::Success));
+        table.record("a".into(), meta("a", TaskState::Failure));
+        assert_eq!(table.get("a").unwrap().status, TaskState::Success);
+        for id in ["b", "c", "d"] {
+            table.record(id.into(), meta(id, TaskState::Success));
+        }
+        assert!(table.get("a").is_none(), "the oldest went first");
+        assert!(table.get("d").is_some());
+        table.remove("d");
+        assert!(table.get("d").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_waiter_wakes_on_the_ready_state_only() {
+        let table = std::sync::Arc::new(ResultTable::<8>::default());
+        let waiter = tokio::spawn({
+            let table = table.clone();
+            async move { table.wait_ready("a").await }
+        });
+        tokio::task::yield_now().await;
+        table.record("a".into(), meta("a", TaskState::Started));
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        table.record("a".into(), meta("a", TaskState::Success));
+        assert_eq!(waiter.await.unwrap().status, TaskState::Success);
+    }
 }

@@ -1,5 +1,5 @@
 //! A map that keeps at most `CAPACITY` entries, forgetting the oldest first, like
-//! Celery's `LimitedSet`: the worker's revoked ids and the rpc backend's states.
+//! Celery's `LimitedSet`: the worker's revoked ids and the in-process result tables.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -50,9 +50,8 @@ impl<V, const CAPACITY: usize> Bounded<V, CAPACITY> {
     }
 }
 
-/// Reading and removing values: what the rpc backend's result states need (the worker's
-/// revoked ids only ask whether a key is there).
-#[cfg(any(test, feature = "amqp"))]
+/// Reading and removing values: what result tables need (the worker's revoked ids only
+/// ask whether a key is there).
 impl<V, const CAPACITY: usize> Bounded<V, CAPACITY> {
     pub(crate) fn get(&self, key: &str) -> Option<&V> {
         self.entries.get(key)

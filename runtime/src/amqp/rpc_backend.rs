@@ -12,19 +12,18 @@
 //!   each task in memory: nothing is stored on the server, so only the client that sent a
 //!   task can read its result, and only while it runs.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
-use tokio::sync::Notify;
 
 use super::{AmqpBroker, AmqpQueue, Declare, Route};
-use crate::backend::{DEFAULT_RESULT_EXPIRES, ResultBackend, encode_result};
+use crate::backend::{DEFAULT_RESULT_EXPIRES, ResultBackend, ResultTable, encode_result};
 use crate::error::{ErrorKind, Result};
-use crate::protocol::{Properties, ResultMeta, TaskState};
+use crate::protocol::{Properties, ResultMeta};
 
 /// How many task states are kept; the oldest are forgotten first.
 const CAPACITY: usize = 100_000;
@@ -38,8 +37,8 @@ pub struct RpcBackend {
 struct Inner {
     broker: AmqpBroker,
     queue: AmqpQueue,
-    states: Mutex<States>,
-    arrived: Notify,
+    /// The latest state received for each task, the oldest forgotten first.
+    states: ResultTable<CAPACITY>,
     consumer: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
 }
 
@@ -48,19 +47,6 @@ impl Drop for Inner {
         if let Some(consumer) = self.consumer.get() {
             consumer.abort();
         }
-    }
-}
-
-/// The latest state received for each task, the oldest forgotten first.
-type States = crate::bounded::Bounded<ResultMeta, CAPACITY>;
-
-/// Records `meta` unless a SUCCESS is already recorded (a late duplicate cannot undo a
-/// success, as in `Backend.store_result`).
-fn record(states: &mut States, task_id: String, meta: ResultMeta) {
-    match states.get_mut(&task_id) {
-        Some(current) if current.status == TaskState::Success => {}
-        Some(current) => *current = meta,
-        None => states.insert_new(task_id, meta),
     }
 }
 
@@ -95,8 +81,7 @@ impl RpcBackend {
             inner: Arc::new(Inner {
                 broker: broker.clone(),
                 queue,
-                states: Mutex::new(States::default()),
-                arrived: Notify::new(),
+                states: ResultTable::default(),
                 consumer: std::sync::OnceLock::new(),
             }),
         };
@@ -110,10 +95,6 @@ impl RpcBackend {
         ));
         let _ = backend.inner.consumer.set(consumer);
         Ok(backend)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, States> {
-        lock(&self.inner)
     }
 
     /// Sends `meta` to `reply_to` as a Celery worker does (`RPCBackend.store_result`).
@@ -136,11 +117,6 @@ impl RpcBackend {
             .publish_confirmed(route, properties, &body)
             .await
     }
-}
-
-fn lock(inner: &Inner) -> std::sync::MutexGuard<'_, States> {
-    // Each operation is one insert, read or remove: a poisoned map is consistent.
-    inner.states.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Opens a channel, declares the reply queue again (it may be gone after a broker restart)
@@ -222,8 +198,7 @@ fn accept(inner: &Inner, properties: &BasicProperties, body: &[u8]) {
         .as_ref()
         .map(|id| id.as_str().to_owned())
         .unwrap_or_else(|| meta.task_id.clone());
-    record(&mut lock(inner), task_id, meta);
-    inner.arrived.notify_waiters();
+    inner.states.record(task_id, meta);
 }
 
 impl ResultBackend for RpcBackend {
@@ -249,19 +224,16 @@ impl ResultBackend for RpcBackend {
     }
 
     fn get<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<Option<ResultMeta>>> {
-        let found = self.lock().get(task_id).cloned();
+        let found = self.inner.states.get(task_id);
         Box::pin(async move { Ok(found) })
     }
 
     fn wait_ready<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<ResultMeta>> {
-        Box::pin(async move {
-            let read = || self.lock().get(task_id).cloned();
-            Ok(crate::backend::wait_for_ready(&self.inner.arrived, read).await)
-        })
+        Box::pin(async move { Ok(self.inner.states.wait_ready(task_id).await) })
     }
 
     fn forget<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, Result<()>> {
-        self.lock().remove(task_id);
+        self.inner.states.remove(task_id);
         Box::pin(async { Ok(()) })
     }
 
@@ -271,41 +243,5 @@ impl ResultBackend for RpcBackend {
 
     fn reply_to(&self) -> Option<String> {
         Some(self.inner.queue.name().to_owned())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn a_success_is_never_replaced_and_old_states_are_forgotten_first() {
-        let mut states = States::default();
-        record(
-            &mut states,
-            "a".into(),
-            ResultMeta::new("a", TaskState::Started, json!(null)),
-        );
-        record(
-            &mut states,
-            "a".into(),
-            ResultMeta::new("a", TaskState::Success, json!(1)),
-        );
-        record(
-            &mut states,
-            "a".into(),
-            ResultMeta::new("a", TaskState::Failure, json!(null)),
-        );
-        assert_eq!(states.get("a").unwrap().status, TaskState::Success);
-        for n in 0..CAPACITY {
-            record(
-                &mut states,
-                n.to_string(),
-                ResultMeta::new(n.to_string(), TaskState::Success, json!(n)),
-            );
-        }
-        assert_eq!(states.len(), CAPACITY);
-        assert!(!states.contains_key("a"), "the oldest went first");
     }
 }
