@@ -5,6 +5,8 @@
 //! Logs are read through a subscriber installed for the test's thread: the tests run on
 //! tokio's current-thread runtime, so the worker's tasks log on that thread too.
 
+#[path = "support/celery_message.rs"]
+mod celery_message;
 mod support;
 
 use std::sync::{Arc, Mutex};
@@ -12,8 +14,9 @@ use std::time::Duration;
 
 use celerity::backend::MemoryBackend;
 use celerity::broker::{Broker, MemoryBroker};
-use celerity::protocol::{Properties, RawMessage, ResultMeta, TaskState};
+use celerity::protocol::{RawMessage, ResultMeta, TaskState};
 use celerity::{App, ResultError, Worker};
+use celery_message::message;
 use serde_json::{Map, Value, json};
 use support::{DOUBLE, DoubleArgs, Doubler};
 
@@ -85,22 +88,6 @@ async fn memory_worker(max_message_size: Option<usize>) -> (App, MemoryBroker, W
     }
     let worker = builder.start().await.expect("the worker starts");
     (app, broker, worker)
-}
-
-/// A protocol v2 message as a Python client sends it.
-fn message(task: &str, id: &str, body: Vec<u8>) -> RawMessage {
-    let headers = json!({"lang": "py", "task": task, "id": id, "retries": 0,
-        "timelimit": [null, null], "root_id": id, "argsrepr": "()", "kwargsrepr": "{}"});
-    RawMessage {
-        headers: headers.as_object().cloned().unwrap_or_default(),
-        properties: Properties {
-            correlation_id: Some(id.to_owned()),
-            ..Properties::default()
-        },
-        content_type: "application/json".into(),
-        content_encoding: "utf-8".into(),
-        body,
-    }
 }
 
 /// The stored result of `id`, once it is ready.
@@ -339,15 +326,7 @@ async fn an_unreadable_redis_envelope_is_logged_once_and_its_task_fails() {
     let queue = support::unique_queue();
     let id = uuid::Uuid::new_v4().to_string();
     let mut raw = support::raw_redis(&url).await;
-    let envelope = json!({
-        "body": "not base64!",
-        "content-type": "application/json",
-        "content-encoding": "utf-8",
-        "headers": {"lang": "py", "task": "t.double", "id": id, "retries": 0},
-        "properties": {"correlation_id": id, "body_encoding": "base64",
-                       "delivery_tag": format!("{queue}-tag"),
-                       "delivery_info": {"exchange": "", "routing_key": queue}},
-    });
+    let envelope = celery_message::envelope_not_base64("t.double", &id, &queue);
     let _: i64 = raw.lpush(&queue, envelope.to_string()).await.unwrap();
     let _: i64 = raw.lpush(&queue, "not json at all").await.unwrap();
     let mut builder = app.worker();
