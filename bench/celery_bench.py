@@ -24,6 +24,10 @@ It starts `celery worker -P prefork -c 2` on a queue of its own, measures
 prints progress on stderr and one JSON line on stdout. The worker is stopped at the end,
 whatever happens; the queues it used expire (RabbitMQ) or are deleted (Redis).
 
+With `--held-tasks N` (Redis) it measures only the worker's memory per task held for its
+countdown: N `tasks.ping` sent with countdown=3600 to the worker's queue, VmRSS (parent and
+children) before and once the worker has taken them all, per task.
+
 Configured for the worker through the environment: CELERY_BENCH_BROKER,
 CELERY_BENCH_BACKEND, CELERY_BENCH_QUEUE.
 """
@@ -345,6 +349,61 @@ def end_to_end(n, queue, stats_client, worker_pid):
     return figures
 
 
+def forget_unacked(queue):
+    """Drops kombu's records of `queue`'s unacknowledged messages, which a worker killed
+    during its shutdown leaves behind (another worker would restore them an hour later)."""
+    client = redis.Redis.from_url(app.conf.broker_url)
+    for tag, record in client.hscan_iter("unacked"):
+        try:
+            routing_key = json.loads(record)[2]
+        except (ValueError, IndexError, TypeError):
+            continue
+        if routing_key == queue:
+            client.hdel("unacked", tag)
+            client.zrem("unacked_index", tag)
+
+
+def held_eta_memory(n, queue, broker, backend):
+    """Memory per task the worker holds for a one-hour countdown (Redis)."""
+    log(f"held ETA: starting a prefork worker (concurrency {WORKER_CONCURRENCY}) on {queue}")
+    worker = start_worker(queue, broker, backend)
+    try:
+        wait_until_ready(worker, queue)
+        time.sleep(1.0)
+        idle = memory_kb(worker.pid, "VmRSS")
+        started = time.perf_counter()
+        with app.producer_or_acquire() as producer:
+            for _ in range(n):
+                ping.apply_async(queue=queue, countdown=3600, producer=producer)
+        log(f"held ETA: {n:,} sent with countdown=3600 in {time.perf_counter() - started:.1f} s")
+        client = redis.Redis.from_url(broker)
+        # Taken all it will: the queue is empty, or unchanged for two seconds.
+        left, still_since = client.llen(queue), time.monotonic()
+        while left > 0 and time.monotonic() - still_since < 2.0:
+            time.sleep(0.1)
+            now = client.llen(queue)
+            if now != left:
+                still_since = time.monotonic()
+            left = now
+        time.sleep(0.5)
+        holding = memory_kb(worker.pid, "VmRSS")
+        count = n - left
+        per_task = (holding - idle) * 1024 / max(count, 1)
+        log(
+            f"held ETA: worker holds {count:,} ({left} left) after "
+            f"{time.perf_counter() - started:.1f} s; RSS {idle / 1024:.1f} MB idle, "
+            f"{holding / 1024:.1f} MB holding them: {per_task:,.0f} bytes per task"
+        )
+    finally:
+        stop_worker(worker)
+        try:
+            delete_queue(queue)
+            forget_unacked(queue)
+        except Exception as error:  # noqa: BLE001 - cleanup must not hide the result
+            log(f"could not delete {queue}: {error}")
+    return {"held_n": count, "held_bytes_per_task": per_task, "held_rss_kb": holding}
+
+
 def latency(samples, queue):
     warmup = 50
     times = []
@@ -382,6 +441,7 @@ def main():
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--publish-tasks", type=int, default=10_000)
     parser.add_argument("--latency-samples", type=int, default=1_000)
+    parser.add_argument("--held-tasks", type=int, default=0)
     options = parser.parse_args()
 
     app.conf.broker_url = options.broker
@@ -399,6 +459,13 @@ def main():
         "celery": celery.__version__,
         "worker_concurrency": WORKER_CONCURRENCY,
     }
+    if options.held_tasks:
+        app.conf.task_queues = [bench_queue(f"bench-py-held-{run_id}", options.broker)]
+        figures.update(
+            held_eta_memory(options.held_tasks, f"bench-py-held-{run_id}", options.broker, options.backend)
+        )
+        print(json.dumps(figures), flush=True)
+        return
     one, held = publish_rates(options.publish_tasks, publish_queue)
     figures.update(publish_one=one[0], publish_n=one[1])
     figures.update(publish_batched=held[0], publish_batched_n=held[1])

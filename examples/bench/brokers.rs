@@ -7,11 +7,12 @@ use std::time::Duration;
 use celerity::App;
 use celerity_shop::tasks::TasksRegistry;
 
+use crate::held;
 use crate::measure::{self, BenchResult};
 use crate::options::{Broker, Options};
 use crate::redis_admin::RedisAdmin;
 use crate::report::Figures;
-use crate::worker::{self, WorkerProcess};
+use crate::worker::{self, WorkerLimits, WorkerProcess};
 
 /// Sends and waits for a few round trips so connections and caches are warm.
 async fn warm_up(app: &App, queue: &str) -> BenchResult<Vec<String>> {
@@ -92,13 +93,11 @@ pub async fn bench_remote(options: &Options, broker: Broker) -> BenchResult<Figu
             (broker_url.clone(), backend_url.clone(), queue.clone());
         let (concurrency, prefix) = (options.concurrency, options.worker_prefix.clone());
         move || {
-            WorkerProcess::spawn(
-                &broker_url,
-                &backend_url,
-                &queue,
+            let limits = WorkerLimits {
                 concurrency,
-                prefix.as_deref(),
-            )
+                max_held_eta: None,
+            };
+            WorkerProcess::spawn(&broker_url, &backend_url, &queue, limits, prefix.as_deref())
         }
     };
     let worker = tokio::task::spawn_blocking(spawn).await??;
@@ -154,6 +153,42 @@ pub async fn bench_remote(options: &Options, broker: Broker) -> BenchResult<Figu
     }
     admin.delete(&keys)?;
     Ok(figures)
+}
+
+/// Memory per task held for its countdown on Redis: a worker of its own, its cap on held
+/// tasks raised to `--held-tasks` so that it holds them all, on a fresh queue that is
+/// deleted afterwards (the worker hands the tasks back when it stops).
+pub async fn bench_held(options: &Options) -> BenchResult<Figures> {
+    let url = options.redis_url.clone();
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let queue = format!("bench-redis-held-{run_id}");
+    let count = options.held_tasks;
+    let spawn = {
+        let (url, queue) = (url.clone(), queue.clone());
+        let limits = WorkerLimits {
+            concurrency: options.concurrency,
+            max_held_eta: Some(count),
+        };
+        move || WorkerProcess::spawn(&url, &url, &queue, limits, None)
+    };
+    let worker = tokio::task::spawn_blocking(spawn).await??;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let app = worker::connect(&url, &url, std::slice::from_ref(&queue)).await?;
+    let mut admin = RedisAdmin::connect(&url)?;
+    let measured = held::measure(&app, &mut admin, &queue, count, worker.pid()).await;
+    tokio::task::spawn_blocking(move || worker.stop()).await?;
+    admin.delete(&[
+        queue.clone(),
+        format!("_kombu.binding.{queue}"),
+        format!("_kombu.binding_permanent.{queue}"),
+    ])?;
+    let measured = measured?;
+    Ok(Figures {
+        held_n: Some(measured.held as u64),
+        held_bytes_per_task: Some(measured.bytes_per_task()),
+        held_rss_kb: Some(measured.holding_kb),
+        ..Figures::default()
+    })
 }
 
 /// Microseconds of CPU per task between two readings in nanoseconds.

@@ -8,19 +8,25 @@
 //! For the memory, Redis and RabbitMQ brokers it measures the publish rate from one client
 //! (one call at a time, and in batches), end-to-end throughput of `tasks.ping` with results
 //! stored (from the first publish to the last stored result), the round-trip latency of
-//! sequential calls, the worker's memory and the Redis commands each task costs; then the
-//! generator's time for a 1,000-task schema. With a Python that has Celery
+//! sequential calls, the worker's memory and the Redis commands each task costs; on Redis,
+//! the worker's memory per task held for a one-hour countdown (100,000 tasks, the cap on
+//! held tasks raised to match; `--no-held` skips it); then the generator's time for a
+//! 1,000-task schema. With a Python that has Celery
 //! (`CELERITY_PYTHON`, else `./.venv/bin/python`), `bench/celery_bench.py` runs the same
 //! workload on a prefork worker of concurrency 2. It prints a markdown table on stdout,
 //! progress on stderr. Benchmarks report figures; they assert nothing about them.
 
 mod brokers;
 mod generator;
+mod held;
 mod measure;
 mod options;
 mod python;
 mod redis_admin;
 mod report;
+#[allow(dead_code)] // each example uses part of what they share
+#[path = "../support/mod.rs"]
+mod support;
 mod worker;
 
 use std::fmt::Write;
@@ -98,10 +104,11 @@ async fn run(options: Options) -> BenchResult<()> {
     }
     let python = match options.python {
         Some(false) => None,
-        Some(true) => {
-            Some(python::find().ok_or("--python: no Python with Celery (set CELERITY_PYTHON)")?)
-        }
-        None => python::find(),
+        Some(true) => Some(
+            support::python_with_celery()
+                .ok_or("--python: no Python with Celery (set CELERITY_PYTHON)")?,
+        ),
+        None => support::python_with_celery(),
     };
     if python.is_none() && options.python.is_none() {
         eprintln!(
@@ -116,13 +123,31 @@ async fn run(options: Options) -> BenchResult<()> {
             Broker::Memory => brokers::bench_memory(&options).await?,
             _ => brokers::bench_remote(&options, broker).await?,
         };
-        let theirs = match (&python, broker) {
+        let mut theirs = match (&python, broker) {
             (Some(python), Broker::Redis | Broker::Amqp) => {
                 eprintln!("== {}: Python Celery", broker.name());
                 python_side(python.clone(), &options, broker).await
             }
             _ => None,
         };
+        let mut ours = ours;
+        if broker == Broker::Redis && options.held {
+            eprintln!("== redis: tasks held for their countdown, Celerity");
+            let held = brokers::bench_held(&options).await?;
+            (ours.held_n, ours.held_bytes_per_task, ours.held_rss_kb) =
+                (held.held_n, held.held_bytes_per_task, held.held_rss_kb);
+            if let Some(python) = &python {
+                eprintln!("== redis: tasks held for their countdown, Python Celery");
+                if let Some(held) = python_held(python.clone(), &options).await {
+                    let theirs = theirs.get_or_insert_with(Default::default);
+                    (
+                        theirs.held_n,
+                        theirs.held_bytes_per_task,
+                        theirs.held_rss_kb,
+                    ) = (held.held_n, held.held_bytes_per_task, held.held_rss_kb);
+                }
+            }
+        }
         results.push((broker, ours, theirs));
     }
     let generator = if options.generator {
@@ -154,18 +179,29 @@ async fn python_side(python: PathBuf, options: &Options, broker: Broker) -> Opti
         options.python_publish_tasks,
         options.python_latency_samples,
     );
-    let run = move || python::run(&python, &broker_url, &backend_url, tasks, publish, samples);
-    match tokio::task::spawn_blocking(run).await {
-        Ok(Ok(figures)) => Some(figures),
-        Ok(Err(error)) => {
-            eprintln!("  Python Celery: {error}");
-            None
-        }
-        Err(error) => {
-            eprintln!("  Python Celery: {error}");
-            None
-        }
-    }
+    python_figures(move || python::run(&python, &broker_url, &backend_url, tasks, publish, samples))
+        .await
+}
+
+/// The Python side of the held-task row, or `None` (said why) when it failed.
+async fn python_held(python: PathBuf, options: &Options) -> Option<Figures> {
+    let url = options.redis_url.clone();
+    let tasks = options.python_held_tasks;
+    python_figures(move || python::run_held(&python, &url, &url, tasks)).await
+}
+
+/// Runs a Python measurement off the runtime: its figures, or `None` (said why) when it
+/// failed.
+async fn python_figures(
+    run: impl FnOnce() -> Result<Figures, String> + Send + 'static,
+) -> Option<Figures> {
+    let outcome = tokio::task::spawn_blocking(run)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|figures| figures);
+    outcome
+        .inspect_err(|error| eprintln!("  Python Celery: {error}"))
+        .ok()
 }
 
 type Results = [(Broker, Figures, Option<Figures>)];
@@ -233,7 +269,13 @@ fn render(
          this row overstates Celerity's Redis time against Python's) \
          and RabbitMQ's (its `beam.smp` process, when it runs on this machine). \
          On the memory broker producer, \
-         worker and result reads share one process.",
+         worker and result reads share one process.\n\
+         ⁵ `tasks.ping` sent with a one-hour countdown to a fresh queue of a fresh worker: \
+         its `VmRSS` once it has taken every task (the queue empty or unchanged for 2 s) less \
+         its `VmRSS` before, per task held. The Celerity worker's cap on held tasks \
+         (`--max-held-eta`, 50,000 by default) is raised to the count so that it holds them \
+         all; Python's prefork worker holds ETA tasks in its parent process (parent and \
+         children added up). The queue is deleted afterwards.",
     );
     for (broker, ours, theirs) in results {
         for (side, figures) in [("Celerity", Some(ours)), ("Python", theirs.as_ref())] {

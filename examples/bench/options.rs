@@ -13,6 +13,10 @@ usage: cargo run --release --example bench -- [options]
   --python-tasks N          end-to-end tasks for Python (default 10000)
   --python-publish-tasks N  tasks per Python publish-rate loop (default 10000; 10 s at most)
   --python-latency-samples N  Python round trips (default 1000)
+  --held-tasks N            tasks held for a one-hour countdown, Redis (default 100000;
+                            the worker's --max-held-eta is raised to N so it holds all)
+  --python-held-tasks N     the same for Python (default 20000)
+  --no-held                 skip the held-task memory rows
   --no-generator            skip timing the generator
   --worker-prefix CMD       run the worker process under CMD, e.g. 'perf record -g --'
                             (its memory figures are then CMD's)
@@ -53,6 +57,9 @@ pub struct Options {
     pub python_tasks: usize,
     pub python_publish_tasks: usize,
     pub python_latency_samples: usize,
+    pub held: bool,
+    pub held_tasks: usize,
+    pub python_held_tasks: usize,
     pub generator: bool,
     pub worker_prefix: Option<String>,
     pub redis_url: String,
@@ -75,6 +82,9 @@ impl Options {
             python_tasks: 10_000,
             python_publish_tasks: 10_000,
             python_latency_samples: 1_000,
+            held: true,
+            held_tasks: 100_000,
+            python_held_tasks: 20_000,
             generator: true,
             worker_prefix: None,
             redis_url: env("CELERITY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
@@ -102,6 +112,9 @@ impl Options {
                 "--python" => options.python = Some(true),
                 "--no-python" => options.python = Some(false),
                 "--no-generator" => options.generator = false,
+                "--no-held" => options.held = false,
+                "--held-tasks" => options.held_tasks = positive(flag, value()?)?,
+                "--python-held-tasks" => options.python_held_tasks = positive(flag, value()?)?,
                 "--worker-prefix" => options.worker_prefix = Some(value()?.clone()),
                 "--brokers" => {
                     let list = value()?;

@@ -10,20 +10,6 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/celery_bench.py")
 }
 
-/// `CELERITY_PYTHON`, else the repository's `.venv`, if it can import Celery.
-pub fn find() -> Option<PathBuf> {
-    let python = std::env::var_os("CELERITY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    let imports = Command::new(&python)
-        .args(["-c", "import celery, redis"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    imports.then_some(python)
-}
-
 /// Runs the Python side on one broker; its progress goes to stderr.
 pub fn run(
     python: &Path,
@@ -33,12 +19,40 @@ pub fn run(
     publish_tasks: usize,
     latency_samples: usize,
 ) -> Result<Figures, String> {
-    let output = Command::new(python)
+    let counts = [
+        ("--tasks", tasks),
+        ("--publish-tasks", publish_tasks),
+        ("--latency-samples", latency_samples),
+    ];
+    figures(python, broker_url, backend_url, &counts)
+}
+
+/// The Python side of the held-task row: a prefork worker holding `tasks` sent with a
+/// one-hour countdown (`celery_bench.py --held-tasks`).
+pub fn run_held(
+    python: &Path,
+    broker_url: &str,
+    backend_url: &str,
+    tasks: usize,
+) -> Result<Figures, String> {
+    figures(python, broker_url, backend_url, &[("--held-tasks", tasks)])
+}
+
+/// Runs the script with `counts` (flag and value) and reads the JSON line it prints last.
+fn figures(
+    python: &Path,
+    broker_url: &str,
+    backend_url: &str,
+    counts: &[(&str, usize)],
+) -> Result<Figures, String> {
+    let mut command = Command::new(python);
+    command
         .arg(script())
-        .args(["--broker", broker_url, "--backend", backend_url])
-        .args(["--tasks", &tasks.to_string()])
-        .args(["--publish-tasks", &publish_tasks.to_string()])
-        .args(["--latency-samples", &latency_samples.to_string()])
+        .args(["--broker", broker_url, "--backend", backend_url]);
+    for (flag, n) in counts {
+        command.args([flag.to_string(), n.to_string()]);
+    }
+    let output = command
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("could not run {}: {e}", python.display()))?;

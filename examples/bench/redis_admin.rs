@@ -1,6 +1,6 @@
 //! A few administrative Redis commands over a plain socket (RESP), kept off the measured
-//! paths: checking that Redis is there, reading `INFO commandstats`, and deleting the
-//! queues and results a run leaves behind.
+//! paths: checking that Redis is there, reading `INFO commandstats`, the length of a
+//! queue, and deleting the queues and results a run leaves behind.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -13,10 +13,12 @@ pub struct RedisAdmin {
     writer: TcpStream,
 }
 
-/// A reply, errors aside: the bulk strings INFO answers with, and what is not read.
+/// A reply, errors aside: the bulk strings INFO answers with, integers, and what is not
+/// read.
 #[derive(Debug)]
 enum Reply {
     Bulk(Option<Vec<u8>>),
+    Integer(i64),
     Unread,
 }
 
@@ -129,6 +131,14 @@ impl RedisAdmin {
         Ok(())
     }
 
+    /// How many messages wait in the list `queue`.
+    pub fn llen(&mut self, queue: &str) -> AdminResult<u64> {
+        match self.command(&["LLEN", queue])? {
+            Reply::Integer(n) => Ok(u64::try_from(n).unwrap_or(0)),
+            other => Err(format!("unexpected LLEN reply {other:?}")),
+        }
+    }
+
     fn info(&mut self, section: &str) -> AdminResult<String> {
         match self.command(&["INFO", section])? {
             Reply::Bulk(Some(bytes)) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
@@ -160,7 +170,8 @@ impl RedisAdmin {
             .ok_or("redis closed the connection")?;
         let number = || rest.parse::<i64>().map_err(|e| format!("redis: {e}"));
         match kind {
-            "+" | ":" => Ok(Reply::Unread),
+            "+" => Ok(Reply::Unread),
+            ":" => Ok(Reply::Integer(number()?)),
             "-" => Err(format!("redis: {rest}")),
             "$" => match usize::try_from(number()?) {
                 Err(_) => Ok(Reply::Bulk(None)),

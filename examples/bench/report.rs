@@ -32,6 +32,12 @@ pub struct Figures {
     pub celery: Option<String>,
     /// The Python worker's process count, as the script started it.
     pub worker_concurrency: Option<u64>,
+    /// Tasks the worker held for their countdown in the held-ETA run.
+    pub held_n: Option<u64>,
+    /// Resident bytes the worker grew by per held task.
+    pub held_bytes_per_task: Option<f64>,
+    /// `VmRSS` of the worker holding them, in kB.
+    pub held_rss_kb: Option<u64>,
 }
 
 /// Which way a metric is better.
@@ -169,6 +175,26 @@ pub fn broker_rows(broker: &str, ours: &Figures, theirs: Option<&Figures>, out: 
             better: Better::Lower,
             decimals: 1,
             target: None,
+        },
+        Row {
+            metric: format!("{broker}: worker memory per task held for its countdown (bytes)⁵"),
+            ours: with_n(ours.held_bytes_per_task, ours.held_n),
+            theirs: with_n(theirs.held_bytes_per_task, theirs.held_n),
+            better: Better::Lower,
+            decimals: 0,
+            target: None,
+        },
+        Row {
+            // Celerity's alone: the two sides hold different numbers of tasks.
+            metric: format!("{broker}: worker RSS holding them (MB)⁵"),
+            ours: with_n(mb(ours.held_rss_kb).map(|(v, _)| v), ours.held_n),
+            theirs: None,
+            better: Better::Lower,
+            decimals: 1,
+            target: Some(Target {
+                text: "< 200 MB at 100,000",
+                met: |v| v < 200.0,
+            }),
         },
         Row {
             metric: if broker == "memory" {

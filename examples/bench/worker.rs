@@ -9,6 +9,8 @@ use celerity::App;
 use celerity::backend::RedisBackend;
 use celerity::broker::{AmqpBroker, AmqpOptions, AmqpQueue};
 
+use crate::support::proc_status_kb;
+
 /// Queues of the benchmark expire on RabbitMQ a minute after their last use, so a run
 /// leaves nothing behind (`x-expires`); Redis queues are deleted instead.
 const QUEUE_EXPIRES_MS: u64 = 60_000;
@@ -32,9 +34,9 @@ pub async fn connect(
     Ok(App::new(broker, RedisBackend::connect(backend_url).await?))
 }
 
-/// `bench worker --broker URL --backend URL --queue NAME [--concurrency N]`: runs the
-/// shop's worker on one queue, prints `ready` once consuming, and shuts down gracefully
-/// when its standard input closes.
+/// `bench worker --broker URL --backend URL --queue NAME [--concurrency N]
+/// [--max-held-eta N]`: runs the shop's worker on one queue, prints `ready` once consuming,
+/// and shuts down gracefully when its standard input closes.
 pub fn main(args: &[String]) -> ExitCode {
     let value = |flag: &str| {
         args.windows(2)
@@ -44,10 +46,13 @@ pub fn main(args: &[String]) -> ExitCode {
     let (Some(broker), Some(backend), Some(queue)) =
         (value("--broker"), value("--backend"), value("--queue"))
     else {
-        eprintln!("usage: bench worker --broker URL --backend URL --queue NAME [--concurrency N]");
+        eprintln!(
+            "usage: bench worker --broker URL --backend URL --queue NAME [--concurrency N] [--max-held-eta N]"
+        );
         return ExitCode::from(2);
     };
     let concurrency = value("--concurrency").and_then(|n| n.parse::<usize>().ok());
+    let max_held_eta = value("--max-held-eta").and_then(|n| n.parse::<usize>().ok());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,6 +64,9 @@ pub fn main(args: &[String]) -> ExitCode {
         builder.queues([queue]);
         if let Some(concurrency) = concurrency {
             builder.concurrency(concurrency);
+        }
+        if let Some(cap) = max_held_eta {
+            builder.max_held_eta(cap);
         }
         let worker = builder.start().await?;
         println!("ready");
@@ -80,6 +88,15 @@ pub fn main(args: &[String]) -> ExitCode {
     }
 }
 
+/// What the worker process is told beyond its defaults.
+#[derive(Clone, Copy, Default)]
+pub struct WorkerLimits {
+    /// Tasks run at once.
+    pub concurrency: Option<usize>,
+    /// Tasks held for their ETA outside the prefetch window.
+    pub max_held_eta: Option<usize>,
+}
+
 /// A worker process started by [`WorkerProcess::spawn`].
 pub struct WorkerProcess {
     child: Child,
@@ -94,7 +111,7 @@ impl WorkerProcess {
         broker_url: &str,
         backend_url: &str,
         queue: &str,
-        concurrency: Option<usize>,
+        limits: WorkerLimits,
         prefix: Option<&str>,
     ) -> Result<WorkerProcess, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -114,8 +131,11 @@ impl WorkerProcess {
             ]
             .map(str::to_owned),
         );
-        if let Some(n) = concurrency {
+        if let Some(n) = limits.concurrency {
             words.extend(["--concurrency".to_owned(), n.to_string()]);
+        }
+        if let Some(n) = limits.max_held_eta {
+            words.extend(["--max-held-eta".to_owned(), n.to_string()]);
         }
         let mut child = Command::new(&words[0])
             .args(&words[1..])
@@ -189,13 +209,4 @@ pub fn process_named(name: &str) -> Option<u32> {
             let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
             (comm.trim() == name).then_some(pid)
         })
-}
-
-/// A `kB` field of `/proc/<pid>/status`.
-pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|line| {
-        let value = line.strip_prefix(field)?.strip_prefix(':')?;
-        value.split_whitespace().next()?.parse().ok()
-    })
 }
