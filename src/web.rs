@@ -15,7 +15,7 @@ use axum::extract::{Json, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use celerity::{AsyncResult, FromClient, ResultError, TaskFailure};
+use celerity::{AsyncResult, FromClient, ResultError, TaskFailure, TaskProgress};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -97,15 +97,17 @@ async fn task_status(
     // The service does not know which task an id belongs to, so the result is read as
     // JSON: exactly what the task's typed result serialised to.
     let handle: AsyncResult<Value> = tasks.client().result(id.clone());
-    let (state, outcome) = handle.poll().await?;
+    let progress = handle.poll().await?;
+    let state = progress.state().clone();
     let (mut result, mut error) = (None, None);
-    match outcome {
-        Some(Ok(value)) => result = Some(value),
-        Some(Err(ResultError::Failed(failure) | ResultError::Revoked(failure))) => {
-            error = Some(failure.into())
-        }
-        Some(Err(other)) => return Err(other.into()),
-        None => {}
+    match progress {
+        TaskProgress::Finished(_, Ok(value)) => result = Some(value),
+        TaskProgress::Finished(
+            _,
+            Err(ResultError::Failed(failure) | ResultError::Revoked(failure)),
+        ) => error = Some(failure.into()),
+        TaskProgress::Finished(_, Err(other)) => return Err(other.into()),
+        TaskProgress::Running(_) => {}
     }
     Ok(Json(TaskStatus {
         task_id: id,

@@ -76,11 +76,7 @@ fn run_tasks(format: LogFormat) -> (Vec<String>, [String; 3]) {
                 .await
                 .unwrap();
             email.get(WAIT).await.unwrap_err();
-            let flaky = app
-                .client()
-                .send_task::<u32>(&FLAKY, vec![], Default::default(), Default::default())
-                .await
-                .unwrap();
+            let flaky = app.client().send_task::<u32>(&FLAKY, vec![]).await.unwrap();
             assert_eq!(flaky.get(WAIT).await.unwrap(), 1);
             worker.shutdown().await;
             [ping.id(), email.id(), flaky.id()].map(str::to_owned)

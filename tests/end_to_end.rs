@@ -95,12 +95,8 @@ async fn cleanup_with(app: &App, args: Value, kwargs: Value) -> Result<u64, Resu
     };
     let sent = app
         .client()
-        .send_task::<u64>(
-            &tasks::CLEANUP_SESSIONS,
-            args,
-            kwargs,
-            SendOptions::default(),
-        )
+        .send_task::<u64>(&tasks::CLEANUP_SESSIONS, args)
+        .kwargs(kwargs)
         .await
         .unwrap();
     sent.get(WAIT).await
@@ -163,12 +159,7 @@ async fn arguments_bind_like_a_python_call() {
     );
     let missing = app
         .client()
-        .send_task::<Value>(
-            &tasks::CREATE_USER,
-            vec![],
-            Map::new(),
-            SendOptions::default(),
-        )
+        .send_task::<Value>(&tasks::CREATE_USER, vec![])
         .await
         .unwrap();
     match missing.get(WAIT).await {
@@ -180,7 +171,7 @@ async fn arguments_bind_like_a_python_call() {
     }
     let nested = app
         .client()
-        .send_task::<Value>(&tasks::PROCESS_ORDER, vec![json!({"id": Uuid::nil(), "customer_id": Uuid::nil(), "lines": [{"sku": "A", "quantity": -1, "unit_price_cents": 1}]})], Map::new(), SendOptions::default())
+        .send_task::<Value>(&tasks::PROCESS_ORDER, vec![json!({"id": Uuid::nil(), "customer_id": Uuid::nil(), "lines": [{"sku": "A", "quantity": -1, "unit_price_cents": 1}]})])
         .await
         .unwrap();
     match nested.get(WAIT).await {
@@ -207,12 +198,8 @@ async fn kwargs_with_defaults_fill_nested_defaults_too() {
                        "shipping": {"street": "s", "city": "c", "postcode": "p"}});
     let sent = app
         .client()
-        .send_task::<Value>(
-            &tasks::PROCESS_ORDER,
-            vec![],
-            Map::from_iter([("order".to_owned(), order)]),
-            SendOptions::default(),
-        )
+        .send_task::<Value>(&tasks::PROCESS_ORDER, vec![])
+        .kwargs(Map::from_iter([("order".to_owned(), order)]))
         .await
         .unwrap();
     let outcome = sent.get(WAIT).await.unwrap();

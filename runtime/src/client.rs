@@ -178,9 +178,34 @@ impl Client {
         self.inner.broker.publish(queue, encode(message)?).await
     }
 
-    /// Sends a task by name with untyped arguments: the escape hatch for tasks that are
-    /// not in a schema (for example, tasks of a Python service).
-    pub async fn send_task<R>(
+    /// A call of a task with untyped positional arguments: the escape hatch for tasks
+    /// that are not in a schema (for example, tasks of a Python service). Set options and
+    /// keyword arguments on the call, then `.await` it, as with a generated call.
+    ///
+    /// ```
+    /// # use celerity::{App, TaskSpec};
+    /// # use serde_json::json;
+    /// static RESIZE: TaskSpec = TaskSpec::new("images.resize", &[]);
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> celerity::Result<()> {
+    /// let client = App::memory().client();
+    /// let sent = client
+    ///     .send_task::<bool>(&RESIZE, vec![json!("cat.png")])
+    ///     .kwarg("width", json!(640))
+    ///     .queue("images")
+    ///     .await?;
+    /// # let _ = sent; Ok(()) }
+    /// ```
+    pub fn send_task<R: Send + 'static>(
+        &self,
+        spec: &'static TaskSpec,
+        args: Vec<Value>,
+    ) -> TaskCall<Vec<Value>, R> {
+        TaskCall::new(self, spec, args)
+    }
+
+    /// Publishes a call's message and returns its result handle.
+    async fn send_call<R>(
         &self,
         spec: &TaskSpec,
         args: Vec<Value>,
@@ -219,7 +244,7 @@ impl Client {
         for call in calls {
             let call = call.into_task_call();
             let args = call.encode_args()?;
-            let message = self.message(call.spec, args, Map::new(), &call.options);
+            let message = self.message(call.spec, args, call.kwargs.clone(), &call.options);
             let queue = call.options.queue.as_deref().unwrap_or(call.spec.queue);
             let raw = encode(&message)?;
             match by_queue.iter_mut().find(|(q, _)| q == queue) {
@@ -280,6 +305,7 @@ pub struct TaskCall<A, R> {
     client: Client,
     spec: &'static TaskSpec,
     args: A,
+    kwargs: Map<String, Value>,
     options: SendOptions,
     _result: PhantomData<fn() -> R>,
 }
@@ -300,6 +326,7 @@ impl<A: Serialize + Send + 'static, R: Send + 'static> TaskCall<A, R> {
             client: client.clone(),
             spec,
             args,
+            kwargs: Map::new(),
             options: SendOptions::default(),
             _result: PhantomData,
         }
@@ -347,6 +374,25 @@ impl<A: Serialize + Send + 'static, R: Send + 'static> TaskCall<A, R> {
         self
     }
 
+    /// Sets every option at once.
+    pub fn with_options(mut self, options: SendOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Adds a keyword argument, sent beside the positional ones: for tasks outside a
+    /// schema (a schema's arguments all travel by position, as Celery sends them).
+    pub fn kwarg(mut self, name: impl Into<String>, value: Value) -> Self {
+        self.kwargs.insert(name.into(), value);
+        self
+    }
+
+    /// Adds keyword arguments, as [`kwarg`](Self::kwarg) does one.
+    pub fn kwargs(mut self, kwargs: Map<String, Value>) -> Self {
+        self.kwargs.extend(kwargs);
+        self
+    }
+
     /// The options set so far.
     pub fn options(&self) -> &SendOptions {
         &self.options
@@ -362,10 +408,12 @@ impl<A: Serialize + Send + 'static, R: Send + 'static> TaskCall<A, R> {
         &mut self.args
     }
 
-    /// Arguments as Celery sends them: positionally, in schema order.
+    /// Arguments as Celery sends them: positionally, in schema order (an argument struct),
+    /// or as given (a list).
     pub fn encode_args(&self) -> Result<Vec<Value>> {
         match serde_json::to_value(&self.args) {
             Ok(Value::Object(map)) => Ok(map.into_iter().map(|(_, v)| v).collect()),
+            Ok(Value::Array(items)) => Ok(items),
             Ok(_) => Err(Error::new(
                 ErrorKind::Encode,
                 format!("arguments of `{}` are not a struct", self.spec.name),
@@ -382,7 +430,7 @@ impl<A: Serialize + Send + 'static, R: Send + 'static> TaskCall<A, R> {
     pub async fn send(self) -> Result<AsyncResult<R>> {
         let args = self.encode_args()?;
         self.client
-            .send_task(self.spec, args, Map::new(), self.options)
+            .send_call(self.spec, args, self.kwargs, self.options)
             .await
     }
 }
@@ -478,6 +526,26 @@ pub enum ResultError {
     Backend(#[from] Error),
 }
 
+/// What [`AsyncResult::poll`] found.
+#[derive(Debug)]
+pub enum TaskProgress<R> {
+    /// Not finished: PENDING (unknown ids too, as in Celery), RECEIVED, STARTED or RETRY.
+    Running(TaskState),
+    /// Finished in this state, with what [`AsyncResult::get`] returns: the typed result
+    /// of a SUCCESS, or why there is none (FAILURE, REVOKED, a result that does not
+    /// decode).
+    Finished(TaskState, Result<R, ResultError>),
+}
+
+impl<R> TaskProgress<R> {
+    /// The task's state.
+    pub fn state(&self) -> &TaskState {
+        match self {
+            TaskProgress::Running(state) | TaskProgress::Finished(state, _) => state,
+        }
+    }
+}
+
 /// The handle of a sent task: its state and, once ready, its typed result.
 pub struct AsyncResult<R> {
     id: String,
@@ -545,14 +613,14 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
     /// The current state and, once the task has finished, its typed outcome, from one
     /// read of the backend and without waiting: for status endpoints that clients poll.
-    pub async fn poll(&self) -> Result<(TaskState, Option<Result<R, ResultError>>)> {
+    pub async fn poll(&self) -> Result<TaskProgress<R>> {
         Ok(match self.backend.get(&self.id).await? {
             Some(meta) if meta.status.is_ready() => {
                 let state = meta.status.clone();
-                (state, Some(Self::outcome(meta)))
+                TaskProgress::Finished(state, Self::outcome(meta))
             }
-            Some(meta) => (meta.status, None),
-            None => (TaskState::Pending, None),
+            Some(meta) => TaskProgress::Running(meta.status),
+            None => TaskProgress::Running(TaskState::Pending),
         })
     }
 

@@ -16,7 +16,7 @@
 //! let app = App::memory();
 //! let sent = app
 //!     .client()
-//!     .send_task::<i64>(&ADD, vec![2.into(), 3.into()], Default::default(), Default::default())
+//!     .send_task::<i64>(&ADD, vec![2.into(), 3.into()])
 //!     .await?;
 //! assert_eq!(sent.state().await?, celerity::TaskState::Pending); // no worker is running
 //! # Ok(()) }
@@ -56,6 +56,7 @@ mod worker;
 pub use app::App;
 pub use client::{
     AsyncResult, Client, FromClient, IntoTaskCall, ResultError, SendOptions, TaskCall, TaskFailure,
+    TaskProgress,
 };
 pub use container::{
     BuildError, Component, Container, ContainerBuilder, Dependencies, Requirement, Singleton,

@@ -18,7 +18,7 @@ use celerity::{
     TaskContext, TaskError, TaskResult, TaskSpec, TaskState, Worker,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use support::{DOUBLE, DoubleArgs, Doubler, RawAmqp, to, unique_queue};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -50,9 +50,14 @@ impl Rabbit {
     }
 
     /// Sends `spec(args)` to the test's queue with `options`.
-    async fn send<R>(&self, spec: &TaskSpec, args: Value, options: SendOptions) -> AsyncResult<R>
+    async fn send<R>(
+        &self,
+        spec: &'static TaskSpec,
+        args: Value,
+        options: SendOptions,
+    ) -> AsyncResult<R>
     where
-        R: serde::de::DeserializeOwned,
+        R: serde::de::DeserializeOwned + Send + 'static,
     {
         let Value::Array(args) = args else {
             panic!("args must be a list")
@@ -63,7 +68,8 @@ impl Rabbit {
         };
         self.app
             .client()
-            .send_task(spec, args, Map::new(), options)
+            .send_task(spec, args)
+            .with_options(options)
             .await
             .unwrap()
     }
@@ -173,7 +179,8 @@ async fn double_round_trips(app: &App, raw: &RawAmqp) {
     for x in 0..100 {
         sent.push(
             app.client()
-                .send_task::<i64>(&DOUBLE, vec![json!(x)], Map::new(), to(&queue))
+                .send_task::<i64>(&DOUBLE, vec![json!(x)])
+                .with_options(to(&queue))
                 .await
                 .unwrap(),
         );
@@ -923,7 +930,8 @@ async fn a_closed_broker_fails_at_once_instead_of_reconnecting() {
     let error = rabbit
         .app
         .client()
-        .send_task::<i64>(&RECORD, vec![json!(1)], Map::new(), to(&rabbit.queue))
+        .send_task::<i64>(&RECORD, vec![json!(1)])
+        .with_options(to(&rabbit.queue))
         .await
         .unwrap_err();
     assert_eq!(error.kind(), celerity::ErrorKind::Closed, "{error}");

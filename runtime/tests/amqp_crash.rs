@@ -21,7 +21,7 @@ use std::time::Duration;
 use celerity::{
     App, ArgSpec, BuildError, Component, Invoke, SendOptions, TaskContext, TaskResult, TaskSpec,
 };
-use serde_json::{Map, json};
+use serde_json::json;
 
 /// Set in the worker process: the queue it consumes.
 const QUEUE_VAR: &str = "CELERITY_AMQP_CRASH_QUEUE";
@@ -138,7 +138,8 @@ async fn a_killed_workers_late_ack_tasks_are_redelivered_and_all_complete() {
     for n in 0..TASKS {
         sent.push(
             app.client()
-                .send_task::<i64>(&WORK, vec![json!(n)], Map::new(), options.clone())
+                .send_task::<i64>(&WORK, vec![json!(n)])
+                .with_options(options.clone())
                 .await
                 .unwrap(),
         );

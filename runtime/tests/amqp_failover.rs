@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use celerity::broker::{AmqpBroker, AmqpOptions};
 use celerity::{App, AsyncResult, ErrorKind};
-use serde_json::{Map, json};
+use serde_json::json;
 use support::{DOUBLE, DoubleArgs, Doubler, RawAmqp, to, unique_queue};
 
 /// How long the node of the test's own may take to boot (about 11 s on a small machine).
@@ -168,7 +168,10 @@ async fn send_doubles(app: &App, queue: &str, count: i64) -> Vec<AsyncResult<i64
     let client = app.client();
     let mut sent = Vec::new();
     for x in 0..count {
-        let send = client.send_task::<i64>(&DOUBLE, vec![json!(x)], Map::new(), to(queue));
+        let send = client
+            .send_task::<i64>(&DOUBLE, vec![json!(x)])
+            .with_options(to(queue))
+            .send();
         sent.push(send.await.expect("the task is sent"));
     }
     sent

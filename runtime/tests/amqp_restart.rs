@@ -15,7 +15,7 @@ use std::time::Duration;
 use celerity::backend::RpcBackend;
 use celerity::broker::{AmqpBroker, AmqpOptions};
 use celerity::{App, ArgSpec, Invoke, SendOptions, TaskContext, TaskResult, TaskSpec};
-use serde_json::{Map, json};
+use serde_json::json;
 use support::Doubler;
 
 const TASKS: usize = 60;
@@ -100,12 +100,10 @@ async fn producer_and_worker_recover_from_a_rabbitmq_restart() {
                     ..Default::default()
                 };
                 loop {
-                    let send = client.send_task::<i64>(
-                        &SLOW_DOUBLE,
-                        vec![json!(x)],
-                        Map::new(),
-                        options.clone(),
-                    );
+                    let send = client
+                        .send_task::<i64>(&SLOW_DOUBLE, vec![json!(x)])
+                        .with_options(options.clone())
+                        .send();
                     match send.await {
                         Ok(result) => {
                             sent.push(result);

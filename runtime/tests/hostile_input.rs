@@ -17,7 +17,7 @@ use celerity::broker::{Broker, MemoryBroker};
 use celerity::protocol::{RawMessage, ResultMeta, TaskState};
 use celerity::{App, ResultError, Worker};
 use celery_message::message;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use support::{DOUBLE, DoubleArgs, Doubler};
 
 /// Longest log line any of these messages may produce: Celery's `saferepr` limit (1024
@@ -141,7 +141,7 @@ async fn a_10_mb_ill_typed_argument_gives_a_bounded_log_line_and_failure() {
     let huge = "x".repeat(10 * 1024 * 1024);
     let sent = app
         .client()
-        .send_task::<i64>(&DOUBLE, vec![json!(huge)], Map::new(), Default::default())
+        .send_task::<i64>(&DOUBLE, vec![json!(huge)])
         .await
         .unwrap();
     drop(huge);
@@ -241,7 +241,7 @@ async fn refused_with_failure(raw: RawMessage, exc_type: &str, says: &str) {
     // The worker goes on.
     let sent = app
         .client()
-        .send_task::<i64>(&DOUBLE, vec![json!(4)], Map::new(), Default::default())
+        .send_task::<i64>(&DOUBLE, vec![json!(4)])
         .await
         .unwrap();
     assert_eq!(sent.get(Duration::from_secs(10)).await.unwrap(), 8);
@@ -387,7 +387,7 @@ fn rss_before_and_after_a_10_mb_message() {
         let (app, _broker, worker) = memory_worker(None).await;
         let warm = app
             .client()
-            .send_task::<i64>(&DOUBLE, vec![json!(1)], Map::new(), Default::default())
+            .send_task::<i64>(&DOUBLE, vec![json!(1)])
             .await
             .unwrap();
         warm.get(Duration::from_secs(10)).await.unwrap();
@@ -395,12 +395,7 @@ fn rss_before_and_after_a_10_mb_message() {
         for round in 0..3 {
             let sent = app
                 .client()
-                .send_task::<i64>(
-                    &DOUBLE,
-                    vec![json!("x".repeat(10 * 1024 * 1024))],
-                    Map::new(),
-                    Default::default(),
-                )
+                .send_task::<i64>(&DOUBLE, vec![json!("x".repeat(10 * 1024 * 1024))])
                 .await
                 .unwrap();
             assert!(sent.get(Duration::from_secs(30)).await.is_err());

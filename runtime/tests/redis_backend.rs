@@ -8,9 +8,9 @@ use std::time::Duration;
 use celerity::backend::{RedisBackend, ResultBackend};
 use celerity::broker::MemoryBroker;
 use celerity::protocol::{ExceptionInfo, ResultMeta};
-use celerity::{App, SendOptions, TaskState};
+use celerity::{App, TaskState};
 use redis::AsyncCommands;
-use serde_json::{Map, json};
+use serde_json::json;
 use support::{DOUBLE, DoubleArgs, Doubler};
 
 fn new_id() -> String {
@@ -152,7 +152,7 @@ async fn a_worker_stores_its_results_in_redis() {
     let worker = builder.start().await.unwrap();
     let sent = app
         .client()
-        .send_task::<i64>(&DOUBLE, vec![json!(21)], Map::new(), SendOptions::default())
+        .send_task::<i64>(&DOUBLE, vec![json!(21)])
         .await
         .unwrap();
     assert_eq!(sent.get(Duration::from_secs(5)).await.unwrap(), 42);

@@ -10,7 +10,7 @@ use celerity::backend::RedisBackend;
 use celerity::broker::{Broker, RedisBroker};
 use celerity::{App, SendOptions};
 use redis::AsyncCommands;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use support::{DOUBLE, DoubleArgs, Doubler, to, unique_queue};
 
 async fn app(url: &str) -> App {
@@ -37,7 +37,8 @@ async fn tasks_round_trip_through_redis_with_typed_results() {
     for x in 0..200 {
         sent.push(
             app.client()
-                .send_task::<i64>(&DOUBLE, vec![json!(x)], Map::new(), to(&queue))
+                .send_task::<i64>(&DOUBLE, vec![json!(x)])
+                .with_options(to(&queue))
                 .await
                 .unwrap(),
         );
@@ -67,7 +68,8 @@ async fn the_envelope_on_the_wire_is_kombus() {
     };
     let sent = app
         .client()
-        .send_task::<i64>(&DOUBLE, vec![json!(21)], Map::new(), options)
+        .send_task::<i64>(&DOUBLE, vec![json!(21)])
+        .with_options(options)
         .await
         .unwrap();
     let mut raw = support::raw_redis(&url).await;
@@ -130,7 +132,8 @@ async fn a_lost_consumers_messages_are_restored_after_the_visibility_timeout() {
     let queue = unique_queue();
     let sent = app
         .client()
-        .send_task::<i64>(&DOUBLE, vec![json!(4)], Map::new(), to(&queue))
+        .send_task::<i64>(&DOUBLE, vec![json!(4)])
+        .with_options(to(&queue))
         .await
         .unwrap();
 
@@ -214,7 +217,8 @@ async fn malformed_envelopes_are_dropped_and_the_worker_goes_on() {
     let worker = builder.start().await.unwrap();
     let sent = app
         .client()
-        .send_task::<i64>(&DOUBLE, vec![json!(5)], Map::new(), to(&queue))
+        .send_task::<i64>(&DOUBLE, vec![json!(5)])
+        .with_options(to(&queue))
         .await
         .unwrap();
     assert_eq!(sent.get(Duration::from_secs(10)).await.unwrap(), 10);
@@ -247,7 +251,8 @@ async fn fetching_records_each_message_under_its_own_tag_however_the_envelope_is
     let queue = unique_queue();
     let mut raw = support::raw_redis(&url).await;
     app.client()
-        .send_task::<i64>(&DOUBLE, vec![json!(1)], Map::new(), to(&queue))
+        .send_task::<i64>(&DOUBLE, vec![json!(1)])
+        .with_options(to(&queue))
         .await
         .unwrap();
     let kombu: String = raw.rpop(&queue, None).await.unwrap();
@@ -383,13 +388,15 @@ async fn a_busy_queue_does_not_starve_another() {
     let (busy, quiet) = (unique_queue(), unique_queue());
     for x in 0..20 {
         app.client()
-            .send_task::<i64>(&DOUBLE, vec![json!(x)], Map::new(), to(&busy))
+            .send_task::<i64>(&DOUBLE, vec![json!(x)])
+            .with_options(to(&busy))
             .await
             .unwrap();
     }
     for x in 0..2 {
         app.client()
-            .send_task::<i64>(&DOUBLE, vec![json!(x)], Map::new(), to(&quiet))
+            .send_task::<i64>(&DOUBLE, vec![json!(x)])
+            .with_options(to(&quiet))
             .await
             .unwrap();
     }
@@ -423,7 +430,8 @@ async fn fetched_but_unstarted_tasks_return_to_the_queue_when_the_consumer_stops
     let queue = unique_queue();
     for x in 0..10 {
         app.client()
-            .send_task::<i64>(&DOUBLE, vec![json!(x)], Map::new(), to(&queue))
+            .send_task::<i64>(&DOUBLE, vec![json!(x)])
+            .with_options(to(&queue))
             .await
             .unwrap();
     }
@@ -521,14 +529,20 @@ async fn a_graceful_stop_returns_held_eta_tasks_and_pending_retries_to_the_queue
     let mut sent = Vec::new();
     for x in 0..20 {
         let options = soon.clone();
-        sent.push(client.send_task::<i64>(&DOUBLE, vec![json!(x)], Map::new(), options));
+        sent.push(
+            client
+                .send_task::<i64>(&DOUBLE, vec![json!(x)])
+                .with_options(options)
+                .send(),
+        );
     }
     let mut sent = futures::future::try_join_all(sent).await.unwrap();
     // Five more that run at once and ask for a retry in 3 s: each pending retry is a new
     // message the worker holds.
     for x in 20..25 {
         let retried = client
-            .send_task::<i64>(&RETRY_DOUBLE, vec![json!(x)], Map::new(), to(&queue))
+            .send_task::<i64>(&RETRY_DOUBLE, vec![json!(x)])
+            .with_options(to(&queue))
             .await
             .unwrap();
         sent.push(retried);
@@ -596,7 +610,8 @@ async fn a_task_held_past_the_visibility_timeout_runs_once() {
     };
     let sent = app
         .client()
-        .send_task::<i64>(&DOUBLE, vec![json!(21)], Map::new(), later)
+        .send_task::<i64>(&DOUBLE, vec![json!(21)])
+        .with_options(later)
         .await
         .unwrap();
     // Held three times the visibility timeout, with the worker's own sweep running.

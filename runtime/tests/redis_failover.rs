@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use celerity::{App, AsyncResult};
 use redis::AsyncCommands;
-use serde_json::{Map, json};
+use serde_json::json;
 use support::{DOUBLE, DoubleArgs, Doubler, RedisServer, to, unique_queue};
 
 /// Sends `t.double(x)` for each `x` of `xs`.
@@ -17,7 +17,8 @@ async fn send(app: &App, queue: &str, xs: std::ops::Range<i64>) -> Vec<AsyncResu
     for x in xs {
         let result = app
             .client()
-            .send_task::<i64>(&DOUBLE, vec![json!(x)], Map::new(), to(queue))
+            .send_task::<i64>(&DOUBLE, vec![json!(x)])
+            .with_options(to(queue))
             .await
             .expect("publishing moves to the next server");
         sent.push(result);

@@ -10,7 +10,7 @@ use celerity::backend::RedisBackend;
 use celerity::broker::RedisBroker;
 use celerity::{App, ArgSpec, AsyncResult, TaskSpec, TaskState};
 use redis::AsyncCommands;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use support::{DOUBLE, DoubleArgs, Doubler, to, unique_queue};
 
 /// `t.slow(x) -> 2x` after a pause, acknowledged only after it ran (late ack).
@@ -80,7 +80,8 @@ async fn a_killed_workers_tasks_are_completed_by_another() {
     for x in 0..TASKS {
         sent.push(
             app.client()
-                .send_task::<i64>(&SLOW, vec![json!(x)], Map::new(), to(&queue))
+                .send_task::<i64>(&SLOW, vec![json!(x)])
+                .with_options(to(&queue))
                 .await
                 .unwrap(),
         );
@@ -180,7 +181,8 @@ async fn producer_and_worker_ride_out_a_redis_restart() {
             let mut sent = Vec::new();
             for x in 0..TASKS {
                 let result = client
-                    .send_task::<i64>(&DOUBLE, vec![json!(x)], Map::new(), to(&queue))
+                    .send_task::<i64>(&DOUBLE, vec![json!(x)])
+                    .with_options(to(&queue))
                     .await
                     .expect("publishing rides out the restart");
                 sent.push(result);

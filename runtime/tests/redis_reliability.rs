@@ -13,7 +13,7 @@ use celerity::backend::RedisBackend;
 use celerity::broker::RedisBroker;
 use celerity::{App, ArgSpec, TaskSpec};
 use redis::AsyncCommands;
-use serde_json::{Map, json};
+use serde_json::json;
 use support::{DOUBLE, DoubleArgs, Doubler, to, unique_queue};
 
 const CONSUMER_URL: &str = "CELERITY_KILLED_CONSUMER_URL";
@@ -42,7 +42,8 @@ async fn a_killed_consumers_task_returns_after_the_urls_visibility_timeout() {
     let app = App::from_urls(&server.url(), &server.url()).await.unwrap();
     let sent = app
         .client()
-        .send_task::<i64>(&DOUBLE, vec![json!(21)], Map::new(), to(&queue))
+        .send_task::<i64>(&DOUBLE, vec![json!(21)])
+        .with_options(to(&queue))
         .await
         .unwrap();
 
@@ -157,7 +158,8 @@ async fn a_result_stored_during_an_outage_longer_than_the_retry_window_arrives()
     let client = App::from_urls(&url, &url).await.unwrap();
     let sent = client
         .client()
-        .send_task::<i64>(&EARLY, vec![json!(21)], Map::new(), to(&queue))
+        .send_task::<i64>(&EARLY, vec![json!(21)])
+        .with_options(to(&queue))
         .await
         .unwrap();
 
@@ -201,7 +203,8 @@ async fn a_late_acked_task_whose_result_is_given_up_runs_again_and_stores_it() {
     let client = App::from_urls(&broker_url, &backend_url).await.unwrap();
     let sent = client
         .client()
-        .send_task::<i64>(&LATE, vec![json!(21)], Map::new(), to(&queue))
+        .send_task::<i64>(&LATE, vec![json!(21)])
+        .with_options(to(&queue))
         .await
         .unwrap();
 

@@ -11,7 +11,7 @@ use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use celerity::{App, ArgSpec, TaskSpec};
-use serde_json::{Map, json};
+use serde_json::json;
 use support::{RedisServer, to, unique_queue};
 
 const MASTER_NAME: &str = "mymaster";
@@ -194,7 +194,8 @@ async fn producer_and_worker_follow_a_sentinel_failover_and_lose_no_task() {
             for x in 0..TASKS {
                 let started = Instant::now();
                 let result = client
-                    .send_task::<i64>(&COUNTED, vec![json!(x)], Map::new(), to(&queue))
+                    .send_task::<i64>(&COUNTED, vec![json!(x)])
+                    .with_options(to(&queue))
                     .await
                     .expect("publishing follows the failover");
                 slowest = slowest.max(started.elapsed());
@@ -247,7 +248,8 @@ async fn a_task_is_sent_only_once_a_replica_has_it() {
         let queue = queue.clone();
         async move {
             client
-                .send_task::<i64>(&COUNTED, vec![json!(x)], Map::new(), to(&queue))
+                .send_task::<i64>(&COUNTED, vec![json!(x)])
+                .with_options(to(&queue))
                 .await
                 .unwrap()
         }

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use celerity::App;
-use serde_json::{Map, json};
+use serde_json::json;
 use support::{DOUBLE, DoubleArgs, Doubler, unique_queue};
 
 #[tokio::test]
@@ -32,7 +32,8 @@ async fn tasks_round_trip_over_tls_with_the_ca_from_the_url() {
     };
     let sent = app
         .client()
-        .send_task::<i64>(&DOUBLE, vec![json!(21)], Map::new(), options)
+        .send_task::<i64>(&DOUBLE, vec![json!(21)])
+        .with_options(options)
         .await
         .unwrap();
     assert_eq!(sent.get(Duration::from_secs(10)).await.unwrap(), 42);

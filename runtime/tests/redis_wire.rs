@@ -147,12 +147,9 @@ async fn a_task_message_is_what_celery_writes() {
         ..Default::default()
     };
     app.client()
-        .send_task::<Value>(
-            &CREATE_USER,
-            vec![json!("zoë@example.com"), json!("staff")],
-            kwargs,
-            options,
-        )
+        .send_task::<Value>(&CREATE_USER, vec![json!("zoë@example.com"), json!("staff")])
+        .kwargs(kwargs)
+        .with_options(options)
         .await
         .unwrap();
     let mut raw = support::raw_redis(&url).await;

@@ -6,11 +6,10 @@
 use std::time::Duration;
 
 use celerity::{
-    App, ArgSpec, BuildError, Component, Invoke, SendOptions, TaskContext, TaskResult, TaskSpec,
-    TaskState,
+    App, ArgSpec, BuildError, Component, Invoke, TaskContext, TaskResult, TaskSpec, TaskState,
 };
 use serde::Deserialize;
-use serde_json::{Map, json};
+use serde_json::json;
 
 static NAP: TaskSpec = TaskSpec::new("t.nap", &[ArgSpec::new("millis", true)]);
 
@@ -44,7 +43,7 @@ async fn sigterm_drains_running_tasks_then_stops() {
     let worker = builder.start().await.unwrap();
     let nap = app
         .client()
-        .send_task::<u64>(&NAP, vec![json!(500)], Map::new(), SendOptions::default())
+        .send_task::<u64>(&NAP, vec![json!(500)])
         .await
         .unwrap();
     let running = tokio::spawn(worker.run_until_signal());
@@ -68,7 +67,7 @@ async fn sigterm_drains_running_tasks_then_stops() {
     // The worker no longer consumes: a new task stays pending.
     let later = app
         .client()
-        .send_task::<u64>(&NAP, vec![json!(1)], Map::new(), SendOptions::default())
+        .send_task::<u64>(&NAP, vec![json!(1)])
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;

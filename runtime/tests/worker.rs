@@ -15,7 +15,7 @@ use celerity::{
     TaskContext, TaskError, TaskResult, TaskSpec, TaskState, Worker,
 };
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 const WAIT: Duration = Duration::from_secs(24 * 3600);
@@ -180,7 +180,8 @@ impl Harness {
         };
         self.app
             .client()
-            .send_task(spec, args, Map::new(), options)
+            .send_task(spec, args)
+            .with_options(options)
             .await
             .expect("sent")
     }
@@ -429,13 +430,14 @@ async fn beyond_the_held_cap_eta_tasks_take_window_places_and_fetching_pauses() 
     let mut sent = Vec::new();
     for n in 0..5 {
         let result = client
-            .send_task::<Value>(&ECHO, vec![json!(n)], Map::new(), later.clone())
+            .send_task::<Value>(&ECHO, vec![json!(n)])
+            .with_options(later.clone())
             .await
             .unwrap();
         sent.push((json!(n), result));
     }
     let now = client
-        .send_task::<Value>(&ECHO, vec![json!(9)], Map::new(), SendOptions::default())
+        .send_task::<Value>(&ECHO, vec![json!(9)])
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -677,7 +679,7 @@ async fn singletons_are_built_in_dependency_order_and_closed_in_reverse() {
     let life = worker.singleton::<Lifecycle>().unwrap();
     let sent = app
         .client()
-        .send_task::<i64>(&ECHO, vec![json!(5)], Map::new(), SendOptions::default())
+        .send_task::<i64>(&ECHO, vec![json!(5)])
         .await
         .unwrap();
     assert_eq!(sent.get(Duration::from_secs(5)).await.unwrap(), 5);
@@ -719,7 +721,7 @@ async fn a_missing_dependency_fails_start_up_naming_the_path() {
     let broker = MemoryBroker::new();
     let app = App::new(broker.clone(), MemoryBackend::new());
     app.client()
-        .send_task::<i64>(&ECHO, vec![json!(1)], Map::new(), SendOptions::default())
+        .send_task::<i64>(&ECHO, vec![json!(1)])
         .await
         .unwrap();
     let mut builder = app.worker();

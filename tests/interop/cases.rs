@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use celerity::{AsyncResult, ResultError, SendOptions, TaskFailure, TaskState};
+use celerity::{AsyncResult, ResultError, TaskFailure, TaskState};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::python::{Call, Python};
 use super::rust_worker;
@@ -61,13 +61,6 @@ fn python_customer() -> Value {
     })
 }
 
-fn object(value: Value) -> Map<String, Value> {
-    match value {
-        Value::Object(map) => map,
-        other => panic!("{other} is not an object"),
-    }
-}
-
 fn failure<T: std::fmt::Debug>(outcome: Result<T, ResultError>, what: &str) -> TaskFailure {
     match outcome {
         Err(ResultError::Failed(failure)) => failure,
@@ -121,10 +114,6 @@ pub async fn rust_client_python_worker(transport: &Transport, python: &Python) {
     let app = transport.app().await;
     let tasks = TasksRegistry::new(app.client());
     let client = app.client();
-    let to_queue = SendOptions {
-        queue: Some(queue.clone()),
-        ..Default::default()
-    };
     let two_seconds = Duration::from_secs(2);
 
     let add = tasks.add(2, 40).queue(&queue).await.unwrap();
@@ -137,21 +126,15 @@ pub async fn rust_client_python_worker(transport: &Transport, python: &Python) {
         .unwrap();
     // Untyped sends leave arguments out, so Python's own defaults apply.
     let defaults = client
-        .send_task::<String>(
-            &tasks::GREET,
-            vec![json!("Ada")],
-            Map::new(),
-            to_queue.clone(),
-        )
+        .send_task::<String>(&tasks::GREET, vec![json!("Ada")])
+        .queue(&queue)
         .await
         .unwrap();
     let kwargs = client
-        .send_task::<String>(
-            &tasks::GREET,
-            vec![],
-            object(json!({"punctuation": "?", "name": "Zoë"})),
-            to_queue.clone(),
-        )
+        .send_task::<String>(&tasks::GREET, vec![])
+        .kwarg("punctuation", json!("?"))
+        .kwarg("name", json!("Zoë"))
+        .queue(&queue)
         .await
         .unwrap();
     let profile = tasks.profile(customer()).queue(&queue).await.unwrap();
