@@ -76,7 +76,7 @@ fn measure(url: &str, count: usize) -> Result<(), Failure> {
     let stopping = Instant::now();
     worker.stop();
     let back = redis.llen(&queue)?;
-    redis.delete(&[queue.clone(), format!("_kombu.binding.{queue}")])?;
+    redis.delete_queue(&queue)?;
     let held = held?;
     println!(
         "worker holds {} of {count} tasks; RSS {:.1} MB idle, {:.1} MB holding them: {:.0} bytes per held task",

@@ -319,7 +319,11 @@ async fn run(amqp: bool) -> Result<(Vec<Row>, u64), Failure> {
         .map(|id| format!("{}{id}", celerity::backend::TASK_META_PREFIX))
         .collect();
     if !amqp {
-        keys.extend([queue.clone(), format!("_kombu.binding.{queue}")]);
+        keys.extend([
+            queue.clone(),
+            format!("_kombu.binding.{queue}"),
+            format!("_kombu.binding_permanent.{queue}"),
+        ]);
     }
     let _: () = redis.del(&keys).await?;
     Ok((rows, settled_kb))

@@ -177,11 +177,7 @@ pub async fn bench_held(options: &Options) -> BenchResult<Figures> {
     let mut admin = RedisAdmin::connect(&url)?;
     let measured = held::measure(&app, &mut admin, &queue, count, worker.pid()).await;
     tokio::task::spawn_blocking(move || worker.stop()).await?;
-    admin.delete(&[
-        queue.clone(),
-        format!("_kombu.binding.{queue}"),
-        format!("_kombu.binding_permanent.{queue}"),
-    ])?;
+    admin.delete_queue(&queue)?;
     let measured = measured?;
     Ok(Figures {
         held_n: Some(measured.held as u64),

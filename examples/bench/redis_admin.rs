@@ -131,6 +131,15 @@ impl RedisAdmin {
         Ok(())
     }
 
+    /// Deletes the list `queue` and the bindings workers registered for it.
+    pub fn delete_queue(&mut self, queue: &str) -> AdminResult<()> {
+        self.delete(&[
+            queue.to_owned(),
+            format!("_kombu.binding.{queue}"),
+            format!("_kombu.binding_permanent.{queue}"),
+        ])
+    }
+
     /// How many messages wait in the list `queue`.
     pub fn llen(&mut self, queue: &str) -> AdminResult<u64> {
         match self.command(&["LLEN", queue])? {

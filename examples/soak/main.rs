@@ -400,8 +400,13 @@ async fn soak(options: &Options) -> Result<Report, Failure> {
     app.close().await;
     let sent = sent.expect("the loop ends once all are sent");
     let (celerity_runs, python_runs, lost) = count(&mut redis, &hashes, &sent).await?;
-    let _: () = redis.del(&hashes).await?;
     delete_queue(&python, options, &queue);
+    // What kombu's queue deletion leaves: the bindings the workers registered.
+    let bindings = [
+        format!("_kombu.binding.{queue}"),
+        format!("_kombu.binding_permanent.{queue}"),
+    ];
+    let _: () = redis.del([&hashes[..], &bindings[..]].concat()).await?;
     Ok(Report {
         sent: sent.len(),
         celerity: celerity_runs,
