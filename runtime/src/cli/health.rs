@@ -26,7 +26,7 @@ pub(crate) struct HealthServer {
 }
 
 impl HealthServer {
-    pub async fn bind(addr: SocketAddr) -> Result<Self> {
+    pub(crate) async fn bind(addr: SocketAddr) -> Result<Self> {
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             Error::new(
                 ErrorKind::Config,
@@ -37,14 +37,14 @@ impl HealthServer {
         Ok(HealthServer { listener })
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
     }
 
     /// Answers probes until the runtime stops.
-    pub async fn serve(self, status: WorkerStatus, hostname: String) {
+    pub(crate) async fn serve(self, status: WorkerStatus, hostname: String) {
         loop {
             match self.listener.accept().await {
                 Ok((stream, _)) => {

@@ -128,7 +128,7 @@ pub(crate) struct TaskTable {
 }
 
 impl TaskTable {
-    pub fn insert<C, A>(&mut self, spec: &'static TaskSpec)
+    pub(crate) fn insert<C, A>(&mut self, spec: &'static TaskSpec)
     where
         C: Component,
         A: Invoke<C> + DeserializeOwned,
@@ -140,15 +140,15 @@ impl TaskTable {
         self.tasks.insert(spec.name, Registered { spec, handler });
     }
 
-    pub fn get(&self, name: &str) -> Option<&Registered> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Registered> {
         self.tasks.get(name)
     }
 
-    pub fn specs(&self) -> impl Iterator<Item = &'static TaskSpec> + '_ {
+    pub(crate) fn specs(&self) -> impl Iterator<Item = &'static TaskSpec> + '_ {
         self.tasks.values().map(|r| r.spec)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.tasks.is_empty()
     }
 }

@@ -76,7 +76,7 @@ impl Shared {
     }
 
     /// Marks `ids` as revoked: each is discarded when received, or when its ETA comes.
-    pub fn revoke(&self, ids: impl IntoIterator<Item = String>) {
+    pub(crate) fn revoke(&self, ids: impl IntoIterator<Item = String>) {
         let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
         for id in ids {
             revoked.insert_new(id, ());
@@ -84,7 +84,7 @@ impl Shared {
     }
 
     /// The revoked ids, oldest first.
-    pub fn revoked_ids(&self) -> Vec<String> {
+    pub(crate) fn revoked_ids(&self) -> Vec<String> {
         let revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
         revoked.keys().cloned().collect()
     }

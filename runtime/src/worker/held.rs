@@ -48,7 +48,7 @@ pub(crate) struct PackedMessage {
 }
 
 impl PackedMessage {
-    pub fn pack(mut raw: RawMessage) -> Self {
+    pub(crate) fn pack(mut raw: RawMessage) -> Self {
         let headers = std::mem::take(&mut raw.headers);
         // Serialising a map of JSON values cannot fail.
         let headers = serde_json::to_vec(&headers)
@@ -61,7 +61,7 @@ impl PackedMessage {
         }
     }
 
-    pub fn unpack(self) -> RawMessage {
+    pub(crate) fn unpack(self) -> RawMessage {
         let mut raw = self.shell;
         // It was written from a map just above, so it reads back as one.
         raw.headers = serde_json::from_slice(&self.headers).unwrap_or_default();
@@ -97,7 +97,7 @@ struct State {
 
 impl HeldTasks {
     /// Holds up to `cap` tasks outside the prefetch window.
-    pub fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize) -> Self {
         HeldTasks {
             state: Mutex::default(),
             wake: Notify::new(),
@@ -114,12 +114,12 @@ impl HeldTasks {
 
     /// Watches how many tasks came due (or are going back to the broker) and are not
     /// settled yet.
-    pub fn leaving(&self) -> watch::Receiver<usize> {
+    pub(crate) fn leaving(&self) -> watch::Receiver<usize> {
         self.leaving.subscribe()
     }
 
     /// Watches how many tasks are held outside the prefetch window.
-    pub fn count(&self) -> watch::Receiver<usize> {
+    pub(crate) fn count(&self) -> watch::Receiver<usize> {
         self.count.subscribe()
     }
 
@@ -129,7 +129,7 @@ impl HeldTasks {
     /// memory it holds stays bounded, nothing is requeued (a far-future task requeued
     /// comes straight back, a hot loop), and nothing is lost. Once the worker stops, the
     /// task is handed back instead.
-    pub async fn hold(&self, due: Instant, mut task: Waiting, place: OwnedSemaphorePermit) {
+    pub(crate) async fn hold(&self, due: Instant, mut task: Waiting, place: OwnedSemaphorePermit) {
         let refused = {
             let mut state = self.lock();
             if state.closed {
@@ -192,7 +192,7 @@ impl HeldTasks {
     /// Hands each task to `start` when its ETA comes, until [`close`](Self::close).
     /// `start` calls [`left`](Self::left) once the task has its place in the prefetch
     /// window or is back on the broker.
-    pub async fn run(&self, start: impl Fn(Waiting)) {
+    pub(crate) async fn run(&self, start: impl Fn(Waiting)) {
         loop {
             // Registered before looking, so a task held in between is not missed.
             let woken = self.wake.notified();
@@ -217,7 +217,7 @@ impl HeldTasks {
 
     /// Stops holding: every task still held, and every one offered from now on, goes back
     /// to the broker. Returns once the broker has them all back (or after a timeout).
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         let tasks = {
             let mut state = self.lock();
             state.closed = true;
@@ -252,12 +252,12 @@ impl HeldTasks {
 
     /// A task handed to `start` by [`run`](Self::run) is settled: admitted to the window
     /// or given back.
-    pub fn left(&self) {
+    pub(crate) fn left(&self) {
         self.leaving.send_modify(|n| *n = n.saturating_sub(1));
     }
 
     /// Returns `task` to its queue, unstarted (a reject with requeue).
-    pub async fn give_back(&self, task: Waiting) {
+    pub(crate) async fn give_back(&self, task: Waiting) {
         let Waiting {
             raw, queue, acker, ..
         } = task;

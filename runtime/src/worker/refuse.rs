@@ -35,7 +35,7 @@ pub(super) struct Refusal {
 
 impl Refusal {
     /// Celery's `InvalidTaskError`: the message does not follow the task protocol.
-    pub fn invalid(reason: String) -> Refusal {
+    pub(crate) fn invalid(reason: String) -> Refusal {
         let exception = ExceptionInfo::new("InvalidTaskError", "celery.exceptions", reason.clone());
         Refusal {
             reason,
@@ -53,7 +53,7 @@ impl Refusal {
     }
 
     /// The refusal of a message [`TaskMessage::from_raw`] cannot decode.
-    pub fn of(error: MessageError) -> Refusal {
+    pub(crate) fn of(error: MessageError) -> Refusal {
         let reason = error.to_string();
         match error {
             MessageError::ContentDisallowed(content_type) => {
