@@ -12,6 +12,9 @@
 //! `reply_to`, answers `{"<node name>": <answer>}` to that exchange and routing key with
 //! the headers `{"ticket", "clock"}` (`Mailbox._publish_reply`), which is how the client
 //! matches answers to its request.
+//!
+//! The messages themselves are built here, once: each transport only puts them on its
+//! wire (an AMQP publish, a kombu envelope on Redis).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,13 +22,15 @@ use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
 
 use crate::error::Result;
+#[cfg(any(feature = "redis", feature = "amqp"))]
+use crate::protocol::{Properties, RawMessage, to_python_json};
 
 /// The mailbox exchange: `<control_exchange>.pidbox` with Celery's default `celery`.
 #[cfg(feature = "redis")]
 pub(crate) const EXCHANGE: &str = "celery.pidbox";
 
 /// The exchange replies go to (`Mailbox.reply_exchange_fmt`).
-pub const REPLY_EXCHANGE: &str = "reply.celery.pidbox";
+pub(crate) const REPLY_EXCHANGE: &str = "reply.celery.pidbox";
 
 /// Where a command's answer goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +206,56 @@ pub(crate) fn clock_adjust(other: u64) {
     CLOCK.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A command `body` (see [`MailboxCommand::cast`]) as `Mailbox._publish` sends it without
+/// a reply: persistent, with the `clock` and an `expires` of 0 (no reply awaited).
+#[cfg(any(feature = "redis", feature = "amqp"))]
+pub(crate) fn command_message(body: &Value) -> RawMessage {
+    let mut headers = Map::new();
+    headers.insert("clock".into(), clock_forward().into());
+    headers.insert("expires".into(), 0.into());
+    message(body, headers, 2)
+}
+
+/// An `answer` to the request `ticket` as `Mailbox._publish_reply` sends it: transient,
+/// with the `ticket` and the `clock`.
+#[cfg(any(feature = "redis", feature = "amqp"))]
+pub(crate) fn reply_message(ticket: &str, answer: &Value) -> RawMessage {
+    let mut headers = Map::new();
+    headers.insert("ticket".into(), ticket.into());
+    headers.insert("clock".into(), clock_forward().into());
+    message(answer, headers, 1)
+}
+
+/// A mailbox message as kombu's producer writes it: JSON, priority 0.
+#[cfg(any(feature = "redis", feature = "amqp"))]
+fn message(body: &Value, headers: Map<String, Value>, delivery_mode: u8) -> RawMessage {
+    RawMessage {
+        headers,
+        properties: Properties {
+            delivery_mode: Some(delivery_mode),
+            priority: Some(0),
+            ..Properties::default()
+        },
+        content_type: "application/json".into(),
+        content_encoding: "utf-8".into(),
+        body: to_python_json(body).unwrap_or_default(),
+    }
+}
+
+/// The command a received mailbox `message` carries, after moving the clock past the
+/// sender's (`Node.handle_message`); `None`, logged, when it carries none.
+#[cfg(any(feature = "redis", feature = "amqp"))]
+pub(crate) fn read_command(message: &RawMessage) -> Option<MailboxCommand> {
+    if let Some(clock) = message.headers.get("clock").and_then(Value::as_u64) {
+        clock_adjust(clock);
+    }
+    let command = MailboxCommand::from_json(&message.body);
+    if command.is_none() {
+        tracing::warn!("ignoring a control message that is not a command");
+    }
+    command
+}
+
 /// A worker's mailbox on one transport: the commands addressed to the workers, and the
 /// way back to the client that asked.
 pub trait Mailbox: Send {
@@ -269,6 +324,28 @@ mod tests {
             ..to("celery@.*")
         };
         assert!(!pcre.is_for("celery@web-1"));
+    }
+
+    #[test]
+    #[cfg(any(feature = "redis", feature = "amqp"))]
+    fn replies_carry_the_ticket_and_the_clock_and_are_transient() {
+        let reply = reply_message("t-1", &json!({"w1@vm": {"ok": "pong"}}));
+        assert_eq!(reply.headers["ticket"], "t-1");
+        assert!(reply.headers["clock"].as_u64().is_some());
+        assert_eq!(reply.properties.delivery_mode, Some(1));
+        assert_eq!(reply.content_type, "application/json");
+        let body: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(body, json!({"w1@vm": {"ok": "pong"}}));
+
+        let command = command_message(&MailboxCommand::revoke(&["a".into()]));
+        assert_eq!(command.properties.delivery_mode, Some(2));
+        assert_eq!(command.headers["expires"], 0);
+        let clock = command.headers["clock"].as_u64().unwrap();
+        assert_eq!(read_command(&command).unwrap().method, "revoke");
+        assert!(
+            clock_forward() > clock + 1,
+            "reading moved the clock past the sender's"
+        );
     }
 
     #[test]

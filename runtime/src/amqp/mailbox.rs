@@ -9,17 +9,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
+use lapin::Channel;
 use lapin::options::{QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel};
+use lapin::types::{AMQPValue, FieldTable};
 use serde_json::Value;
 
 use super::topology::{ExchangeType, declare_exchange};
 use super::{AmqpBroker, Declare, Route, wire};
 use crate::broker::{Control, ControlStream};
 use crate::error::{ErrorKind, Result};
-use crate::pidbox::{Mailbox, MailboxCommand, ReplyTo, clock_adjust, clock_forward, task_ids};
-use crate::protocol::to_python_json;
+use crate::pidbox::{self, Mailbox, MailboxCommand, ReplyTo, task_ids};
+use crate::protocol::RawMessage;
 
 /// `control_queue_ttl`: commands older than this are dropped from a node's queue.
 const QUEUE_TTL_MS: i32 = 300_000;
@@ -33,40 +33,26 @@ fn exchange_name(broker: &AmqpBroker) -> String {
     format!("{}.pidbox", broker.options().control_exchange)
 }
 
-/// The clock as py-amqp writes a Python int: `I` while it fits in 32 bits.
-fn clock_header() -> AMQPValue {
-    wire::amqp_value(&Value::from(clock_forward()))
-}
-
-/// A mailbox message's properties as kombu's producer sets them: JSON, the headers, and
-/// persistent for commands, transient for answers (`Mailbox.reply_exchange`).
-fn properties(headers: FieldTable, delivery_mode: u8) -> BasicProperties {
-    BasicProperties::default()
-        .with_content_type(ShortString::from("application/json"))
-        .with_content_encoding(ShortString::from("utf-8"))
-        .with_delivery_mode(delivery_mode)
-        .with_priority(0)
-        .with_headers(headers)
+/// Publishes `message` (built by [`pidbox`]) through `route`.
+async fn publish(broker: &AmqpBroker, route: Route<'_>, message: &RawMessage) -> Result<()> {
+    let properties = wire::basic_properties(message);
+    broker
+        .publish_confirmed(route, properties, &message.body)
+        .await
 }
 
 /// Publishes `command` as `Mailbox._broadcast` does without a reply: to the fanout
 /// exchange, which is declared first (non-durable, as `Mailbox._get_exchange`).
 pub(super) async fn broadcast(broker: &AmqpBroker, command: Control) -> Result<()> {
     let Control::Revoke { task_ids } = command;
-    let body = MailboxCommand::revoke(&task_ids);
+    let message = pidbox::command_message(&MailboxCommand::revoke(&task_ids));
     let exchange = exchange_name(broker);
-    let mut headers = FieldTable::default();
-    headers.insert("clock".into(), clock_header());
-    headers.insert("expires".into(), AMQPValue::LongInt(0));
     let route = Route {
         exchange: &exchange,
         routing_key: "",
         declare: Declare::TransientExchange(&exchange, ExchangeType::Fanout),
     };
-    let payload = to_python_json(&body).unwrap_or_default();
-    broker
-        .publish_confirmed(route, properties(headers, 2), &payload)
-        .await
+    publish(broker, route, &message).await
 }
 
 /// A node's queue: declared, bound and consumed again after a lost connection.
@@ -157,12 +143,8 @@ impl NodeQueue {
             match consumer.next().await {
                 Some(Ok(delivery)) => {
                     let message = wire::raw_message(&delivery.properties, delivery.data);
-                    if let Some(clock) = message.headers.get("clock").and_then(Value::as_u64) {
-                        clock_adjust(clock);
-                    }
-                    match MailboxCommand::from_json(&message.body) {
-                        Some(command) => return Some(command),
-                        None => tracing::warn!("ignoring a control message that is not a command"),
+                    if let Some(command) = pidbox::read_command(&message) {
+                        return Some(command);
                     }
                 }
                 Some(Err(_)) | None => {
@@ -247,7 +229,7 @@ impl Mailbox for AmqpMailbox {
     }
 
     /// Publishes the answer as `Mailbox._publish_reply` does: to the reply exchange
-    /// (direct, non-durable, declared first), transient, with the request's ticket.
+    /// (direct, non-durable, declared first).
     fn reply<'a>(
         &'a mut self,
         to: &'a ReplyTo,
@@ -255,19 +237,13 @@ impl Mailbox for AmqpMailbox {
         answer: Value,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let mut headers = FieldTable::default();
-            headers.insert("ticket".into(), AMQPValue::LongString(ticket.into()));
-            headers.insert("clock".into(), clock_header());
+            let message = pidbox::reply_message(ticket, &answer);
             let route = Route {
                 exchange: &to.exchange,
                 routing_key: &to.routing_key,
                 declare: Declare::TransientExchange(&to.exchange, ExchangeType::Direct),
             };
-            let payload = to_python_json(&answer).unwrap_or_default();
-            self.queue
-                .broker
-                .publish_confirmed(route, properties(headers, 1), &payload)
-                .await
+            publish(&self.queue.broker, route, &message).await
         })
     }
 }

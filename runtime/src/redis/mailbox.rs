@@ -6,13 +6,13 @@
 //! (`Channel._lookup`), where the client waits with `BRPOP`.
 
 use futures::future::BoxFuture;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::connection::{RedisConnection, Subscription};
 use super::kombu::{self, DeliveryInfo, PRIORITY_SEPARATOR};
 use crate::error::Result;
-use crate::pidbox::{EXCHANGE, Mailbox, MailboxCommand, ReplyTo, clock_adjust, clock_forward};
-use crate::protocol::{Properties, RawMessage, to_python_json};
+use crate::pidbox::{self, EXCHANGE, Mailbox, MailboxCommand, ReplyTo};
+use crate::protocol::RawMessage;
 
 /// The pub/sub channel of the mailbox exchange in database `db`
 /// (`keyprefix_fanout + exchange`).
@@ -20,41 +20,20 @@ pub(crate) fn channel(db: i64) -> String {
     format!("/{db}.{EXCHANGE}")
 }
 
-/// A mailbox message in kombu's envelope: `body` as JSON, `headers`, transient unless
-/// `persistent`, routed through `exchange` with `routing_key`.
-fn envelope(
-    body: &Value,
-    headers: Map<String, Value>,
-    persistent: bool,
-    exchange: &str,
-    routing_key: &str,
-) -> Vec<u8> {
-    let message = RawMessage {
-        headers,
-        properties: Properties {
-            delivery_mode: Some(if persistent { 2 } else { 1 }),
-            priority: Some(0),
-            ..Properties::default()
-        },
-        content_type: "application/json".into(),
-        content_encoding: "utf-8".into(),
-        body: to_python_json(body).unwrap_or_default(),
-    };
+/// A mailbox `message` (built by [`pidbox`]) in kombu's envelope, routed through
+/// `exchange` with `routing_key`.
+fn envelope(message: &RawMessage, exchange: &str, routing_key: &str) -> Vec<u8> {
     let info = DeliveryInfo {
         exchange: exchange.to_owned(),
         routing_key: routing_key.to_owned(),
     };
-    kombu::wrap(&message, &info, &uuid::Uuid::new_v4().to_string())
+    kombu::wrap(message, &info, &uuid::Uuid::new_v4().to_string())
 }
 
 /// A command `body` (see [`MailboxCommand::cast`]) as `Mailbox._publish` sends it on
-/// Redis, to be `PUBLISH`ed on [`channel`]: persistent, with the `clock` and an `expires`
-/// of 0 (no reply awaited).
+/// Redis, to be `PUBLISH`ed on [`channel`].
 pub(crate) fn broadcast_envelope(body: &Value) -> Vec<u8> {
-    let mut headers = Map::new();
-    headers.insert("clock".into(), clock_forward().into());
-    headers.insert("expires".into(), 0.into());
-    envelope(body, headers, true, EXCHANGE, "")
+    envelope(&pidbox::command_message(body), EXCHANGE, "")
 }
 
 /// A worker's mailbox on Redis.
@@ -111,12 +90,8 @@ impl Mailbox for RedisMailbox {
                         continue;
                     }
                 };
-                if let Some(clock) = message.headers.get("clock").and_then(Value::as_u64) {
-                    clock_adjust(clock);
-                }
-                match MailboxCommand::from_json(&message.body) {
-                    Some(command) => return Some(command),
-                    None => tracing::warn!("ignoring a control message that is not a command"),
+                if let Some(command) = pidbox::read_command(&message) {
+                    return Some(command);
                 }
             }
         })
@@ -136,10 +111,8 @@ impl Mailbox for RedisMailbox {
                 tracing::debug!(routing_key = %to.routing_key, "no one waits for this control answer");
                 return Ok(());
             }
-            let mut headers = Map::new();
-            headers.insert("ticket".into(), ticket.into());
-            headers.insert("clock".into(), clock_forward().into());
-            let payload = envelope(&answer, headers, false, &to.exchange, &to.routing_key);
+            let message = pidbox::reply_message(ticket, &answer);
+            let payload = envelope(&message, &to.exchange, &to.routing_key);
             let mut pipeline = redis::pipe();
             for queue in &queues {
                 pipeline.cmd("LPUSH").arg(queue).arg(&payload).ignore();
