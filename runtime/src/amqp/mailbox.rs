@@ -11,11 +11,12 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use lapin::Channel;
 use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+use lapin::protocol::AMQPSoftError;
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::Value;
 
 use super::topology::{ExchangeType, declare_exchange};
-use super::{AmqpBroker, Declare, Route, wire};
+use super::{AmqpBroker, Declare, Route, is_refusal, wire};
 use crate::broker::{Control, ControlStream};
 use crate::error::{ErrorKind, Result};
 use crate::pidbox::{self, Mailbox, MailboxCommand, ReplyTo, task_ids};
@@ -211,7 +212,7 @@ impl AmqpMailbox {
     pub async fn open(broker: AmqpBroker, node: &str) -> Result<Option<Self>> {
         match NodeQueue::open(broker, node).await {
             Ok(queue) => Ok(Some(AmqpMailbox { queue })),
-            Err(error) if error.to_string().contains("RESOURCE_LOCKED") => {
+            Err(error) if is_refusal(&error, AMQPSoftError::RESOURCELOCKED) => {
                 tracing::warn!(
                     node,
                     "a node of this name already uses its mailbox; this worker will not answer remote control (give it a unique name)"

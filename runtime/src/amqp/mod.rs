@@ -403,6 +403,17 @@ pub(crate) fn amqp_error(action: &str, error: lapin::Error) -> Error {
     Error::new(kind, format!("amqp: could not {action}")).with_source(error)
 }
 
+/// Whether `error` is the broker's refusal `refusal`: a soft AMQP error (reply code),
+/// which closed the channel of the operation refused.
+pub(crate) fn is_refusal(error: &Error, refusal: lapin::protocol::AMQPSoftError) -> bool {
+    let refused = std::error::Error::source(error).and_then(|s| s.downcast_ref::<lapin::Error>());
+    matches!(
+        refused.map(lapin::Error::kind),
+        Some(lapin::ErrorKind::ProtocolError(amqp))
+            if *amqp.kind() == lapin::protocol::AMQPErrorKind::Soft(refusal)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
