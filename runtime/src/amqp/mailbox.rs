@@ -7,7 +7,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use lapin::Channel;
 use lapin::options::{QueueBindOptions, QueueDeclareOptions};
@@ -15,10 +14,11 @@ use lapin::protocol::AMQPSoftError;
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::Value;
 
+use super::subscription::{Setup, Subscription};
 use super::topology::{ExchangeType, declare_exchange};
 use super::{AmqpBroker, Declare, Route, is_refusal, wire};
 use crate::broker::{Control, ControlStream};
-use crate::error::{ErrorKind, Result};
+use crate::error::Result;
 use crate::pidbox::{self, Mailbox, MailboxCommand, ReplyTo, task_ids};
 use crate::protocol::RawMessage;
 
@@ -56,37 +56,27 @@ pub(super) async fn broadcast(broker: &AmqpBroker, command: Control) -> Result<(
     publish(broker, route, &message).await
 }
 
-/// A node's queue: declared, bound and consumed again after a lost connection.
+/// A node's queue `<node>.celery.pidbox`, bound to the mailbox exchange.
 struct NodeQueue {
-    broker: AmqpBroker,
     queue: String,
-    live: Option<(Channel, lapin::Consumer)>,
-    failures: u32,
+    exchange: String,
 }
 
-impl NodeQueue {
-    async fn open(broker: AmqpBroker, node: &str) -> Result<NodeQueue> {
-        let queue = format!("{node}.{}.pidbox", broker.options().control_exchange);
-        let mut node_queue = NodeQueue {
-            broker,
-            queue,
-            live: None,
-            failures: 0,
-        };
-        node_queue.live = Some(node_queue.subscribe().await?);
-        Ok(node_queue)
+impl Setup for NodeQueue {
+    const WHAT: &'static str = "control mailbox";
+    const ACKNOWLEDGED: bool = false;
+
+    fn queues(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.queue.as_str())
     }
 
     /// Declares the exchange and the queue as `Mailbox.get_queue` does (exclusive,
-    /// auto-deleted, with the control TTLs), binds them, and consumes without acks.
-    async fn subscribe(&self) -> Result<(Channel, lapin::Consumer)> {
-        let broker = &self.broker;
-        let exchange = exchange_name(broker);
-        let channel = broker.consuming_channel().await?;
+    /// auto-deleted, with the control TTLs) and binds them.
+    async fn declare(&self, broker: &AmqpBroker, channel: &Channel) -> Result<()> {
         broker
             .bounded(
                 "declare the control exchange",
-                declare_exchange(&channel, &exchange, ExchangeType::Fanout, false),
+                declare_exchange(channel, &self.exchange, ExchangeType::Fanout, false),
             )
             .await?;
         let mut arguments = FieldTable::default();
@@ -109,61 +99,33 @@ impl NodeQueue {
                 "bind the control queue",
                 channel.queue_bind(
                     &self.queue,
-                    &exchange,
+                    &self.exchange,
                     "",
                     QueueBindOptions::default(),
                     FieldTable::default(),
                 ),
             )
             .await?;
-        let consumer = broker
-            .consume_unacknowledged(&channel, &self.queue, "consume control commands")
-            .await?;
-        Ok((channel, consumer))
-    }
-
-    /// The next command on the queue, after adjusting the clock to the sender's;
-    /// `None` once the broker is closed.
-    async fn next(&mut self) -> Option<MailboxCommand> {
-        loop {
-            let Some((_, consumer)) = self.live.as_mut() else {
-                tokio::time::sleep(self.broker.backoff(self.failures)).await;
-                match self.subscribe().await {
-                    Ok(live) => {
-                        self.failures = 0;
-                        self.live = Some(live);
-                    }
-                    Err(error) if error.kind() == ErrorKind::Closed => return None,
-                    Err(error) => {
-                        self.failures = self.failures.saturating_add(1);
-                        tracing::warn!(%error, queue = %self.queue, "could not re-open the control mailbox");
-                    }
-                }
-                continue;
-            };
-            match consumer.next().await {
-                Some(Ok(delivery)) => {
-                    let message = wire::raw_message(&delivery.properties, delivery.data);
-                    if let Some(command) = pidbox::read_command(&message) {
-                        return Some(command);
-                    }
-                }
-                Some(Err(_)) | None => {
-                    if !self.broker.is_closed() {
-                        tracing::warn!(queue = %self.queue, "control mailbox lost; re-opening");
-                    }
-                    self.live = None;
-                    self.failures = 1;
-                }
-            }
-        }
+        Ok(())
     }
 }
 
-impl Drop for NodeQueue {
-    fn drop(&mut self) {
-        if let Some((channel, _)) = self.live.take() {
-            self.broker.close_in_background(channel, "mailbox closed");
+/// The commands sent to node `node`, subscribed before this returns.
+async fn open(broker: AmqpBroker, node: &str) -> Result<Subscription<NodeQueue>> {
+    let queue = NodeQueue {
+        queue: format!("{node}.{}.pidbox", broker.options().control_exchange),
+        exchange: exchange_name(&broker),
+    };
+    Subscription::open(broker, queue).await
+}
+
+/// The next command on a node's queue; `None` once the broker is closed.
+async fn next_command(commands: &mut Subscription<NodeQueue>) -> Option<MailboxCommand> {
+    loop {
+        let (_, delivery) = commands.next_retrying().await?;
+        let message = wire::raw_message(&delivery.properties, delivery.data);
+        if let Some(command) = pidbox::read_command(&message) {
+            return Some(command);
         }
     }
 }
@@ -171,7 +133,7 @@ impl Drop for NodeQueue {
 /// The revokes broadcast to workers, read from a queue of this listener's own.
 pub(super) struct PidboxStream {
     node: String,
-    queue: NodeQueue,
+    commands: Subscription<NodeQueue>,
 }
 
 impl PidboxStream {
@@ -182,8 +144,8 @@ impl PidboxStream {
             LISTENERS.fetch_add(1, Ordering::Relaxed),
             crate::host::hostname()
         );
-        let queue = NodeQueue::open(broker, &node).await?;
-        Ok(PidboxStream { node, queue })
+        let commands = open(broker, &node).await?;
+        Ok(PidboxStream { node, commands })
     }
 }
 
@@ -191,7 +153,7 @@ impl ControlStream for PidboxStream {
     fn next(&mut self) -> BoxFuture<'_, Option<Control>> {
         Box::pin(async move {
             loop {
-                let command = self.queue.next().await?;
+                let command = next_command(&mut self.commands).await?;
                 if command.method == "revoke" && command.is_for(&self.node) {
                     let task_ids = task_ids(command.arguments.get("task_id"));
                     return Some(Control::Revoke { task_ids });
@@ -203,15 +165,15 @@ impl ControlStream for PidboxStream {
 
 /// A worker's mailbox: the commands sent to node `<node>` and the way back to the client.
 pub(super) struct AmqpMailbox {
-    queue: NodeQueue,
+    commands: Subscription<NodeQueue>,
 }
 
 impl AmqpMailbox {
     /// `None` when another connection holds this node's exclusive queue: a worker of the
     /// same name is running (Celery's workers then refuse the mailbox too).
     pub async fn open(broker: AmqpBroker, node: &str) -> Result<Option<Self>> {
-        match NodeQueue::open(broker, node).await {
-            Ok(queue) => Ok(Some(AmqpMailbox { queue })),
+        match open(broker, node).await {
+            Ok(commands) => Ok(Some(AmqpMailbox { commands })),
             Err(error) if is_refusal(&error, AMQPSoftError::RESOURCELOCKED) => {
                 tracing::warn!(
                     node,
@@ -226,7 +188,7 @@ impl AmqpMailbox {
 
 impl Mailbox for AmqpMailbox {
     fn next(&mut self) -> BoxFuture<'_, Option<MailboxCommand>> {
-        Box::pin(self.queue.next())
+        Box::pin(next_command(&mut self.commands))
     }
 
     /// Publishes the answer as `Mailbox._publish_reply` does: to the reply exchange
@@ -244,7 +206,7 @@ impl Mailbox for AmqpMailbox {
                 routing_key: &to.routing_key,
                 declare: Declare::TransientExchange(&to.exchange, ExchangeType::Direct),
             };
-            publish(&self.queue.broker, route, &message).await
+            publish(self.commands.broker(), route, &message).await
         })
     }
 }

@@ -9,7 +9,8 @@
 //!   broker, and persistent (delivery mode 2) messages survive its restart.
 //! - Consumers take `basic.qos` from the worker's prefetch window, acknowledge, reject and
 //!   requeue with `basic.ack`/`basic.reject`, and come back on a new channel after the
-//!   connection or channel is lost.
+//!   connection or channel is lost: the task consumer, the mailbox and the `rpc://` result
+//!   consumer share one reconnecting loop (`subscription`).
 //! - Revokes travel on Celery's `celery.pidbox` fanout exchange, so `revoke` from Python
 //!   reaches Rust workers and the other way round.
 //!
@@ -25,6 +26,7 @@ mod mailbox;
 mod options;
 mod publish;
 mod rpc_backend;
+mod subscription;
 mod topology;
 pub(crate) mod wire;
 
@@ -257,26 +259,6 @@ impl AmqpBroker {
                 Err(error)
             }
         }
-    }
-
-    /// Starts a consumer on `queue` whose deliveries need no acknowledgement, as Celery
-    /// consumes its mailbox and result queues (`no_ack=True`).
-    pub(crate) async fn consume_unacknowledged(
-        &self,
-        channel: &Channel,
-        queue: &str,
-        action: &str,
-    ) -> Result<lapin::Consumer> {
-        let options = lapin::options::BasicConsumeOptions {
-            no_ack: true,
-            ..Default::default()
-        };
-        let tag = format!("celerity-{}", uuid::Uuid::new_v4());
-        self.bounded(
-            action,
-            channel.basic_consume(queue, &tag, options, lapin::types::FieldTable::default()),
-        )
-        .await
     }
 
     /// Bounds a broker operation by the operation timeout.

@@ -15,14 +15,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
 
+use super::subscription::{Setup, Subscription};
 use super::{AmqpBroker, AmqpQueue, Declare, Route};
 use crate::backend::{DEFAULT_RESULT_EXPIRES, ResultBackend, ResultTable, encode_result};
-use crate::error::{ErrorKind, Result};
+use crate::error::Result;
 use crate::protocol::{Properties, ResultMeta};
 
 /// How many task states are kept; the oldest are forgotten first.
@@ -85,14 +85,10 @@ impl RpcBackend {
                 consumer: std::sync::OnceLock::new(),
             }),
         };
-        let first = subscribe(&backend.inner.broker, &backend.inner.queue).await?;
+        let replies = ReplyQueue(backend.inner.queue.clone());
+        let subscription = Subscription::open(broker.clone(), replies).await?;
         let weak = Arc::downgrade(&backend.inner);
-        let consumer = tokio::spawn(receive(
-            weak,
-            broker.clone(),
-            backend.inner.queue.clone(),
-            first,
-        ));
+        let consumer = tokio::spawn(receive(weak, subscription));
         let _ = backend.inner.consumer.set(consumer);
         Ok(backend)
     }
@@ -119,67 +115,33 @@ impl RpcBackend {
     }
 }
 
-/// Opens a channel, declares the reply queue again (it may be gone after a broker restart)
-/// and consumes it without acknowledgements, as `ResultConsumer` does.
-async fn subscribe(broker: &AmqpBroker, queue: &AmqpQueue) -> Result<(Channel, lapin::Consumer)> {
-    let channel = broker.consuming_channel().await?;
-    broker
-        .bounded("declare the reply queue", queue.declare(&channel, None))
-        .await?;
-    let consumer = broker
-        .consume_unacknowledged(&channel, queue.name(), "consume results")
-        .await?;
-    Ok((channel, consumer))
+/// The client's reply queue, consumed without acknowledgements as `ResultConsumer` does.
+struct ReplyQueue(AmqpQueue);
+
+impl Setup for ReplyQueue {
+    const WHAT: &'static str = "result consumer";
+    const ACKNOWLEDGED: bool = false;
+
+    fn queues(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.0.name())
+    }
+
+    /// Declares the reply queue again: it may be gone after a broker restart.
+    async fn declare(&self, broker: &AmqpBroker, channel: &Channel) -> Result<()> {
+        broker
+            .bounded("declare the reply queue", self.0.declare(channel, None))
+            .await
+    }
 }
 
-/// Receives results until the backend is dropped, re-subscribing after a lost connection.
-/// `broker` and `queue` are the backend's own, held here for re-subscribing.
-async fn receive(
-    inner: std::sync::Weak<Inner>,
-    broker: AmqpBroker,
-    queue: AmqpQueue,
-    first: (Channel, lapin::Consumer),
-) {
-    let mut live = Some(first);
-    let mut failures = 0;
-    loop {
-        let Some((_channel, consumer)) = live.as_mut() else {
-            if inner.strong_count() == 0 {
-                return;
-            }
-            tokio::time::sleep(broker.backoff(failures)).await;
-            match subscribe(&broker, &queue).await {
-                Ok(subscribed) => {
-                    failures = 0;
-                    live = Some(subscribed);
-                }
-                Err(error) if error.kind() == ErrorKind::Closed => return,
-                Err(error) => {
-                    failures += 1;
-                    tracing::warn!(%error, "could not re-subscribe to the result queue");
-                }
-            }
-            continue;
+/// Receives results until the backend is dropped (which aborts this task) or the broker
+/// is closed.
+async fn receive(inner: std::sync::Weak<Inner>, mut replies: Subscription<ReplyQueue>) {
+    while let Some((_, delivery)) = replies.next_retrying().await {
+        let Some(strong) = inner.upgrade() else {
+            return;
         };
-        match consumer.next().await {
-            Some(Ok(delivery)) => {
-                let Some(strong) = inner.upgrade() else {
-                    return;
-                };
-                accept(&strong, &delivery.properties, &delivery.data);
-            }
-            Some(Err(error)) => {
-                if !broker.is_closed() {
-                    tracing::warn!(%error, "result queue consumer lost; re-subscribing");
-                }
-                live = None;
-                failures = 1;
-            }
-            None => {
-                live = None;
-                failures = 1;
-            }
-        }
+        accept(&strong, &delivery.properties, &delivery.data);
     }
 }
 
