@@ -1,7 +1,8 @@
 //! What a Redis deployment must not lose, on servers of the test's own: a killed
-//! consumer's task comes back after the visibility timeout its URL sets, and a result
-//! stored while Redis is away for longer than an operation's retry window still arrives
-//! (or, for a late-acked task, the task runs again and stores it).
+//! consumer's task comes back after the visibility timeout its URL sets, a result stored
+//! while Redis is away for longer than an operation's retry window still arrives (or, for
+//! a late-acked task, the task runs again and stores it), and a worker's memory comes back
+//! after a large message.
 #![cfg(feature = "redis")]
 
 mod support;
@@ -33,6 +34,22 @@ async fn consumer_to_kill() {
     drop(delivery);
 }
 
+/// Runs the ignored test `name` of this binary in a process of its own with `env`, and
+/// reads its output until it prints `line` (true) or ends (false).
+fn child_test(name: &str, env: &[(&str, &str)], line: &str) -> (std::process::Child, bool) {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", name, "--nocapture"])
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let seen = std::io::BufRead::lines(stdout)
+        .map_while(Result::ok)
+        .any(|printed| printed == line);
+    (child, seen)
+}
+
 #[tokio::test]
 async fn a_killed_consumers_task_returns_after_the_urls_visibility_timeout() {
     let Some(server) = support::RedisServer::start().await else {
@@ -48,17 +65,11 @@ async fn a_killed_consumers_task_returns_after_the_urls_visibility_timeout() {
         .unwrap();
 
     // A consumer on the default visibility timeout (an hour) takes it and is SIGKILLed.
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "consumer_to_kill", "--nocapture"])
-        .env(CONSUMER_URL, server.url())
-        .env(CONSUMER_QUEUE, &queue)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let taken = std::io::BufRead::lines(stdout)
-        .map_while(Result::ok)
-        .any(|line| line == "taken");
+    let (mut child, taken) = child_test(
+        "consumer_to_kill",
+        &[(CONSUMER_URL, &server.url()), (CONSUMER_QUEUE, &queue)],
+        "taken",
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(taken, "the consumer took the task");
@@ -224,4 +235,83 @@ async fn a_late_acked_task_whose_result_is_given_up_runs_again_and_stores_it() {
     let unacked: usize = raw.hlen("unacked").await.unwrap();
     let queued: usize = raw.llen(&queue).await.unwrap();
     assert_eq!((unacked, queued), (0, 0), "nothing is left to run again");
+}
+
+const MEASURED_URL: &str = "CELERITY_MEASURED_WORKER_URL";
+const MEASURED_QUEUE: &str = "CELERITY_MEASURED_WORKER_QUEUE";
+
+/// The worker whose memory the large-message test reads from outside: a process of its
+/// own, so that no other test's allocations count.
+#[tokio::test]
+#[ignore = "run as a child process by a_workers_memory_comes_back_after_a_large_message"]
+async fn worker_to_measure() {
+    let url = std::env::var(MEASURED_URL).expect("started by the memory test");
+    let queue = std::env::var(MEASURED_QUEUE).expect("started by the memory test");
+    let app = App::from_urls(&url, &url).await.unwrap();
+    let mut builder = app.worker();
+    builder
+        .register::<Doubler, DoubleArgs>(&DOUBLE)
+        .queues([queue]);
+    let _worker = builder.start().await.unwrap();
+    println!("ready");
+    std::future::pending::<()>().await;
+}
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_workers_memory_comes_back_after_a_large_message() {
+    let Some(server) = support::RedisServer::start().await else {
+        return;
+    };
+    let queue = unique_queue();
+    let (mut child, ready) = child_test(
+        "worker_to_measure",
+        &[(MEASURED_URL, &server.url()), (MEASURED_QUEUE, &queue)],
+        "ready",
+    );
+    assert!(ready, "the worker started");
+    let app = App::from_urls(&server.url(), &server.url()).await.unwrap();
+    let client = app.client();
+    let warm = client
+        .send_task::<i64>(&DOUBLE, vec![json!(1)])
+        .queue(&queue)
+        .await
+        .unwrap();
+    assert_eq!(warm.get(Duration::from_secs(10)).await.unwrap(), 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(child.id());
+
+    // 12 MiB of ill-typed argument: under the message size limit, so fetched, decoded and
+    // failed as a TypeError.
+    let huge = "x".repeat(12 * 1024 * 1024);
+    let large = client
+        .send_task::<i64>(&DOUBLE, vec![json!(huge)])
+        .queue(&queue)
+        .await
+        .unwrap();
+    drop(huge);
+    let failed = large.get(Duration::from_secs(30)).await;
+    assert!(failed.is_err(), "a string is no integer: {failed:?}");
+    // The worker still runs tasks, through its new connection.
+    let after_large = client
+        .send_task::<i64>(&DOUBLE, vec![json!(2)])
+        .queue(&queue)
+        .await
+        .unwrap();
+    assert_eq!(after_large.get(Duration::from_secs(10)).await.unwrap(), 4);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(child.id());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let grown = after.saturating_sub(before);
+    assert!(
+        grown < 6 * 1024,
+        "the worker kept {grown} KiB after a 12 MiB message ({before} KiB before, {after} KiB after)"
+    );
 }

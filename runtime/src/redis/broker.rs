@@ -36,6 +36,11 @@ use crate::protocol::RawMessage;
 /// time in seconds. Returns a flat list of `key, envelope, flag` triples; the flag is
 /// `malformed` for a message whose envelope cannot be read, which is not recorded: no
 /// consumer could ever acknowledge it.
+/// A fetch reply this large (bytes) is followed by a new connection, to give back the
+/// memory its read buffer grew by: the threshold above which glibc's allocator (as the
+/// worker sets it) returns freed blocks to the system at once.
+const LARGE_REPLY: usize = 1024 * 1024;
+
 const FETCH_SCRIPT: &str = r#"
 local limit = tonumber(ARGV[2]) or 1
 local fetched = {}
@@ -581,7 +586,7 @@ impl RedisConsumer {
                 self.pending.insert(tokio::spawn(async move {
                     let shared = &broker.shared;
                     let now = now_seconds();
-                    shared
+                    let fetched = shared
                         .connection
                         .run("fetch tasks", |mut c| {
                             let mut invocation = shared.fetch.prepare_invoke();
@@ -591,7 +596,15 @@ impl RedisConsumer {
                             invocation.arg(now).arg(limit);
                             async move { invocation.invoke_async::<Vec<Vec<u8>>>(&mut c).await }
                         })
-                        .await
+                        .await;
+                    // A large reply grew the connection's read buffer, which it keeps:
+                    // a new connection returns that memory (the reply itself is freed
+                    // once handled).
+                    let size: usize = fetched.iter().flatten().map(Vec::len).sum();
+                    if size >= LARGE_REPLY {
+                        shared.connection.renew().await;
+                    }
+                    fetched
                 }))
             }
         };

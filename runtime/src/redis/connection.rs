@@ -333,6 +333,32 @@ impl RedisConnection {
         }
     }
 
+    /// Opens a new connection to the server in use for the operations that follow; the
+    /// old one closes once the operations still on it end. A connection's read buffer
+    /// keeps the size of the largest reply it has read (a 16 MiB message leaves 16 MiB
+    /// or more allocated for good), and only a new connection gives that memory back.
+    pub(crate) async fn renew(&self) {
+        let current = self.current();
+        let manager = match manager_for(&current.client, &self.link.endpoints).await {
+            Ok(manager) => manager,
+            Err(error) => {
+                tracing::debug!(%error, "could not open a new Redis connection; keeping the one in use");
+                return;
+            }
+        };
+        let mut slot = self.link.current.lock().unwrap_or_else(|p| p.into_inner());
+        // Unless another operation moved to another server meanwhile.
+        if slot.generation == current.generation {
+            *slot = Arc::new(Current {
+                endpoint: current.endpoint,
+                address: current.address.clone(),
+                client: current.client.clone(),
+                manager,
+                generation: current.generation,
+            });
+        }
+    }
+
     fn move_to(&self, found: Endpoint, manager: ConnectionManager, from: &Current) {
         tracing::warn!(
             from = %from.address,
