@@ -5,6 +5,7 @@
 //! Logs are read through a subscriber installed for the test's thread: the tests run on
 //! tokio's current-thread runtime, so the worker's tasks log on that thread too.
 
+#[allow(dead_code)] // the Redis envelope is used only with the `redis` feature
 #[path = "support/celery_message.rs"]
 mod celery_message;
 mod support;
