@@ -4,6 +4,8 @@
 //! [`components`] module implements the generated worker traits; [`register`] wires them
 //! into a worker; [`web`] is an HTTP service that enqueues them.
 
+#![deny(missing_docs, unreachable_pub)]
+
 pub mod components;
 pub mod web;
 

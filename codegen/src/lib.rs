@@ -21,6 +21,8 @@
 //! (relative to the workspace root), line, column, key path and, where it can, the fix.
 //! With several schema files, [`compile_all`] reports the mistakes of all of them at once.
 
+#![deny(missing_docs, unreachable_pub)]
+
 mod build;
 mod checked;
 mod diagnostic;

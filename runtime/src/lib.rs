@@ -27,6 +27,7 @@
 //! `amqp`, and `full` for all three.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(missing_docs, unreachable_pub)]
 
 #[cfg(feature = "amqp")]
 mod amqp;

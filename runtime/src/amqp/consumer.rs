@@ -73,7 +73,7 @@ impl Setup for TaskQueues {
 }
 
 impl AmqpConsumer {
-    pub fn new(broker: AmqpBroker, queues: Vec<AmqpQueue>) -> Self {
+    pub(crate) fn new(broker: AmqpBroker, queues: Vec<AmqpQueue>) -> Self {
         let queues = TaskQueues {
             queues,
             prefetch: DEFAULT_PREFETCH,

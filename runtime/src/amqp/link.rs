@@ -85,7 +85,11 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    pub fn new(endpoints: Vec<Endpoint>, purpose: &'static str, options: &AmqpOptions) -> Self {
+    pub(crate) fn new(
+        endpoints: Vec<Endpoint>,
+        purpose: &'static str,
+        options: &AmqpOptions,
+    ) -> Self {
         Link {
             endpoints,
             rotation: Rotation::default(),
@@ -101,7 +105,7 @@ impl Link {
     /// the failover list that answers, starting after the one last connected to. One
     /// caller connects while the others wait for it; each attempt is bounded by the
     /// connect timeout.
-    pub async fn get(&self) -> Result<Connected> {
+    pub(crate) async fn get(&self) -> Result<Connected> {
         let mut current = self.current.lock().await;
         if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Error::new(ErrorKind::Closed, "amqp: the broker was closed"));
@@ -178,14 +182,14 @@ impl Link {
 
     /// The URL (without its password) of the broker of the live or last connection;
     /// `None` before the first.
-    pub fn connected_to(&self) -> Option<&str> {
+    pub(crate) fn connected_to(&self) -> Option<&str> {
         let index = self.rotation.current()?;
         self.endpoints.get(index).map(|e| e.shown.as_str())
     }
 
     /// Forgets the connection of `generation` (an operation on it timed out, so it may
     /// be half-dead even though no error was seen yet) and closes it in the background.
-    pub async fn discard(&self, generation: u64) {
+    pub(crate) async fn discard(&self, generation: u64) {
         let mut current = self.current.lock().await;
         if current.as_ref().is_some_and(|c| c.generation == generation) {
             if let Some(stale) = current.take() {
@@ -198,12 +202,12 @@ impl Link {
     }
 
     /// Whether `close` was called.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Closes the connection, if any, for good.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         let mut current = self.current.lock().await;
         self.closed
             .store(true, std::sync::atomic::Ordering::Relaxed);

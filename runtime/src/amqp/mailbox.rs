@@ -137,7 +137,7 @@ pub(super) struct PidboxStream {
 }
 
 impl PidboxStream {
-    pub async fn open(broker: AmqpBroker) -> Result<Self> {
+    pub(crate) async fn open(broker: AmqpBroker) -> Result<Self> {
         let node = format!(
             "celerity-{}-{}@{}",
             std::process::id(),
@@ -171,7 +171,7 @@ pub(super) struct AmqpMailbox {
 impl AmqpMailbox {
     /// `None` when another connection holds this node's exclusive queue: a worker of the
     /// same name is running (Celery's workers then refuse the mailbox too).
-    pub async fn open(broker: AmqpBroker, node: &str) -> Result<Option<Self>> {
+    pub(crate) async fn open(broker: AmqpBroker, node: &str) -> Result<Option<Self>> {
         match open(broker, node).await {
             Ok(commands) => Ok(Some(AmqpMailbox { commands })),
             Err(error) if is_refusal(&error, AMQPSoftError::RESOURCELOCKED) => {
