@@ -22,7 +22,6 @@ struct EchoArgs {
 }
 
 /// A singleton registered as a value, as an application registers its settings.
-#[derive(Default)]
 struct Log;
 
 /// A component that needs only [`Log`].
@@ -151,7 +150,7 @@ async fn a_missing_dependency_fails_start_up_naming_the_path() {
         .unwrap();
     let mut builder = app.worker();
     builder
-        .singleton(Log::default())
+        .singleton(Log)
         .register::<NeedsCache, EchoArgs>(&ECHO)
         .queues(["celery"]);
     assert_eq!(
@@ -194,7 +193,7 @@ async fn a_dependency_cycle_fails_start_up() {
     builder
         .singleton_factory::<CycleA>()
         .singleton_factory::<CycleB>()
-        .singleton(Log::default());
+        .singleton(Log);
     builder.register::<Probe, EchoArgs>(&ECHO);
     assert_eq!(
         start_error(builder).await,
