@@ -1,25 +1,25 @@
-//! The AMQP broker and the rpc result backend against a real RabbitMQ: round trips with both
-//! result backends, Celery's message and declarations on the wire (compared with what
-//! Python Celery publishes), priorities, prefetch, ETA holding, retries, revokes, malformed
-//! messages and settling deliveries.
+//! The AMQP broker and the rpc result backend against a real RabbitMQ: Celery's message and
+//! declarations on the wire (compared with what Python Celery publishes), priorities,
+//! `basic.qos` as the prefetch window, topic routing, dead-lettered malformed messages,
+//! settling deliveries, a cancelled consumer, timeouts, a closed broker and Celery's remote
+//! control. What every transport does alike (round trips, batches, retries, revokes, ETA
+//! holding, graceful stops) is in `round_trip.rs`.
 //!
 //! Needs RabbitMQ (`CELERITY_TEST_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`);
 //! skips without it unless `CELERITY_REQUIRE_BROKERS=1`. Every test uses queues of its own.
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use celerity::backend::{ResultBackend, RpcBackend};
 use celerity::broker::{AmqpBroker, AmqpOptions, AmqpQueue, ExchangeType};
-use celerity::{
-    App, ArgSpec, AsyncResult, BuildError, Component, Invoke, ResultError, SendOptions,
-    TaskContext, TaskError, TaskResult, TaskSpec, TaskState, Worker,
-};
+use celerity::{App, ResultError, SendOptions, TaskState};
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::{Value, json};
-use support::{DOUBLE, DoubleArgs, Doubler, RawAmqp, to, unique_queue};
+use support::{
+    DOUBLE, Probe, RECORD, RawAmqp, RecordArgs, Runs, SLOW, TestQueue, to, unique_queue,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -27,9 +27,15 @@ const WAIT: Duration = Duration::from_secs(20);
 /// `finish`), and a plain channel to look at it.
 struct Rabbit {
     url: String,
-    app: App,
-    queue: String,
+    on: TestQueue,
     raw: RawAmqp,
+}
+
+impl std::ops::Deref for Rabbit {
+    type Target = TestQueue;
+    fn deref(&self) -> &TestQueue {
+        &self.on
+    }
 }
 
 impl Rabbit {
@@ -43,40 +49,12 @@ impl Rabbit {
         let backend = RpcBackend::connect(&broker).await.unwrap();
         Some(Rabbit {
             raw: RawAmqp::connect(&url).await,
-            app: App::new(broker, backend),
+            on: TestQueue {
+                app: App::new(broker, backend),
+                queue,
+            },
             url,
-            queue,
         })
-    }
-
-    /// Sends `spec(args)` to the test's queue with `options`.
-    async fn send<R>(
-        &self,
-        spec: &'static TaskSpec,
-        args: Value,
-        options: SendOptions,
-    ) -> AsyncResult<R>
-    where
-        R: serde::de::DeserializeOwned + Send + 'static,
-    {
-        let Value::Array(args) = args else {
-            panic!("args must be a list")
-        };
-        let options = SendOptions {
-            queue: Some(self.queue.clone()),
-            ..options
-        };
-        self.app
-            .client()
-            .send_task(spec, args)
-            .with_options(options)
-            .await
-            .unwrap()
-    }
-
-    /// A worker of the probe tasks on the test's queue.
-    async fn worker(&self, concurrency: usize, multiplier: usize) -> Worker {
-        probe_worker(&self.app, &self.queue, concurrency, multiplier).await
     }
 
     async fn finish(self) {
@@ -84,146 +62,23 @@ impl Rabbit {
     }
 }
 
-/// What the probe tasks ran, in order.
-#[derive(Default)]
-struct Runs(Mutex<Vec<i64>>);
-
-impl Runs {
-    fn list(&self) -> Vec<i64> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-struct Probe {
-    runs: Arc<Runs>,
-}
-
-impl Component for Probe {
-    type Deps = Arc<Runs>;
-    async fn build(runs: Arc<Runs>, _ctx: &TaskContext) -> Result<Self, BuildError> {
-        Ok(Probe { runs })
-    }
-}
-
-/// `t.record(n)`: notes `n` and returns it.
-static RECORD: TaskSpec = TaskSpec::new("t.record", &[ArgSpec::new("n", true)]);
-
-#[derive(serde::Deserialize)]
-struct RecordArgs {
-    n: i64,
-}
-
-impl Invoke<Probe> for RecordArgs {
-    type Output = i64;
-    async fn invoke(self, probe: &Probe, _ctx: &TaskContext) -> TaskResult<i64> {
-        probe.runs.0.lock().unwrap().push(self.n);
-        Ok(self.n)
-    }
-}
-
-/// `t.retry_once()`: asks for a retry in 1 s on its first run; returns its retry count.
-static RETRY_ONCE: TaskSpec = TaskSpec::new("t.retry_once", &[]);
-
-#[derive(serde::Deserialize)]
-struct RetryOnceArgs {}
-
-impl Invoke<Probe> for RetryOnceArgs {
-    type Output = u32;
-    async fn invoke(self, _probe: &Probe, ctx: &TaskContext) -> TaskResult<u32> {
-        if ctx.retries == 0 {
-            Err(TaskError::retry(Some(Duration::from_secs(1))))
-        } else {
-            Ok(ctx.retries)
-        }
-    }
-}
-
-/// `t.slow(ms)`: sleeps, acknowledged late.
-static SLOW: TaskSpec = TaskSpec::new("t.slow", &[ArgSpec::new("ms", true)]).acks_late(true);
-
-#[derive(serde::Deserialize)]
-struct SlowArgs {
-    ms: u64,
-}
-
-impl Invoke<Probe> for SlowArgs {
-    type Output = u64;
-    async fn invoke(self, _probe: &Probe, _ctx: &TaskContext) -> TaskResult<u64> {
-        tokio::time::sleep(Duration::from_millis(self.ms)).await;
-        Ok(self.ms)
-    }
-}
-
-async fn probe_worker(app: &App, queue: &str, concurrency: usize, multiplier: usize) -> Worker {
-    let mut builder = app.worker();
-    builder
-        .singleton(Runs::default())
-        .register::<Probe, RecordArgs>(&RECORD)
-        .register::<Probe, RetryOnceArgs>(&RETRY_ONCE)
-        .register::<Probe, SlowArgs>(&SLOW)
-        .queues([queue.to_owned()])
-        .concurrency(concurrency)
-        .prefetch_multiplier(multiplier);
-    builder.start().await.expect("the worker starts")
-}
-
-async fn double_round_trips(app: &App, raw: &RawAmqp) {
-    let queue = unique_queue();
-    let mut builder = app.worker();
-    builder
-        .register::<Doubler, DoubleArgs>(&DOUBLE)
-        .queues([queue.clone()])
-        .concurrency(8);
-    let worker = builder.start().await.unwrap();
-    let mut sent = Vec::new();
-    for x in 0..100 {
-        sent.push(
-            app.client()
-                .send_task::<i64>(&DOUBLE, vec![json!(x)])
-                .with_options(to(&queue))
-                .await
-                .unwrap(),
-        );
-    }
-    for (x, result) in sent.iter().enumerate() {
-        assert_eq!(result.get(WAIT).await.unwrap(), 2 * x as i64);
-        assert_eq!(result.state().await.unwrap(), TaskState::Success);
-    }
-    worker.shutdown().await;
-    assert_eq!(raw.count(&queue).await, 0, "every message was acknowledged");
-    raw.delete(&queue).await;
-}
-
 #[tokio::test]
-async fn tasks_round_trip_with_typed_results_through_the_rpc_backend() {
+async fn an_rpc_url_gives_the_rpc_backend_and_needs_an_amqp_broker() {
     let Some(url) = support::amqp_url() else {
         return;
     };
-    let raw = RawAmqp::connect(&url).await;
     let app = App::from_urls(&url, "rpc://").await.unwrap();
     assert_eq!(app.backend().describe(), "rpc://");
     assert!(
         !app.broker().describe().contains("guest:guest"),
         "no password in banners"
     );
-    double_round_trips(&app, &raw).await;
     // A broker that connects at once, so the error is the rule, not a refused connection.
     let mismatch = App::from_urls("memory://", "rpc://")
         .await
         .expect_err("rpc:// needs an amqp:// broker");
     assert_eq!(mismatch.kind(), celerity::ErrorKind::Config);
     assert!(mismatch.to_string().contains("amqp://"), "{mismatch}");
-}
-
-#[cfg(feature = "redis")]
-#[tokio::test]
-async fn tasks_round_trip_with_typed_results_through_the_redis_backend() {
-    let (Some(url), Some(redis)) = (support::amqp_url(), support::redis_url()) else {
-        return;
-    };
-    let raw = RawAmqp::connect(&url).await;
-    let app = App::from_urls(&url, &redis).await.unwrap();
-    double_round_trips(&app, &raw).await;
 }
 
 #[tokio::test]
@@ -521,133 +376,6 @@ async fn the_broker_holds_back_what_exceeds_the_prefetch_window() {
 }
 
 #[tokio::test]
-async fn tasks_held_for_their_eta_do_not_starve_the_prefetch_window() {
-    let Some(rabbit) = Rabbit::start(|_, options| options).await else {
-        return;
-    };
-    let later = SendOptions {
-        countdown: Some(Duration::from_secs(60)),
-        ..Default::default()
-    };
-    let mut held = Vec::new();
-    for n in 0..3 {
-        held.push(
-            rabbit
-                .send::<i64>(&RECORD, json!([100 + n]), later.clone())
-                .await,
-        );
-    }
-    let now = rabbit
-        .send::<i64>(&RECORD, json!([7]), SendOptions::default())
-        .await;
-    // A window of one: without raising the prefetch for held tasks, the first ETA task
-    // would block everything behind it for a minute.
-    let worker = rabbit.worker(1, 1).await;
-    assert_eq!(now.get(Duration::from_secs(10)).await.unwrap(), 7);
-    let (raw, queue) = (&rabbit.raw, &rabbit.queue);
-    assert_eq!(
-        raw.count(queue).await,
-        0,
-        "all three ETA tasks are held by the worker"
-    );
-    for result in &held {
-        assert_eq!(result.state().await.unwrap(), TaskState::Pending);
-    }
-    worker.shutdown().await;
-    // Shut down before their ETA: the held messages go back to the queue.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while raw.count(queue).await < 3 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        raw.count(queue).await,
-        3,
-        "held messages returned at shutdown"
-    );
-    rabbit.finish().await;
-}
-
-#[tokio::test]
-async fn a_graceful_stop_returns_held_tasks_and_a_new_worker_runs_each_once() {
-    let Some(rabbit) = Rabbit::start(|_, options| options).await else {
-        return;
-    };
-    let worker = rabbit.worker(2, 1).await;
-    let soon = SendOptions {
-        countdown: Some(Duration::from_secs(4)),
-        ..Default::default()
-    };
-    let mut sent = Vec::new();
-    for n in 0..10 {
-        sent.push(rabbit.send::<i64>(&RECORD, json!([n]), soon.clone()).await);
-    }
-    let (raw, queue) = (&rabbit.raw, &rabbit.queue);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while raw.count(queue).await > 0 {
-        assert!(Instant::now() < deadline, "the worker holds all ten");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    worker.shutdown().await;
-    // `basic.reject` has no reply: RabbitMQ requeues a moment after shutdown returns.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while raw.count(queue).await < 10 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(raw.count(queue).await, 10, "all ten requeued");
-
-    let replacement = rabbit.worker(2, 1).await;
-    for (n, result) in sent.iter().enumerate() {
-        assert_eq!(result.get(Duration::from_secs(10)).await.unwrap(), n as i64);
-    }
-    let mut runs = replacement.singleton::<Runs>().unwrap().list();
-    runs.sort_unstable();
-    assert_eq!(runs, (0..10).collect::<Vec<_>>(), "each ran once");
-    replacement.shutdown().await;
-    assert_eq!(raw.count(queue).await, 0, "nothing left behind");
-    rabbit.finish().await;
-}
-
-#[tokio::test]
-async fn a_retry_is_republished_and_runs_after_its_delay() {
-    let Some(rabbit) = Rabbit::start(|_, options| options).await else {
-        return;
-    };
-    let worker = rabbit.worker(2, 4).await;
-    let started = Instant::now();
-    let sent = rabbit
-        .send::<u32>(&RETRY_ONCE, json!([]), SendOptions::default())
-        .await;
-    assert_eq!(sent.get(WAIT).await.unwrap(), 1, "ran again as retry 1");
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "after its countdown"
-    );
-    worker.shutdown().await;
-    rabbit.finish().await;
-}
-
-#[tokio::test]
-async fn revoke_reaches_the_worker_through_celerys_pidbox() {
-    let Some(rabbit) = Rabbit::start(|_, options| options).await else {
-        return;
-    };
-    let worker = rabbit.worker(2, 4).await;
-    let options = SendOptions {
-        countdown: Some(Duration::from_secs(2)),
-        ..Default::default()
-    };
-    let sent = rabbit.send::<i64>(&RECORD, json!([1]), options).await;
-    sent.revoke().await.unwrap();
-    match sent.get(WAIT).await {
-        Err(ResultError::Revoked(failure)) => assert_eq!(failure.message, "revoked"),
-        other => panic!("expected REVOKED, got {other:?}"),
-    }
-    assert!(worker.singleton::<Runs>().unwrap().list().is_empty());
-    worker.shutdown().await;
-    rabbit.finish().await;
-}
-
-#[tokio::test]
 async fn malformed_messages_are_dead_lettered_and_the_worker_goes_on() {
     let dead_lettered = |queue: &str, options: AmqpOptions| {
         let dead = format!("{queue}.dead");
@@ -936,36 +664,6 @@ async fn a_closed_broker_fails_at_once_instead_of_reconnecting() {
         .unwrap_err();
     assert_eq!(error.kind(), celerity::ErrorKind::Closed, "{error}");
     assert!(started.elapsed() < Duration::from_secs(1));
-    rabbit.finish().await;
-}
-
-#[derive(serde::Serialize)]
-struct RecordCall {
-    n: i64,
-}
-
-#[tokio::test]
-async fn a_batch_is_published_in_order_and_every_task_runs() {
-    let Some(rabbit) = Rabbit::start(|_, options| options).await else {
-        return;
-    };
-    let client = rabbit.app.client();
-    let calls = (0..600).map(|n| {
-        celerity::TaskCall::<_, i64>::new(&client, &RECORD, RecordCall { n }).queue(&rabbit.queue)
-    });
-    let sent = client.send_batch(calls).await.unwrap();
-    assert_eq!(
-        rabbit.raw.count(&rabbit.queue).await,
-        600,
-        "confirmed: all on the broker"
-    );
-    let worker = rabbit.worker(1, 1).await;
-    for (n, result) in sent.iter().enumerate() {
-        assert_eq!(result.get(WAIT).await.unwrap(), n as i64);
-    }
-    let runs = worker.singleton::<Runs>().unwrap().list();
-    assert_eq!(runs, (0..600).collect::<Vec<i64>>(), "in publishing order");
-    worker.shutdown().await;
     rabbit.finish().await;
 }
 

@@ -1,5 +1,8 @@
-//! The Redis broker against a real Redis: round trips, kombu's envelope on the wire,
-//! unacknowledged messages restored after the visibility timeout, malformed envelopes.
+//! The Redis broker against a real Redis: kombu's envelope, bindings and batch order on the
+//! wire, unacknowledged messages recorded under their own tags and restored after the
+//! visibility timeout, malformed envelopes, round robin between queues, fetched messages
+//! returned when a consumer stops. What every transport does alike (round trips, retries,
+//! revokes, graceful stops) is in `round_trip.rs`.
 
 mod support;
 
@@ -18,41 +21,6 @@ async fn app(url: &str) -> App {
         RedisBroker::connect(url).await.unwrap(),
         RedisBackend::connect(url).await.unwrap(),
     )
-}
-
-#[tokio::test]
-async fn tasks_round_trip_through_redis_with_typed_results() {
-    let Some(url) = support::redis_url() else {
-        return;
-    };
-    let app = app(&url).await;
-    let queue = unique_queue();
-    let mut builder = app.worker();
-    builder
-        .register::<Doubler, DoubleArgs>(&DOUBLE)
-        .queues([queue.clone()])
-        .concurrency(8);
-    let worker = builder.start().await.unwrap();
-    let mut sent = Vec::new();
-    for x in 0..200 {
-        sent.push(
-            app.client()
-                .send_task::<i64>(&DOUBLE, vec![json!(x)])
-                .with_options(to(&queue))
-                .await
-                .unwrap(),
-        );
-    }
-    for (x, result) in sent.iter().enumerate() {
-        assert_eq!(
-            result.get(Duration::from_secs(10)).await.unwrap(),
-            2 * x as i64
-        );
-    }
-    let mut raw = support::raw_redis(&url).await;
-    let left: i64 = raw.llen(&queue).await.unwrap();
-    assert_eq!(left, 0);
-    worker.shutdown().await;
 }
 
 #[tokio::test]
@@ -314,7 +282,7 @@ async fn fetching_records_each_message_under_its_own_tag_however_the_envelope_is
 }
 
 #[tokio::test]
-async fn a_batch_is_published_in_order_and_every_task_runs() {
+async fn a_batch_is_pushed_oldest_first() {
     let Some(url) = support::redis_url() else {
         return;
     };
@@ -333,20 +301,7 @@ async fn a_batch_is_published_in_order_and_every_task_runs() {
     let tail: Vec<String> = raw.lrange(&queue, -1, -1).await.unwrap();
     let envelope: Value = serde_json::from_str(&tail[0]).unwrap();
     assert_eq!(envelope["headers"]["id"], sent[0].id());
-
-    let mut builder = app.worker();
-    builder
-        .register::<Doubler, DoubleArgs>(&DOUBLE)
-        .queues([queue.clone()])
-        .concurrency(8);
-    let worker = builder.start().await.unwrap();
-    for (x, result) in sent.iter().enumerate() {
-        assert_eq!(
-            result.get(Duration::from_secs(20)).await.unwrap(),
-            2 * x as i64
-        );
-    }
-    worker.shutdown().await;
+    let _: () = raw.del(&queue).await.unwrap();
 }
 
 #[tokio::test]
@@ -463,132 +418,6 @@ async fn fetched_but_unstarted_tasks_return_to_the_queue_when_the_consumer_stops
     let _: () = raw.del(&queue).await.unwrap();
 }
 
-/// `t.retry_double(x)`: asks for a retry in 3 s on its first run, then returns `2x`.
-static RETRY_DOUBLE: celerity::TaskSpec =
-    celerity::TaskSpec::new("t.retry_double", &[celerity::ArgSpec::new("x", true)]);
-
-/// Every run of the tasks below, by argument, across the workers of a test.
-#[derive(Default, Clone)]
-struct Runs(std::sync::Arc<std::sync::Mutex<Vec<i64>>>);
-
-struct Counted {
-    runs: std::sync::Arc<Runs>,
-}
-
-impl celerity::Component for Counted {
-    type Deps = std::sync::Arc<Runs>;
-    async fn build(
-        runs: std::sync::Arc<Runs>,
-        _ctx: &celerity::TaskContext,
-    ) -> Result<Self, celerity::BuildError> {
-        Ok(Counted { runs })
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct CountedDouble {
-    x: i64,
-}
-
-impl celerity::Invoke<Counted> for CountedDouble {
-    type Output = i64;
-    async fn invoke(self, c: &Counted, ctx: &celerity::TaskContext) -> celerity::TaskResult<i64> {
-        if ctx.name == RETRY_DOUBLE.name && ctx.retries == 0 {
-            return Err(celerity::TaskError::retry(Some(Duration::from_secs(3))));
-        }
-        c.runs.0.lock().unwrap().push(self.x);
-        Ok(self.x * 2)
-    }
-}
-
-async fn counted_worker(app: &App, queue: &str, runs: &Runs) -> celerity::Worker {
-    let mut builder = app.worker();
-    builder
-        .singleton(runs.clone())
-        .register::<Counted, CountedDouble>(&DOUBLE)
-        .register::<Counted, CountedDouble>(&RETRY_DOUBLE)
-        .queues([queue.to_owned()])
-        .concurrency(4);
-    builder.start().await.unwrap()
-}
-
-#[tokio::test]
-async fn a_graceful_stop_returns_held_eta_tasks_and_pending_retries_to_the_queue() {
-    let Some(url) = support::redis_url() else {
-        return;
-    };
-    let app = app(&url).await;
-    let queue = unique_queue();
-    let first_runs = Runs::default();
-    let worker = counted_worker(&app, &queue, &first_runs).await;
-    let client = app.client();
-    let soon = SendOptions {
-        countdown: Some(Duration::from_secs(4)),
-        ..to(&queue)
-    };
-    let mut sent = Vec::new();
-    for x in 0..20 {
-        let options = soon.clone();
-        sent.push(
-            client
-                .send_task::<i64>(&DOUBLE, vec![json!(x)])
-                .with_options(options)
-                .send(),
-        );
-    }
-    let mut sent = futures::future::try_join_all(sent).await.unwrap();
-    // Five more that run at once and ask for a retry in 3 s: each pending retry is a new
-    // message the worker holds.
-    for x in 20..25 {
-        let retried = client
-            .send_task::<i64>(&RETRY_DOUBLE, vec![json!(x)])
-            .with_options(to(&queue))
-            .await
-            .unwrap();
-        sent.push(retried);
-    }
-    let mut raw = support::raw_redis(&url).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    loop {
-        let mut retrying = 0;
-        for result in &sent[20..] {
-            if result.state().await.unwrap() == celerity::TaskState::Retry {
-                retrying += 1;
-            }
-        }
-        let queued: i64 = raw.llen(&queue).await.unwrap();
-        if retrying == 5 && queued == 0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the worker took every message"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    worker.shutdown().await;
-    assert_eq!(
-        raw.llen::<_, i64>(&queue).await.unwrap(),
-        25,
-        "every held message is back on the queue when shutdown returns"
-    );
-    assert!(first_runs.0.lock().unwrap().is_empty());
-
-    let runs = Runs::default();
-    let replacement = counted_worker(&app, &queue, &runs).await;
-    // Due 3 to 4 s after they were sent: well within this, not after a visibility timeout.
-    let lost = support::lost_doubles(&sent, Duration::from_secs(8)).await;
-    assert!(lost.is_empty(), "sent 25, lost {}: {lost:?}", lost.len());
-    let mut ran = runs.0.lock().unwrap().clone();
-    ran.sort_unstable();
-    assert_eq!(
-        ran,
-        (0..25).collect::<Vec<_>>(),
-        "each completed exactly once"
-    );
-    replacement.shutdown().await;
-}
-
 #[tokio::test]
 async fn a_task_held_past_the_visibility_timeout_runs_once() {
     // A server of its own: a two-second visibility timeout sweeps the whole `unacked` hash.
@@ -602,8 +431,7 @@ async fn a_task_held_past_the_visibility_timeout_runs_once() {
         .visibility_timeout(Duration::from_secs(2));
     let app = App::new(broker, RedisBackend::connect(&url).await.unwrap());
     let queue = unique_queue();
-    let runs = Runs::default();
-    let worker = counted_worker(&app, &queue, &runs).await;
+    let worker = support::probe_worker(&app, &queue, 4, 4).await;
     let later = SendOptions {
         countdown: Some(Duration::from_secs(6)),
         ..to(&queue)
@@ -625,6 +453,7 @@ async fn a_task_held_past_the_visibility_timeout_runs_once() {
     assert_eq!(sent.get(Duration::from_secs(10)).await.unwrap(), 42);
     // A second copy would have run at the same ETA; give it time to show.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(*runs.0.lock().unwrap(), [21], "ran exactly once");
+    let runs = worker.singleton::<support::Runs>().unwrap().list();
+    assert_eq!(runs, [21], "ran exactly once");
     worker.shutdown().await;
 }

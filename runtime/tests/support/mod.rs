@@ -62,6 +62,196 @@ pub fn to(queue: &str) -> celerity::SendOptions {
     }
 }
 
+/// Every run of the probe tasks, by argument, in order, across the workers of a test.
+#[derive(Default, Clone)]
+pub struct Runs(std::sync::Arc<std::sync::Mutex<Vec<i64>>>);
+
+impl Runs {
+    /// The arguments of the runs so far.
+    pub fn list(&self) -> Vec<i64> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Runs the probe tasks, noting each run in the worker's [`Runs`].
+pub struct Probe {
+    runs: std::sync::Arc<Runs>,
+}
+
+impl celerity::Component for Probe {
+    type Deps = std::sync::Arc<Runs>;
+    async fn build(
+        runs: std::sync::Arc<Runs>,
+        _ctx: &celerity::TaskContext,
+    ) -> Result<Self, celerity::BuildError> {
+        Ok(Probe { runs })
+    }
+}
+
+/// `t.record(n)`: notes `n` and returns it.
+pub static RECORD: celerity::TaskSpec =
+    celerity::TaskSpec::new("t.record", &[celerity::ArgSpec::new("n", true)]);
+
+/// Arguments of `t.record`.
+#[derive(serde::Deserialize)]
+pub struct RecordArgs {
+    n: i64,
+}
+
+impl celerity::Invoke<Probe> for RecordArgs {
+    type Output = i64;
+    async fn invoke(
+        self,
+        probe: &Probe,
+        _ctx: &celerity::TaskContext,
+    ) -> celerity::TaskResult<i64> {
+        probe.runs.0.lock().unwrap().push(self.n);
+        Ok(self.n)
+    }
+}
+
+/// Arguments of `t.record` as a sender serializes them.
+#[derive(serde::Serialize)]
+pub struct RecordCall {
+    pub n: i64,
+}
+
+/// `t.retry_once()`: asks for a retry in 1 s on its first run; returns its retry count.
+pub static RETRY_ONCE: celerity::TaskSpec = celerity::TaskSpec::new("t.retry_once", &[]);
+
+/// Arguments of `t.retry_once`.
+#[derive(serde::Deserialize)]
+pub struct RetryOnceArgs {}
+
+impl celerity::Invoke<Probe> for RetryOnceArgs {
+    type Output = u32;
+    async fn invoke(
+        self,
+        _probe: &Probe,
+        ctx: &celerity::TaskContext,
+    ) -> celerity::TaskResult<u32> {
+        if ctx.retries == 0 {
+            Err(celerity::TaskError::retry(Some(Duration::from_secs(1))))
+        } else {
+            Ok(ctx.retries)
+        }
+    }
+}
+
+/// `t.slow(ms)`: sleeps, acknowledged late.
+pub static SLOW: celerity::TaskSpec =
+    celerity::TaskSpec::new("t.slow", &[celerity::ArgSpec::new("ms", true)]).acks_late(true);
+
+/// Arguments of `t.slow`.
+#[derive(serde::Deserialize)]
+pub struct SlowArgs {
+    ms: u64,
+}
+
+impl celerity::Invoke<Probe> for SlowArgs {
+    type Output = u64;
+    async fn invoke(
+        self,
+        _probe: &Probe,
+        _ctx: &celerity::TaskContext,
+    ) -> celerity::TaskResult<u64> {
+        tokio::time::sleep(Duration::from_millis(self.ms)).await;
+        Ok(self.ms)
+    }
+}
+
+/// `t.retry_double(x)`: asks for a retry in 3 s on its first run, then notes `x` and
+/// returns `2x`.
+pub static RETRY_DOUBLE: celerity::TaskSpec =
+    celerity::TaskSpec::new("t.retry_double", &[celerity::ArgSpec::new("x", true)]);
+
+/// Arguments of `t.double` and `t.retry_double` run by [`Probe`], which notes `x`.
+#[derive(serde::Deserialize)]
+pub struct CountedDouble {
+    x: i64,
+}
+
+impl celerity::Invoke<Probe> for CountedDouble {
+    type Output = i64;
+    async fn invoke(self, probe: &Probe, ctx: &celerity::TaskContext) -> celerity::TaskResult<i64> {
+        if ctx.name == RETRY_DOUBLE.name && ctx.retries == 0 {
+            return Err(celerity::TaskError::retry(Some(Duration::from_secs(3))));
+        }
+        probe.runs.0.lock().unwrap().push(self.x);
+        Ok(self.x * 2)
+    }
+}
+
+/// A worker of every probe task on `queue`, with [`Runs`] of its own
+/// (`worker.singleton::<Runs>()`).
+pub async fn probe_worker(
+    app: &celerity::App,
+    queue: &str,
+    concurrency: usize,
+    prefetch_multiplier: usize,
+) -> celerity::Worker {
+    let mut builder = app.worker();
+    builder
+        .singleton(Runs::default())
+        .register::<Probe, RecordArgs>(&RECORD)
+        .register::<Probe, RetryOnceArgs>(&RETRY_ONCE)
+        .register::<Probe, SlowArgs>(&SLOW)
+        .register::<Probe, CountedDouble>(&DOUBLE)
+        .register::<Probe, CountedDouble>(&RETRY_DOUBLE)
+        .queues([queue.to_owned()])
+        .concurrency(concurrency)
+        .prefetch_multiplier(prefetch_multiplier);
+    builder.start().await.expect("the worker starts")
+}
+
+/// A test's app and a queue of its own on it.
+pub struct TestQueue {
+    /// The app.
+    pub app: celerity::App,
+    /// The queue, named by [`unique_queue`].
+    pub queue: String,
+}
+
+impl TestQueue {
+    /// `app` with a new queue.
+    pub fn new(app: celerity::App) -> TestQueue {
+        TestQueue {
+            app,
+            queue: unique_queue(),
+        }
+    }
+
+    /// Sends `spec(args)` to the queue with `options`.
+    pub async fn send<R>(
+        &self,
+        spec: &'static celerity::TaskSpec,
+        args: serde_json::Value,
+        options: celerity::SendOptions,
+    ) -> celerity::AsyncResult<R>
+    where
+        R: serde::de::DeserializeOwned + Send + 'static,
+    {
+        let serde_json::Value::Array(args) = args else {
+            panic!("args must be a list")
+        };
+        let options = celerity::SendOptions {
+            queue: Some(self.queue.clone()),
+            ..options
+        };
+        self.app
+            .client()
+            .send_task(spec, args)
+            .with_options(options)
+            .await
+            .unwrap()
+    }
+
+    /// A worker of the probe tasks on the queue ([`probe_worker`]).
+    pub async fn worker(&self, concurrency: usize, multiplier: usize) -> celerity::Worker {
+        probe_worker(&self.app, &self.queue, concurrency, multiplier).await
+    }
+}
+
 /// The tasks of `sent` (each doubling its index) that did not complete with the right
 /// value within `within`, described. One deadline for all of them, so a worker that never
 /// recovers fails the test in `within` rather than in one timeout per task.
