@@ -1,4 +1,4 @@
-//! The AMQP broker and the rpc result backend against a real RabbitMQ: Celery's message and
+//! The AMQP broker against a real RabbitMQ: Celery's message and
 //! declarations on the wire (compared with what Python Celery publishes), priorities,
 //! `basic.qos` as the prefetch window, topic routing, dead-lettered malformed messages,
 //! settling deliveries, a cancelled consumer, timeouts, a closed broker and Celery's remote
@@ -12,9 +12,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use celerity::backend::{ResultBackend, RpcBackend};
+use celerity::backend::RpcBackend;
 use celerity::broker::{AmqpBroker, AmqpOptions, AmqpQueue, ExchangeType};
-use celerity::{App, ResultError, SendOptions, TaskState};
+use celerity::{App, ResultError, SendOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::{Value, json};
 use support::{
@@ -60,25 +60,6 @@ impl Rabbit {
     async fn finish(self) {
         self.raw.delete(&self.queue).await;
     }
-}
-
-#[tokio::test]
-async fn an_rpc_url_gives_the_rpc_backend_and_needs_an_amqp_broker() {
-    let Some(url) = support::amqp_url() else {
-        return;
-    };
-    let app = App::from_urls(&url, "rpc://").await.unwrap();
-    assert_eq!(app.backend().describe(), "rpc://");
-    assert!(
-        !app.broker().describe().contains("guest:guest"),
-        "no password in banners"
-    );
-    // A broker that connects at once, so the error is the rule, not a refused connection.
-    let mismatch = App::from_urls("memory://", "rpc://")
-        .await
-        .expect_err("rpc:// needs an amqp:// broker");
-    assert_eq!(mismatch.kind(), celerity::ErrorKind::Config);
-    assert!(mismatch.to_string().contains("amqp://"), "{mismatch}");
 }
 
 #[tokio::test]
@@ -542,53 +523,6 @@ async fn a_topic_routed_queue_is_published_through_its_exchange() {
         .exchange_delete(&exchange, Default::default())
         .await;
     rabbit.finish().await;
-}
-
-#[tokio::test]
-async fn the_rpc_backend_delivers_results_to_the_sender_and_forgets_on_request() {
-    let Some(url) = support::amqp_url() else {
-        return;
-    };
-    let broker = AmqpBroker::connect(&url).await.unwrap();
-    let backend = RpcBackend::connect(&broker).await.unwrap();
-    let meta = celerity::protocol::ResultMeta::new("task-1", TaskState::Success, json!(42));
-    // A worker's reply to a message that asked for this backend's queue.
-    let request = celerity::protocol::Properties {
-        reply_to: backend.reply_to(),
-        correlation_id: Some("task-1".into()),
-        ..Default::default()
-    };
-    let worker_side = RpcBackend::connect(&broker).await.unwrap();
-    worker_side.store_for(&meta, &request).await.unwrap();
-    let received = tokio::time::timeout(WAIT, backend.wait_ready("task-1"))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(received.result, json!(42));
-    assert_eq!(
-        worker_side.get("task-1").await.unwrap(),
-        None,
-        "only the sender receives it"
-    );
-    backend.forget("task-1").await.unwrap();
-    assert_eq!(backend.get("task-1").await.unwrap(), None);
-    // No reply_to: nothing is sent, as in Celery.
-    let unsent = celerity::protocol::ResultMeta::new("task-2", TaskState::Success, json!(7));
-    worker_side
-        .store_for(&unsent, &celerity::protocol::Properties::default())
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        backend.get("task-2").await.unwrap(),
-        None,
-        "nothing arrived"
-    );
-    assert_eq!(
-        worker_side.get("task-2").await.unwrap(),
-        None,
-        "not sent to its own reply queue either"
-    );
 }
 
 #[tokio::test]
