@@ -7,6 +7,7 @@
 //! them unless `CELERITY_REQUIRE_BROKERS=1`.
 
 mod interop;
+mod support;
 
 use interop::cases;
 use interop::python::Python;

@@ -4,11 +4,14 @@
 //!
 //! Each example includes this file with `#[path]` and uses the part it needs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStderr, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+
+#[path = "../../runtime/tests/support/skip.rs"]
+mod skip;
 
 /// A `kB` field of `/proc/<pid>/status`: `VmRSS` (resident now) or `VmHWM` (peak).
 pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
@@ -20,18 +23,9 @@ pub fn proc_status_kb(pid: u32, field: &str) -> Option<u64> {
 }
 
 /// `CELERITY_PYTHON`, else the repository's `.venv/bin/python`, if it can import Celery
-/// and redis-py.
+/// and redis-py (found as the tests find it).
 pub fn python_with_celery() -> Option<PathBuf> {
-    let python = std::env::var_os("CELERITY_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    let imports = Command::new(&python)
-        .args(["-c", "import celery, redis"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    imports.then_some(python)
+    skip::find_celery_python().ok()
 }
 
 /// The `worker` subcommand of an example: the worker command line

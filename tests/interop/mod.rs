@@ -1,14 +1,14 @@
 //! What the Celery interop suites share: the interop tasks generated from
 //! `interop.yaml`, Celerity's implementation of them, the Python interpreter, worker and
-//! client driver, the transports, and the cases every transport runs.
+//! client driver, the transports, and the cases every transport runs. The servers and
+//! the interpreter are found, or the test skipped, through `tests/support` (`mod support`
+//! beside `mod interop` in each suite).
 
 #![allow(dead_code)] // each test binary uses part of this
 
 pub mod cases;
 pub mod python;
 pub mod rust_worker;
-#[path = "../../runtime/tests/support/skip.rs"]
-pub mod skip;
 pub mod transport;
 
 /// Code generated from `tests/interop/interop.yaml` by the package's build script.

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use super::skip;
 use super::transport::Transport;
 
 /// How long a Python worker may take to say it is ready (imports are slow on a busy CI
@@ -36,7 +35,7 @@ impl Python {
     /// `CELERITY_PYTHON`, else the workspace's `.venv/bin/python`, if it imports
     /// Celery; otherwise `None` after a skip that says why.
     pub fn find() -> Option<Python> {
-        let interpreter = skip::python_with_celery()?;
+        let interpreter = crate::support::python_with_celery()?;
         Some(Python { interpreter })
     }
 

@@ -1,9 +1,9 @@
 //! The broker and backend pairs the interop cases run on, each `None` after a skip when a
-//! server it needs is missing (see `super::skip`).
+//! server it needs is missing (see `tests/support`).
 
 use celerity::App;
 
-use super::skip;
+use crate::support;
 
 /// Where tasks and results travel, given as the URLs both Celery and Celerity read.
 #[derive(Debug, Clone)]
@@ -19,7 +19,7 @@ pub struct Transport {
 impl Transport {
     /// Redis as broker and result backend.
     pub fn redis() -> Option<Transport> {
-        let redis = skip::redis_url()?;
+        let redis = support::redis_url()?;
         Some(Transport {
             name: "redis",
             broker: redis.clone(),
@@ -31,7 +31,7 @@ impl Transport {
     pub fn amqp_rpc() -> Option<Transport> {
         Some(Transport {
             name: "amqp+rpc",
-            broker: skip::amqp_url()?,
+            broker: support::amqp_url()?,
             backend: "rpc://".into(),
         })
     }
@@ -40,8 +40,8 @@ impl Transport {
     pub fn amqp_redis() -> Option<Transport> {
         Some(Transport {
             name: "amqp+redis",
-            broker: skip::amqp_url()?,
-            backend: skip::redis_url()?,
+            broker: support::amqp_url()?,
+            backend: support::redis_url()?,
         })
     }
 

@@ -1,5 +1,6 @@
-//! What the reference application's broker-backed tests share: the Redis and RabbitMQ to
-//! test against, or a skip that says why (the runtime's tests skip through the same file).
+//! What the reference application's broker-backed and interop tests share: the Redis,
+//! RabbitMQ and Python Celery to test against, or a skip that says why (the runtime's tests
+//! skip through the same file).
 
 #![allow(dead_code)] // each test binary uses part of this
 
@@ -7,4 +8,4 @@
 mod skip;
 
 #[allow(unused_imports)] // as above: each test binary uses part of this
-pub use skip::{amqp_url, redis_url};
+pub use skip::{amqp_url, python_with_celery, redis_url};

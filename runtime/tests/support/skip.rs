@@ -7,9 +7,12 @@
 //! failed tests alone, so a skip said with `eprintln!` passes as `ok` in 0.00 s.
 //!
 //! Every test that skips, in both packages, goes through this file: `runtime/tests/support`
-//! declares it, the reference application's `tests/support` and `tests/interop` include it
-//! by path. It uses `std` alone, so any test binary can include it whatever features of
-//! the runtime are built. `runtime/tests/skipping.rs` checks what it prints.
+//! declares it, the reference application's `tests/support` includes it by path (its
+//! interop suites reach it through `tests/support` too), and the measuring examples
+//! (`examples/support`) find Python Celery with it. It is included, not a crate of its
+//! own, because a skip names the test binary it runs in (`CARGO_CRATE_NAME`, expanded in
+//! the including crate). It uses `std` alone, so any test binary can include it whatever
+//! features of the runtime are built. `runtime/tests/skipping.rs` checks what it prints.
 
 #![allow(dead_code)] // each test binary uses part of this
 
@@ -134,6 +137,15 @@ fn redacted(url: &str) -> String {
 /// A Python that imports Celery and its Redis client (`CELERITY_PYTHON`, else the
 /// workspace's `.venv/bin/python`), or `None` after skipping.
 pub fn python_with_celery() -> Option<PathBuf> {
+    match find_celery_python() {
+        Ok(interpreter) => Some(interpreter),
+        Err(why) => skip(why),
+    }
+}
+
+/// A Python that imports Celery and its Redis client (`CELERITY_PYTHON`, else the
+/// workspace's `.venv/bin/python`), or why there is none and how to make one.
+pub fn find_celery_python() -> Result<PathBuf, String> {
     let chosen = std::env::var_os("CELERITY_PYTHON").map(PathBuf::from);
     let venv = chosen.is_none();
     let interpreter = chosen.unwrap_or_else(|| workspace().join(".venv/bin/python"));
@@ -144,7 +156,7 @@ pub fn python_with_celery() -> Option<PathBuf> {
         .status()
         .is_ok_and(|status| status.success());
     if imports {
-        return Some(interpreter);
+        return Ok(interpreter);
     }
     let how = if venv {
         "set CELERITY_PYTHON, or make the default with \
@@ -152,7 +164,7 @@ pub fn python_with_celery() -> Option<PathBuf> {
     } else {
         "CELERITY_PYTHON"
     };
-    skip(format_args!(
+    Err(format!(
         "Python Celery is not importable from {} ({how})",
         interpreter.display()
     ))
