@@ -19,7 +19,8 @@
 //! - Every operation has a timeout and is retried across a Redis restart
 //!   ([`RedisConnection::run`]).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -189,14 +190,31 @@ struct Shared {
     requeue: redis::Script,
     restore: redis::Script,
     /// Delivery tags handed out by this broker and not settled yet: the messages a worker
-    /// holds, whose `unacked_index` scores its consumers keep fresh.
-    outstanding: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// holds, whose `unacked_index` scores its consumers keep fresh. Each tag is the one
+    /// its acknowledger holds, not a copy.
+    outstanding: Arc<Mutex<HashSet<Arc<str>>>>,
+    /// The list keys acknowledgers requeue to, one of each, shared by them all: a worker
+    /// holding 100,000 tasks for their ETA otherwise holds as many copies.
+    queue_keys: Arc<Mutex<HashSet<Arc<str>>>>,
 }
 
 impl Shared {
-    fn outstanding(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+    fn outstanding(&self) -> MutexGuard<'_, HashSet<Arc<str>>> {
         // Single inserts and removals: a poisoned lock still holds a consistent set.
         self.outstanding.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The list key of `queue` at `priority`, shared with the other acknowledgers.
+    fn queue_key(&self, queue: &str, priority: u8) -> Arc<str> {
+        let key = kombu::priority_key(queue, priority);
+        // Single lookups and inserts: a poisoned lock still holds a consistent set.
+        let mut keys = self.queue_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = keys.get(key.as_str()) {
+            return known.clone();
+        }
+        let key: Arc<str> = key.into();
+        keys.insert(key.clone());
+        key
     }
 }
 
@@ -240,6 +258,7 @@ impl RedisBroker {
                 requeue: redis::Script::new(REQUEUE_SCRIPT),
                 restore: redis::Script::new(RESTORE_SCRIPT),
                 outstanding: Default::default(),
+                queue_keys: Default::default(),
             }),
             visibility_timeout,
         })
@@ -310,13 +329,13 @@ impl RedisBroker {
     /// hold with the current time, so that no sweep (ours or kombu's) takes them for a lost
     /// consumer's. `XX`: an entry settled meanwhile is not brought back.
     async fn refresh_outstanding(&self) -> Result<()> {
-        let tags: Vec<String> = self.shared.outstanding().iter().cloned().collect();
+        let tags: Vec<Arc<str>> = self.shared.outstanding().iter().cloned().collect();
         for chunk in tags.chunks(REFRESH_CHUNK) {
             let now = now_seconds();
             let mut command = redis::cmd("ZADD");
             command.arg("unacked_index").arg("XX");
             for tag in chunk {
-                command.arg(now).arg(tag);
+                command.arg(now).arg(&**tag);
             }
             self.shared
                 .connection
@@ -749,9 +768,9 @@ impl Consumer for RedisConsumer {
 
 struct RedisAcker {
     broker: RedisBroker,
-    /// `Some` until settled.
-    tag: Option<String>,
-    queue_key: String,
+    /// `Some` until settled. The same as in the broker's outstanding set.
+    tag: Option<Arc<str>>,
+    queue_key: Arc<str>,
     /// The envelope's length, to requeue it from its `unacked` record: a held message
     /// costs no second copy.
     envelope_len: usize,
@@ -765,11 +784,12 @@ impl RedisAcker {
         tag: String,
         envelope_len: usize,
     ) -> Self {
+        let tag: Arc<str> = tag.into();
         broker.shared.outstanding().insert(tag.clone());
         RedisAcker {
             broker: broker.clone(),
             tag: Some(tag),
-            queue_key: kombu::priority_key(queue, priority),
+            queue_key: broker.shared.queue_key(queue, priority),
             envelope_len,
         }
     }
@@ -777,7 +797,7 @@ impl RedisAcker {
 
 impl RedisAcker {
     /// The tag, once: the message is settled from now on and no longer refreshed.
-    fn settle(&mut self) -> Option<String> {
+    fn settle(&mut self) -> Option<Arc<str>> {
         let tag = self.tag.take()?;
         self.broker.shared.outstanding().remove(&tag);
         Some(tag)
@@ -801,9 +821,9 @@ impl Acknowledger for RedisAcker {
             // kombu's `QoS.ack` → `_remove_from_indices`: one pipeline, no script.
             let mut pipeline = redis::pipe();
             pipeline
-                .zrem("unacked_index", &tag)
+                .zrem("unacked_index", &*tag)
                 .ignore()
-                .hdel("unacked", &tag)
+                .hdel("unacked", &*tag)
                 .ignore();
             shared
                 .connection
@@ -823,7 +843,7 @@ impl Acknowledger for RedisAcker {
         }
         let tag = self.settle();
         let shared = self.broker.shared.clone();
-        let key = std::mem::take(&mut self.queue_key);
+        let key = self.queue_key.clone();
         let length = self.envelope_len;
         Box::pin(async move {
             let Some(tag) = tag else { return Ok(()) };
@@ -831,7 +851,7 @@ impl Acknowledger for RedisAcker {
                 .connection
                 .run("requeue a task", |mut c| {
                     let mut invocation = shared.requeue.prepare_invoke();
-                    invocation.key(&key).arg(&tag).arg(length);
+                    invocation.key(&*key).arg(&*tag).arg(length);
                     async move { invocation.invoke_async(&mut c).await }
                 })
                 .await?;

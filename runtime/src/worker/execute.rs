@@ -9,7 +9,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tracing::Instrument;
 
 use super::dispatch::{Registered, TaskTable};
-use super::held::{HeldTasks, PackedMessage, Waiting};
+use super::held::{HeldTasks, Waiting};
 use super::log;
 use super::refuse::{self, Refusal};
 use crate::backoff::Backoff;
@@ -224,16 +224,10 @@ async fn receive(
         );
         let Decoded { message, acker, .. } = decoded;
         drop(message);
-        let waiting = Waiting {
-            raw: PackedMessage::pack(raw),
-            queue,
-            acker,
-            place: None,
-        };
         // The place is given up only once held (or back on the broker): a worker stopping
         // meanwhile waits for it.
         let due = tokio::time::Instant::now() + wait;
-        shared.held.hold(due, waiting, held).await;
+        shared.held.hold(due, raw, queue, acker, held).await;
         return;
     }
     start(shared, decoded, raw, queue, held).await;
@@ -256,10 +250,7 @@ pub(crate) async fn admit(shared: Arc<Shared>, mut waiting: Waiting) {
         return;
     };
     shared.held.left();
-    let Waiting {
-        raw, queue, acker, ..
-    } = waiting;
-    let raw = raw.unpack();
+    let (raw, queue, acker) = waiting.into_parts();
     // It decoded when it arrived, so this only fails on a task unregistered since.
     let Some(decoded) = decode(&shared, &raw, &queue, acker).await else {
         return;
