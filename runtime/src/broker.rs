@@ -193,4 +193,18 @@ pub trait Acknowledger: Send + Sync {
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<()>>;
     /// The message is refused: requeued, or dropped (dead-lettered where configured).
     fn reject(self: Box<Self>, requeue: bool) -> BoxFuture<'static, Result<()>>;
+
+    /// Whether [`reload`](Acknowledger::reload) can read the message back: the transport
+    /// keeps it while it is unsettled (Redis, in kombu's `unacked` hash), so a worker
+    /// holding it for its ETA need not keep a copy. The default: it cannot.
+    fn can_reload(&self) -> bool {
+        false
+    }
+
+    /// Reads the message back from the broker, as it was delivered. `Ok(None)` when the
+    /// broker no longer holds it for this delivery (another consumer restored it to its
+    /// queue meanwhile, taking this one for lost), or when the transport cannot.
+    fn reload(&self) -> BoxFuture<'static, Result<Option<RawMessage>>> {
+        Box::pin(async { Ok(None) })
+    }
 }

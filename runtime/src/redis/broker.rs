@@ -722,6 +722,18 @@ fn delivery(broker: &RedisBroker, queue: String, envelope: Vec<u8>) -> Delivery 
     }
 }
 
+/// The envelope in an `unacked` record the fetch script wrote as `[<envelope>,
+/// <exchange>, <routing key>]`, `length` bytes long; read as JSON when the record was
+/// rewritten since. `None` for a record with no envelope.
+fn envelope_of(record: &[u8], length: usize) -> Option<std::borrow::Cow<'_, [u8]>> {
+    if record.first() == Some(&b'[') && record.get(length + 1) == Some(&b',') {
+        return Some(std::borrow::Cow::Borrowed(&record[1..=length]));
+    }
+    let parts: Vec<serde_json::Value> = serde_json::from_slice(record).ok()?;
+    let envelope = serde_json::to_vec(parts.first()?).ok()?;
+    Some(std::borrow::Cow::Owned(envelope))
+}
+
 struct Settled;
 
 impl Acknowledger for Settled {
@@ -858,6 +870,65 @@ impl Acknowledger for RedisAcker {
             Ok(())
         })
     }
+
+    fn can_reload(&self) -> bool {
+        self.tag.is_some()
+    }
+
+    /// Reads the envelope from the message's `unacked` record, which the fetch script
+    /// wrote as `[<envelope>, <exchange>, <routing key>]`.
+    fn reload(&self) -> BoxFuture<'static, Result<Option<RawMessage>>> {
+        let tag = self.tag.clone();
+        let shared = self.broker.shared.clone();
+        let length = self.envelope_len;
+        Box::pin(async move {
+            let Some(tag) = tag else { return Ok(None) };
+            let record: Option<Vec<u8>> = shared
+                .connection
+                .run("read a held task back", |mut c| {
+                    let mut command = redis::cmd("HGET");
+                    command.arg("unacked").arg(&*tag);
+                    async move { command.query_async(&mut c).await }
+                })
+                .await?;
+            let Some(record) = record else {
+                return Ok(None);
+            };
+            let Some(envelope) = envelope_of(&record, length) else {
+                return Ok(None);
+            };
+            let unwrapped = kombu::unwrap(&envelope).map_err(|error| {
+                crate::error::Error::new(ErrorKind::Broker, "a held task's record is not readable")
+                    .with_source(error)
+            })?;
+            Ok(Some(unwrapped.message))
+        })
+    }
 }
 // A delivery dropped unsettled stays in `unacked` and comes back after the visibility
 // timeout, as with kombu: that is what makes a killed worker lose nothing.
+
+#[cfg(test)]
+mod tests {
+    use super::envelope_of;
+
+    #[test]
+    fn a_held_message_is_read_back_from_its_unacked_record() {
+        let envelope = br#"{"body": "W10=", "properties": {"delivery_tag": "t"}}"#;
+        // As the fetch script writes it: the envelope byte for byte.
+        let mut record = b"[".to_vec();
+        record.extend_from_slice(envelope);
+        record.extend_from_slice(br#", "", "celery"]"#);
+        assert_eq!(envelope_of(&record, envelope.len()).unwrap(), &envelope[..]);
+        // As Python's json.dumps writes it: read as JSON.
+        let rewritten = br#"[{"body":"W10=","properties":{"delivery_tag":"t"}},"","celery"]"#;
+        let read: serde_json::Value =
+            serde_json::from_slice(&envelope_of(rewritten, envelope.len()).unwrap()).unwrap();
+        assert_eq!(
+            read,
+            serde_json::from_slice::<serde_json::Value>(envelope).unwrap()
+        );
+        assert!(envelope_of(b"[]", 0).is_none());
+        assert!(envelope_of(b"not json", 3).is_none());
+    }
+}

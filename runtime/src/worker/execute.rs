@@ -250,7 +250,9 @@ pub(crate) async fn admit(shared: Arc<Shared>, mut waiting: Waiting) {
         return;
     };
     shared.held.left();
-    let (raw, queue, acker) = waiting.into_parts();
+    let Some((raw, queue, acker)) = waiting.into_parts().await else {
+        return;
+    };
     // It decoded when it arrived, so this only fails on a task unregistered since.
     let Some(decoded) = decode(&shared, &raw, &queue, acker).await else {
         return;

@@ -30,7 +30,9 @@ const RETURN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A message held until its ETA, with the means to settle it.
 pub(crate) struct Waiting {
-    raw: PackedMessage,
+    /// `None` when the broker keeps the message until it is settled and reads it back
+    /// ([`Acknowledger::can_reload`]): Redis, whose `unacked` hash has it.
+    raw: Option<PackedMessage>,
     /// Shared by every task held from the same queue.
     queue: Arc<str>,
     acker: Box<dyn Acknowledger>,
@@ -39,9 +41,36 @@ pub(crate) struct Waiting {
 }
 
 impl Waiting {
-    /// The message, unpacked, the queue it came from and the means to settle it.
-    pub(crate) fn into_parts(self) -> (RawMessage, String, Box<dyn Acknowledger>) {
-        (self.raw.unpack(), self.queue.to_string(), self.acker)
+    /// The message, unpacked or read back from the broker, the queue it came from and the
+    /// means to settle it. `None` when the broker no longer has it for this delivery or
+    /// cannot be reached (logged): another consumer restored it, or it is restored after
+    /// the visibility timeout, and runs then.
+    pub(crate) async fn into_parts(self) -> Option<(RawMessage, String, Box<dyn Acknowledger>)> {
+        let Waiting {
+            raw, queue, acker, ..
+        } = self;
+        let raw = match raw {
+            Some(raw) => raw.unpack(),
+            None => match acker.reload().await {
+                Ok(Some(raw)) => raw,
+                Ok(None) => {
+                    tracing::info!(
+                        %queue,
+                        "a task held for its ETA is back on its queue, restored by another consumer; it runs from there"
+                    );
+                    return None;
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        %error,
+                        %queue,
+                        "could not read a task held for its ETA back from the broker; it is restored after the visibility timeout"
+                    );
+                    return None;
+                }
+            },
+        };
+        Some((raw, queue.to_string(), acker))
     }
 }
 
@@ -50,7 +79,8 @@ impl Waiting {
 /// second copy of the envelope), 270 MB with the headers as text beside the message's
 /// other parts in their own allocations (a dozen small blocks a task, and the holes the
 /// decoding of the next messages left between them). Decoded again, fully, when its ETA
-/// comes.
+/// comes. A worker on Redis keeps none of it: the message is in the `unacked` hash
+/// until settled, and read from there when its ETA comes.
 ///
 /// Layout: the correlation id, reply-to, expiration, content type, content encoding and
 /// body, each as its length plus one in LEB128 (0 for an absent property) followed by its
@@ -265,7 +295,7 @@ impl HeldTasks {
         acker: Box<dyn Acknowledger>,
         place: OwnedSemaphorePermit,
     ) {
-        let raw = PackedMessage::pack(raw);
+        let raw = (!acker.can_reload()).then(|| PackedMessage::pack(raw));
         let refused = {
             let mut state = self.lock();
             let mut task = Waiting {
