@@ -37,6 +37,12 @@ use crate::protocol::RawMessage;
 /// time in seconds. Returns a flat list of `key, envelope, flag` triples; the flag is
 /// `malformed` for a message whose envelope cannot be read, which is not recorded: no
 /// consumer could ever acknowledge it.
+/// The most messages one fetch takes. A quarter of the prefetch window otherwise; but the
+/// window grows by one for each task held for its ETA, and a fetch of tens of thousands
+/// of messages (tens of megabytes of reply and decoded deliveries at once) would leave
+/// that much heap behind for good.
+const MAX_FETCH: usize = 1000;
+
 /// A fetch reply this large (bytes) is followed by a new connection, to give back the
 /// memory its read buffer grew by: the threshold above which glibc's allocator (as the
 /// worker sets it) returns freed blocks to the system at once.
@@ -528,8 +534,8 @@ struct RedisConsumer {
     /// Wake-ups announcing new messages in the queues.
     wake: Subscription,
     /// How many messages one fetch may take: a quarter of the worker's prefetch window
-    /// (at least one), so a busy worker saves round trips without reserving much more
-    /// than its window.
+    /// (at least one, at most `MAX_FETCH`), so a busy worker saves round trips without
+    /// reserving much more than its window.
     batch: usize,
     /// Fetched, recorded as unacknowledged, not yet handed out.
     buffer: std::collections::VecDeque<Delivery>,
@@ -763,7 +769,7 @@ impl Consumer for RedisConsumer {
     }
 
     fn set_prefetch(&mut self, count: usize) -> BoxFuture<'_, Result<()>> {
-        self.batch = (count / 4).max(1);
+        self.batch = (count / 4).clamp(1, MAX_FETCH);
         Box::pin(async { Ok(()) })
     }
 
