@@ -5,10 +5,12 @@
 mod backend;
 mod broker;
 mod connection;
+mod consumer;
 mod endpoints;
 pub mod kombu;
 mod listener;
 mod mailbox;
+mod scripts;
 
 pub use backend::{RedisBackend, TASK_META_PREFIX};
 pub use broker::RedisBroker;
