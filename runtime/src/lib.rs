@@ -37,6 +37,7 @@ mod backoff;
 mod bounded;
 pub mod broker;
 mod call_type;
+pub mod canvas;
 #[cfg(feature = "cli")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cli")))]
 pub mod cli;

@@ -1,0 +1,11 @@
+//! Celery's canvas as it travels in messages: signatures, and the links a finished task
+//! follows (`callbacks`, `errbacks` and the reversed `chain` of the body's embed).
+//!
+//! A Celerity worker runs the workflows a Python client builds: after a task succeeds it
+//! sends its link callbacks and the next chain step with the result prepended to their
+//! arguments; after it fails for good it marks the rest of the chain failed and sends its
+//! errbacks, as `celery/app/trace.py` and `celery/backends/base.py` do.
+
+mod signature;
+
+pub use signature::Signature;
