@@ -10,6 +10,7 @@ use tracing::Instrument;
 
 use super::dispatch::{Registered, TaskTable};
 use super::held::{HeldTasks, Waiting};
+use super::links;
 use super::log;
 use super::refuse::{self, Refusal};
 use crate::backoff::Backoff;
@@ -510,6 +511,24 @@ async fn execute(
         let span = tracing::Span::current();
         span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
         let mut stored = true;
+        let parent = links::Parent {
+            id: &id,
+            root_id: &root_id,
+        };
+        // Success sends the links before the result is stored (`trace.py`); a link that
+        // cannot be sent fails the task, as a publish error does there.
+        let outcome = match outcome {
+            Ok(value) => match links::after_success(&shared, &message.embed, &parent, &value).await
+            {
+                Ok(()) => Ok(value),
+                Err(error) => Err(TaskError::python(
+                    "OperationalError",
+                    "kombu.exceptions",
+                    format!("could not send the task's links: {error}"),
+                )),
+            },
+            Err(error) => Err(error),
+        };
         match outcome {
             Ok(value) => {
                 span.record("outcome", "success");
@@ -537,11 +556,19 @@ async fn execute(
                         stored = store_result(
                             &shared,
                             &message.properties,
-                            ResultMeta::exception(&id, TaskState::Failure, &exception, traceback),
+                            ResultMeta::exception(
+                                &id,
+                                TaskState::Failure,
+                                &exception,
+                                traceback.clone(),
+                            ),
                             spec.acks_late,
                         )
                         .await;
                     }
+                    let failure = (&exception, traceback.as_deref());
+                    links::after_failure(&shared, &message.embed, &parent, failure, !ignore_result)
+                        .await;
                 }
             },
         }

@@ -5,6 +5,7 @@ mod control;
 mod dispatch;
 mod execute;
 mod held;
+mod links;
 mod log;
 mod refuse;
 mod trim;
