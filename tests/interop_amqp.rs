@@ -45,7 +45,8 @@ mod rpc_backend {
         python_client_rust_worker,
         mixed_fleet,
         celery_control_reaches_celerity,
-        celerity_revoke_reaches_python
+        celerity_revoke_reaches_python,
+        python_canvas_rust_worker
     );
 }
 
@@ -58,6 +59,7 @@ mod redis_backend {
         python_client_rust_worker,
         mixed_fleet,
         celery_control_reaches_celerity,
-        celerity_revoke_reaches_python
+        celerity_revoke_reaches_python,
+        python_canvas_rust_worker
     );
 }

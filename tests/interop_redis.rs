@@ -34,6 +34,14 @@ async fn python_client_drives_a_celerity_worker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_chain_runs_on_a_celerity_worker() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    cases::python_canvas_rust_worker(&transport, &python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_and_celerity_workers_share_a_queue() {
     let Some((transport, python)) = redis_and_python() else {
         return;

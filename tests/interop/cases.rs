@@ -364,6 +364,52 @@ pub async fn python_client_rust_worker(transport: &Transport, python: &Python) {
     worker.shutdown().await;
 }
 
+/// Python's canvas run by a Celerity worker: a chain's steps follow one another with the
+/// previous result prepended (not to an immutable step), and a failing step stops the
+/// chain, whose result then raises the step's error in Python (Celery's `_fail_chain`).
+/// Every step names the test's queue: the Celerity worker does not know Python's routing.
+pub async fn python_canvas_rust_worker(transport: &Transport, python: &Python) {
+    let queue = unique_queue("canvas");
+    let app = transport.app().await;
+    let worker = rust_worker::start(&app, &queue).await;
+    let add = |args: Value| json!({"task": "interop.add", "args": args});
+    let calls = [
+        Call::chain(
+            "chain",
+            json!([add(json!([1, 2])), add(json!([3])), add(json!([4]))]),
+        )
+        .option("queue", json!(queue)),
+        Call::chain(
+            "immutable",
+            json!([
+                add(json!([1, 2])),
+                {"task": "interop.add", "args": [20, 22], "immutable": true},
+                add(json!([1])),
+            ]),
+        )
+        .option("queue", json!(queue)),
+        Call::chain(
+            "failing",
+            json!([
+                add(json!([1, 2])),
+                {"task": "interop.charge", "args": ["4000000000000002", 500], "immutable": true},
+                add(json!([4])),
+            ]),
+        )
+        .option("queue", json!(queue)),
+    ];
+    let seen = python.drive(transport, &queue, &calls, WAIT).await;
+    assert_eq!(seen.result("chain"), &json!(10), "(1 + 2) + 3 + 4");
+    assert_eq!(seen.result("immutable"), &json!(43), "20 + 22, then + 1");
+    let failed = seen.exception("failing");
+    assert_eq!(
+        (failed.type_name.as_str(), failed.message.as_str()),
+        ("PaymentDeclined", "card 4000000000000002 was declined"),
+        "the chain's last step never ran and carries the failure"
+    );
+    worker.shutdown().await;
+}
+
 /// A Python worker and a Celerity worker on one queue: every task completes as sent,
 /// whichever worker takes it.
 pub async fn mixed_fleet(transport: &Transport, python: &Python) {

@@ -256,6 +256,8 @@ pub struct Call {
     kwargs: Map<String, Value>,
     options: Map<String, Value>,
     revoke: bool,
+    /// The steps of a chain: `{"task", "args", "immutable"}`.
+    steps: Vec<Value>,
 }
 
 impl Call {
@@ -269,6 +271,7 @@ impl Call {
             kwargs: Map::new(),
             options: Map::new(),
             revoke: false,
+            steps: Vec::new(),
         }
     }
 
@@ -277,6 +280,19 @@ impl Call {
         Call {
             via: "apply_async",
             ..Call::send_task(name, task)
+        }
+    }
+
+    /// `chain(*steps).apply_async()`, reported as `name`; each step is
+    /// `{"task", "args", "immutable"}` and gets the call's options (its queue).
+    pub fn chain(name: &str, steps: Value) -> Call {
+        let Value::Array(steps) = steps else {
+            panic!("steps must be an array")
+        };
+        Call {
+            via: "chain",
+            steps,
+            ..Call::send_task(name, "celery.chain")
         }
     }
 
@@ -315,7 +331,7 @@ impl Call {
         json!({
             "name": self.name, "task": self.task, "via": self.via,
             "args": self.args, "kwargs": self.kwargs, "options": self.options,
-            "revoke": self.revoke,
+            "revoke": self.revoke, "steps": self.steps,
         })
     }
 }

@@ -8,6 +8,10 @@ Reads a plan from stdin:
                 "options": {"queue": "...", "countdown": 2, "expires": 1, "priority": 9},
                 "revoke": false}]}
 
+A call with "via": "chain" sends `chain(*steps)`, each step
+{"task": "...", "args": [...], "immutable": false} a signature with the call's options; its
+result is the chain's (the last step's).
+
 Values tagged {"$date": "2024-01-02"} and {"$datetime": "..."} are sent as Python date
 and datetime objects (kombu wraps them in its {"__type__": ...} envelope).
 
@@ -27,7 +31,7 @@ import sys
 import time
 from datetime import date, datetime, timezone
 
-from celery import states
+from celery import chain, states
 
 from interop_app import app
 
@@ -60,6 +64,16 @@ def send(call):
     args = decode(call.get("args", []))
     kwargs = decode(call.get("kwargs", {}))
     options = call.get("options", {})
+    if call.get("via") == "chain":
+        steps = [
+            app.signature(
+                step["task"],
+                args=decode(step.get("args", [])),
+                immutable=step.get("immutable", False),
+            ).set(**options)
+            for step in call["steps"]
+        ]
+        return chain(*steps).apply_async()
     if call.get("via", "send_task") == "apply_async":
         return app.tasks[call["task"]].apply_async(args, kwargs, **options)
     return app.send_task(call["task"], args, kwargs, **options)
