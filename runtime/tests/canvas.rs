@@ -438,3 +438,114 @@ async fn several_callbacks_are_sent_as_a_group() {
         (Some(0), Some(1))
     );
 }
+
+/// `chain(add.s(1, 2), group(a.s(10), b.s(20)))`: the group's tasks each get the result
+/// prepended and carry the group's id (its `task_id`) and their index.
+#[tokio::test(start_paused = true)]
+async fn a_chain_ending_in_a_group_sends_each_member_with_the_group_id() {
+    let h = harness_on(&["rust"]).await;
+    let member = |task: &str, arg: i64, id: &str, index: u64| {
+        step(
+            task,
+            json!([arg]),
+            json!({"task_id": id, "reply_to": REPLY_TO, "group_index": index}),
+            false,
+        )
+    };
+    let group = json!({"task": "celery.group", "args": [],
+        "kwargs": {"tasks": [member("py.a", 10, "grp-a", 0), member("py.b", 20, "grp-b", 1)]},
+        "options": {"task_id": "grp-1", "root_id": null, "parent_id": null},
+        "subtask_type": "group", "immutable": false});
+    let embed = json!({"callbacks": null, "errbacks": null, "chain": [group], "chord": null});
+    h.publish(
+        "rust",
+        python_message("t.add", "grp-0", json!([1, 2]), embed),
+    )
+    .await;
+    let sent = h.take("celery", 2).await;
+    let seen: Vec<_> = sent
+        .iter()
+        .map(|m| {
+            (
+                m.task(),
+                m.id(),
+                m.args.clone(),
+                m.headers.group.as_deref(),
+                m.headers.group_index,
+                m.headers.parent_id.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "py.a",
+                "grp-a",
+                vec![json!(3), json!(10)],
+                Some("grp-1"),
+                Some(0),
+                Some("grp-0")
+            ),
+            (
+                "py.b",
+                "grp-b",
+                vec![json!(3), json!(20)],
+                Some("grp-1"),
+                Some(1),
+                Some("grp-0")
+            ),
+        ]
+    );
+}
+
+/// `add.apply_async((1, 2), link=group(record.s(), add.s(5)))`.
+#[tokio::test(start_paused = true)]
+async fn a_group_link_runs_each_member_with_the_result() {
+    let h = harness().await;
+    let group = json!({"task": "celery.group", "args": [],
+        "kwargs": {"tasks": [
+            step("t.record", json!([]), json!({}), false),
+            step("t.add", json!([5]), json!({"task_id": "glink-2"}), false),
+        ]},
+        "options": {}, "subtask_type": "group", "immutable": false});
+    let embed = json!({"callbacks": [group], "errbacks": null, "chain": null, "chord": null});
+    h.publish(
+        "celery",
+        python_message("t.add", "glink-1", json!([1, 2]), embed),
+    )
+    .await;
+    assert_eq!(h.result("glink-2").await.unwrap(), json!(8));
+    assert_eq!(h.runs_of("t.record", 1).await[0].args, json!([3]));
+}
+
+/// A chord step needs the chord support of the result backend, which Celerity does not
+/// have yet: the task that would send it fails saying so, rather than the chain stalling.
+#[tokio::test(start_paused = true)]
+async fn a_chord_step_fails_the_task_that_would_send_it() {
+    let h = harness().await;
+    let chord = json!({"task": "celery.chord", "args": [],
+        "kwargs": {"kwargs": {}, "header": [], "body": step("t.add", json!([1]), json!({}), false)},
+        "options": {"task_id": "chord-2"}, "subtask_type": "chord", "immutable": false});
+    let embed = json!({"callbacks": null, "errbacks": null, "chain": [chord], "chord": null});
+    h.publish(
+        "celery",
+        python_message("t.add", "chord-1", json!([1, 2]), embed),
+    )
+    .await;
+    match h.result("chord-1").await {
+        Err(ResultError::Failed(failure)) => {
+            assert_eq!(failure.exc_type, "OperationalError");
+            assert!(
+                failure.message.contains("cannot apply a chord signature"),
+                "{}",
+                failure.message
+            );
+        }
+        other => panic!("expected the task to fail, got {other:?}"),
+    }
+    assert!(
+        h.result("chord-2").await.is_err(),
+        "the step that cannot run fails too"
+    );
+}

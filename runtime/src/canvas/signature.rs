@@ -105,6 +105,11 @@ impl Signature {
         self.subtask_type.is_none()
     }
 
+    /// Whether this is a group (`subtask_type` `"group"`), its tasks in `kwargs.tasks`.
+    pub fn is_group(&self) -> bool {
+        self.subtask_type.as_deref() == Some("group")
+    }
+
     /// Option `name` when it is a string.
     pub fn option_str(&self, name: &str) -> Option<&str> {
         self.options.get(name).and_then(Value::as_str)
@@ -113,9 +118,15 @@ impl Signature {
     /// The signature as a parent with result `result` applies it: the result prepended to
     /// the arguments unless the signature is immutable (`Signature._merge`).
     pub fn with_parent_result(&self, result: &Value) -> Signature {
+        self.with_partial_args(std::slice::from_ref(result))
+    }
+
+    /// The signature with `args` prepended to its arguments unless it is immutable, as a
+    /// group passes its arguments to each of its tasks.
+    pub fn with_partial_args(&self, args: &[Value]) -> Signature {
         let mut applied = self.clone();
         if !self.immutable {
-            applied.args.insert(0, result.clone());
+            applied.args.splice(0..0, args.iter().cloned());
         }
         applied
     }

@@ -38,13 +38,30 @@ pub(crate) async fn after_success(
     result: &Value,
 ) -> Result<()> {
     let callbacks = signatures(embed.callbacks.as_deref().unwrap_or_default(), "callback");
-    // Several callbacks are sent as one group, each member with the group's id and its
-    // index; a single one is sent alone.
-    let group_id = (callbacks.len() > 1).then(|| Uuid::new_v4().to_string());
-    for (index, callback) in callbacks.iter().enumerate() {
-        let group = group_id.as_deref().map(|id| (id, index));
-        let callback = callback.with_parent_result(result);
-        send(shared, &callback, parent, None, group).await?;
+    match callbacks.as_slice() {
+        [] => {}
+        [one] => send(shared, &one.with_parent_result(result), parent, None, None).await?,
+        several => {
+            // Group callbacks are applied each on its own, the other callbacks as one
+            // group: the same group id and each its index.
+            let (groups, tasks): (Vec<&Signature>, Vec<&Signature>) =
+                several.iter().partition(|s| s.is_group());
+            for group in groups {
+                send(
+                    shared,
+                    &group.with_parent_result(result),
+                    parent,
+                    None,
+                    None,
+                )
+                .await?;
+            }
+            let group_id = Uuid::new_v4().to_string();
+            for (index, callback) in tasks.into_iter().enumerate() {
+                let callback = callback.with_parent_result(result);
+                send(shared, &callback, parent, None, Some((&group_id, index))).await?;
+            }
+        }
     }
     if let Some((next, rest)) = embed.chain.as_deref().and_then(<[Value]>::split_last) {
         match serde_json::from_value::<Signature>(next.clone()) {
@@ -128,7 +145,8 @@ fn signatures(values: &[Value], what: &str) -> Vec<Signature> {
 }
 
 /// Publishes `signature` (arguments already merged) as a child of `parent`, with `chain`
-/// as the rest of its chain and `group` as its group id and index.
+/// as the rest of its chain and `group` as its group id and index. A group signature
+/// sends each of its tasks, as `group.apply_async` does.
 async fn send(
     shared: &Shared,
     signature: &Signature,
@@ -136,9 +154,60 @@ async fn send(
     chain: Option<Vec<Value>>,
     group: Option<(&str, usize)>,
 ) -> Result<()> {
+    if signature.is_group() {
+        return send_group(shared, signature, parent, chain).await;
+    }
+    send_task(shared, signature, parent, chain, group).await
+}
+
+/// The members of a group signature, each with the group's arguments prepended unless
+/// immutable, the group's id (its `task_id`, as `group._freeze_gid` takes it) and its
+/// index (`celery/canvas.py::group.apply_async`).
+async fn send_group(
+    shared: &Shared,
+    group: &Signature,
+    parent: &Parent<'_>,
+    chain: Option<Vec<Value>>,
+) -> Result<()> {
+    let members = match group.kwargs.get("tasks") {
+        Some(Value::Array(members)) => members.as_slice(),
+        _ => &[],
+    };
+    let group_id = group
+        .task_id()
+        .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
+    for (index, member) in members.iter().enumerate() {
+        let member: Signature = serde_json::from_value(member.clone()).map_err(|error| {
+            Error::new(
+                ErrorKind::Decode,
+                format!("a member of group {group_id} is not a signature: {error}"),
+            )
+        })?;
+        // An immutable group has immutable members (`group.set_immutable`); they say so.
+        let member = member.with_partial_args(&group.args);
+        send_task(
+            shared,
+            &member,
+            parent,
+            chain.clone(),
+            Some((&group_id, index)),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Publishes one task's signature; see [`send`].
+async fn send_task(
+    shared: &Shared,
+    signature: &Signature,
+    parent: &Parent<'_>,
+    chain: Option<Vec<Value>>,
+    group: Option<(&str, usize)>,
+) -> Result<()> {
     if !signature.is_simple() {
-        // Groups, chords and nested chains are applied by the canvas code of a Python
-        // worker; here they are refused loudly rather than sent as a task of that name.
+        // Chords and nested chains are applied by the canvas code of a Python worker;
+        // here they are refused loudly rather than sent as a task of that name.
         return Err(Error::new(
             ErrorKind::Encode,
             format!(
