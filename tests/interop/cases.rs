@@ -367,12 +367,14 @@ pub async fn python_client_rust_worker(transport: &Transport, python: &Python) {
 /// Python's canvas run by a Celerity worker: a chain's steps follow one another with the
 /// previous result prepended (not to an immutable step), and a failing step stops the
 /// chain, whose result then raises the step's error in Python (Celery's `_fail_chain`).
-/// Every step names the test's queue: the Celerity worker does not know Python's routing.
+/// A `link_error` runs with the failed task's id. Every step names the test's queue: the
+/// Celerity worker does not know Python's routing.
 pub async fn python_canvas_rust_worker(transport: &Transport, python: &Python) {
     let queue = unique_queue("canvas");
     let app = transport.app().await;
     let worker = rust_worker::start(&app, &queue).await;
     let add = |args: Value| json!({"task": "interop.add", "args": args});
+    let errback_id = uuid::Uuid::new_v4().to_string();
     let calls = [
         Call::chain(
             "chain",
@@ -397,6 +399,15 @@ pub async fn python_canvas_rust_worker(transport: &Transport, python: &Python) {
             ]),
         )
         .option("queue", json!(queue)),
+        Call::apply_async("errback", "interop.charge")
+            .args(json!(["4000000000000002", 500]))
+            .option("queue", json!(queue))
+            .option(
+                "link_error",
+                json!({"$signature": {"task": "interop.greet", "args": [], "kwargs": {},
+                    "options": {"task_id": errback_id, "queue": queue},
+                    "subtask_type": null, "immutable": false}}),
+            ),
     ];
     let seen = python.drive(transport, &queue, &calls, WAIT).await;
     assert_eq!(seen.result("chain"), &json!(10), "(1 + 2) + 3 + 4");
@@ -407,6 +418,18 @@ pub async fn python_canvas_rust_worker(transport: &Transport, python: &Python) {
         ("PaymentDeclined", "card 4000000000000002 was declined"),
         "the chain's last step never ran and carries the failure"
     );
+    // The errback gets the failed task's id first (`interop.greet(task_id)`). Its result
+    // is read here from a shared backend: rpc:// sends it to no one waiting.
+    if transport.backend.starts_with("redis") {
+        let failed = &seen.get("errback").id;
+        let greeting = app
+            .client()
+            .result::<String>(errback_id.clone())
+            .get(WAIT)
+            .await
+            .expect("the errback ran");
+        assert_eq!(greeting, format!("Hello, {failed}!"));
+    }
     worker.shutdown().await;
 }
 

@@ -13,7 +13,8 @@ A call with "via": "chain" sends `chain(*steps)`, each step
 result is the chain's (the last step's).
 
 Values tagged {"$date": "2024-01-02"} and {"$datetime": "..."} are sent as Python date
-and datetime objects (kombu wraps them in its {"__type__": ...} envelope).
+and datetime objects (kombu wraps them in its {"__type__": ...} envelope), and
+{"$signature": {...}} (in options too: link, link_error) as a Celery signature.
 
 Sends every call, revokes those marked "revoke" (AsyncResult.revoke(), a broadcast to
 every worker), then polls each AsyncResult's state until all are ready, and prints
@@ -38,6 +39,8 @@ from interop_app import app
 
 def decode(value):
     if isinstance(value, dict):
+        if set(value) == {"$signature"}:
+            return app.signature(decode(value["$signature"]))
         if set(value) == {"$date"}:
             return date.fromisoformat(value["$date"])
         if set(value) == {"$datetime"}:
@@ -63,7 +66,7 @@ def encode(value):
 def send(call):
     args = decode(call.get("args", []))
     kwargs = decode(call.get("kwargs", {}))
-    options = call.get("options", {})
+    options = decode(call.get("options", {}))
     if call.get("via") == "chain":
         steps = [
             app.signature(
