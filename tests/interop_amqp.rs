@@ -46,7 +46,8 @@ mod rpc_backend {
         mixed_fleet,
         celery_control_reaches_celerity,
         celerity_revoke_reaches_python,
-        python_canvas_rust_worker
+        python_canvas_rust_worker,
+        chain_across_python_and_celerity
     );
 }
 
@@ -60,6 +61,7 @@ mod redis_backend {
         mixed_fleet,
         celery_control_reaches_celerity,
         celerity_revoke_reaches_python,
-        python_canvas_rust_worker
+        python_canvas_rust_worker,
+        chain_across_python_and_celerity
     );
 }

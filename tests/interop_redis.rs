@@ -42,6 +42,14 @@ async fn a_python_chain_runs_on_a_celerity_worker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_chain_runs_across_python_and_celerity_workers() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    cases::chain_across_python_and_celerity(&transport, &python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_and_celerity_workers_share_a_queue() {
     let Some((transport, python)) = redis_and_python() else {
         return;

@@ -433,6 +433,36 @@ pub async fn python_canvas_rust_worker(transport: &Transport, python: &Python) {
     worker.shutdown().await;
 }
 
+/// One chain whose steps alternate between a Celerity worker and a Python worker, each on a
+/// queue only it consumes: each worker sends the next step, with the rest of the chain, to
+/// the other.
+pub async fn chain_across_python_and_celerity(transport: &Transport, python: &Python) {
+    let to_python = unique_queue("chain-py");
+    let to_rust = unique_queue("chain-rs");
+    let python_worker = python.worker(transport, &to_python).await;
+    let app = transport.app().await;
+    let rust = rust_worker::start(&app, &to_rust).await;
+    let on = |task: &str, args: Value, queue: &str| json!({"task": task, "args": args, "options": {"queue": queue}});
+    let calls = [Call::chain(
+        "across",
+        json!([
+            on("interop.add", json!([1, 2]), &to_rust),
+            on("interop.add", json!([3]), &to_python),
+            on("interop.add", json!([4]), &to_rust),
+            on("interop.tag", json!([]), &to_python),
+        ]),
+    )];
+    let seen = python.drive(transport, &to_python, &calls, WAIT).await;
+    assert_eq!(
+        seen.result("across"),
+        &json!({"n": 10, "worker": "python"}),
+        "1 + 2 in Rust, + 3 in Python, + 4 in Rust, tagged in Python\n{}",
+        python_worker.log()
+    );
+    rust.shutdown().await;
+    drop(python_worker);
+}
+
 /// A Python worker and a Celerity worker on one queue: every task completes as sent,
 /// whichever worker takes it.
 pub async fn mixed_fleet(transport: &Transport, python: &Python) {

@@ -256,7 +256,7 @@ pub struct Call {
     kwargs: Map<String, Value>,
     options: Map<String, Value>,
     revoke: bool,
-    /// The steps of a chain: `{"task", "args", "immutable"}`.
+    /// The steps of a chain: `{"task", "args", "immutable", "options"}`.
     steps: Vec<Value>,
 }
 
@@ -284,7 +284,7 @@ impl Call {
     }
 
     /// `chain(*steps).apply_async()`, reported as `name`; each step is
-    /// `{"task", "args", "immutable"}` and gets the call's options (its queue).
+    /// `{"task", "args", "immutable", "options"}` and gets the call's options under its own.
     pub fn chain(name: &str, steps: Value) -> Call {
         let Value::Array(steps) = steps else {
             panic!("steps must be an array")

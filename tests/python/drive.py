@@ -9,8 +9,8 @@ Reads a plan from stdin:
                 "revoke": false}]}
 
 A call with "via": "chain" sends `chain(*steps)`, each step
-{"task": "...", "args": [...], "immutable": false} a signature with the call's options; its
-result is the chain's (the last step's).
+{"task": "...", "args": [...], "immutable": false, "options": {...}} a signature with the
+call's options and its own; its result is the chain's (the last step's).
 
 Values tagged {"$date": "2024-01-02"} and {"$datetime": "..."} are sent as Python date
 and datetime objects (kombu wraps them in its {"__type__": ...} envelope), and
@@ -73,7 +73,7 @@ def send(call):
                 step["task"],
                 args=decode(step.get("args", [])),
                 immutable=step.get("immutable", False),
-            ).set(**options)
+            ).set(**{**options, **decode(step.get("options", {}))})
             for step in call["steps"]
         ]
         return chain(*steps).apply_async()
