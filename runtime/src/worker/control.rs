@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::execute::Shared;
+use super::shared::Shared;
 use crate::broker::{Mailbox, MailboxCommand};
 use crate::pidbox::{clock_forward, task_ids as ids};
 

@@ -5,18 +5,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tracing::Instrument;
 
-use super::dispatch::{Registered, TaskTable};
-use super::held::{HeldTasks, Waiting};
+use super::dispatch::Registered;
+use super::held::Waiting;
 use super::links;
 use super::log;
 use super::refuse::{self, Refusal};
+use super::shared::Shared;
 use crate::backoff::Backoff;
 use crate::broker::{Acknowledger, Consumer, Control, ControlStream};
-use crate::client::Client;
-use crate::container::Container;
 use crate::protocol::{
     ExceptionInfo, Properties, RawMessage, ResultMeta, TaskMessage, TaskState, celery_time,
     parse_celery_time, short,
@@ -25,78 +24,6 @@ use crate::spec::RetryPolicy;
 use crate::task::{TaskContext, TaskError, TaskErrorKind};
 
 use super::CELERY_EXCEPTIONS;
-
-pub(crate) struct Shared {
-    pub client: Client,
-    pub table: TaskTable,
-    pub container: Arc<Container>,
-    /// One permit per running task: the concurrency limit.
-    pub slots: Arc<Semaphore>,
-    /// One permit per message held from the broker and not waiting for its ETA.
-    pub prefetch: Arc<Semaphore>,
-    /// The prefetch window: `concurrency × prefetch_multiplier`.
-    pub window: usize,
-    /// The messages held until their ETA. They do not count against the window; the
-    /// broker's prefetch is raised by as many (Celery's `qos.increment_eventually()`).
-    pub held: HeldTasks,
-    /// Turns true when the worker stops: tasks not started by then go back to the broker.
-    pub stopping: watch::Receiver<bool>,
-    /// Task ids revoked by broadcast.
-    pub revoked: std::sync::Mutex<RevokedSet>,
-    /// Next start time allowed per rate-limited task name.
-    pub rate_limits:
-        std::sync::Mutex<std::collections::HashMap<&'static str, tokio::time::Instant>>,
-    /// The worker's node name, recorded in STARTED results as Celery does.
-    pub hostname: String,
-    /// Messages larger than this many bytes are refused before they are decoded.
-    pub max_message_size: usize,
-}
-
-/// Revoked task ids, bounded like Celery's `LimitedSet` (`worker_state.revoked`, 50,000
-/// entries): the oldest are forgotten first.
-pub(crate) type RevokedSet = crate::bounded::Bounded<(), 50_000>;
-
-impl Shared {
-    /// Waits for the task's turn under its rate limit: starts are spaced `period / count`
-    /// apart, per worker, as Celery's `rate_limit` is (`10/m`: one start every 6 s).
-    async fn rate_limit(&self, spec: &'static crate::spec::TaskSpec) {
-        let Some(limit) = spec.rate_limit else { return };
-        let interval = limit.period / limit.count.max(1);
-        let turn = {
-            let mut next = self.rate_limits.lock().unwrap_or_else(|p| p.into_inner());
-            let now = tokio::time::Instant::now();
-            let slot = next
-                .get(spec.name)
-                .copied()
-                .filter(|t| *t > now)
-                .unwrap_or(now);
-            next.insert(spec.name, slot + interval);
-            slot
-        };
-        tokio::time::sleep_until(turn).await;
-    }
-
-    /// Marks `ids` as revoked: each is discarded when received, or when its ETA comes.
-    pub(crate) fn revoke(&self, ids: impl IntoIterator<Item = String>) {
-        let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
-        for id in ids {
-            revoked.insert_new(id, ());
-        }
-    }
-
-    /// The revoked ids, oldest first.
-    pub(crate) fn revoked_ids(&self) -> Vec<String> {
-        let revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
-        revoked.keys().cloned().collect()
-    }
-
-    fn is_revoked(&self, id: &str) -> bool {
-        self.revoked
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(id)
-    }
-}
 
 /// Applies control commands until the stream ends.
 pub(crate) async fn listen(shared: Arc<Shared>, mut control: Box<dyn ControlStream>) {

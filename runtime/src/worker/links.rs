@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::execute::Shared;
+use super::shared::Shared;
 use crate::canvas::Signature;
 use crate::client::SendOptions;
 use crate::error::{Error, ErrorKind, Result};

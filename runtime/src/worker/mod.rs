@@ -8,6 +8,7 @@ mod held;
 mod links;
 mod log;
 mod refuse;
+mod shared;
 mod trim;
 
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use crate::container::{Component, ContainerBuilder, Singleton};
 use crate::error::{Error, ErrorKind, Result};
 use crate::spec::TaskSpec;
 use dispatch::TaskTable;
-use execute::Shared;
+use shared::Shared;
 
 /// The module of the exceptions Celery itself raises (`NotRegistered`, `TimeLimitExceeded`,
 /// `TaskRevokedError`, …).

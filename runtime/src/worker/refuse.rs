@@ -12,8 +12,8 @@
 
 use serde_json::Value;
 
-use super::execute::Shared;
 use super::log;
+use super::shared::Shared;
 use crate::broker::Acknowledger;
 #[cfg(test)]
 use crate::protocol::TaskMessage;
