@@ -138,13 +138,14 @@ impl AmqpOptions {
 }
 
 /// Parses a broker URL, or a `;`-separated failover list of them, the way kombu's
-/// `Connection` reads it (`kombu/connection.py`): the list is split on `;`, and each URL
+/// `Connection` reads it (`kombu/connection.py`): the list is split as every broker's is
+/// ([`crate::app::url_list`]: at a `;` that starts another URL), and each URL
 /// after the first is laid over the first one's parameters (`Connection.switch`), so the
 /// first URL's query parameters (`heartbeat=`, `frame_max=`…) apply to every URL that
 /// sets none of its own; host, port, credentials and virtual host are each URL's own.
 /// Every URL of a list must be an AMQP one: kombu would switch transports mid-flight.
 pub(super) fn parse_urls(urls: &str, options: &AmqpOptions) -> Result<Vec<Endpoint>> {
-    let list: Vec<&str> = urls.split(';').collect();
+    let list = crate::app::url_list(urls);
     let mut endpoints: Vec<Endpoint> = Vec::with_capacity(list.len());
     for url in &list {
         let scheme = url.split_once("://").map(|(scheme, _)| scheme);
