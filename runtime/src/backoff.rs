@@ -3,42 +3,31 @@
 
 use std::time::Duration;
 
-/// A delay that starts at `initial` and doubles with each attempt up to `max`; with
-/// `jitter`, each delay is drawn uniformly from `0..=delay` ("full jitter", Celery's
-/// `retry_jitter`), so that many waiters do not come back at the same instant.
+/// A delay that starts at `initial` and doubles with each attempt up to `max`. Task
+/// retries that ask for jitter draw their delay with [`full_jitter`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Backoff {
     pub(crate) initial: Duration,
     pub(crate) max: Duration,
-    pub(crate) jitter: bool,
 }
 
 impl Backoff {
-    /// Doubling from `initial` up to `max`, without jitter.
+    /// Doubling from `initial` up to `max`.
     pub(crate) const fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
-            initial,
-            max,
-            jitter: false,
-        }
+        Backoff { initial, max }
     }
 
     /// The delay before attempt `attempt` (1-based: the first retry waits `initial`).
     pub(crate) fn delay(&self, attempt: u32) -> Duration {
         let doublings = attempt.saturating_sub(1).min(31);
-        let delay = self
-            .initial
+        self.initial
             .saturating_mul(2u32.saturating_pow(doublings))
-            .min(self.max.max(self.initial));
-        if self.jitter {
-            full_jitter(delay)
-        } else {
-            delay
-        }
+            .min(self.max.max(self.initial))
     }
 }
 
-/// A uniform delay in `0..=delay`, to the millisecond.
+/// A uniform delay in `0..=delay`, to the millisecond ("full jitter", Celery's
+/// `retry_jitter`), so that many waiters do not come back at the same instant.
 pub(crate) fn full_jitter(delay: Duration) -> Duration {
     let random = uuid::Uuid::new_v4().as_u128() as u64;
     let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
@@ -67,11 +56,7 @@ mod tests {
 
     #[test]
     fn jitter_stays_within_the_delay() {
-        let backoff = Backoff {
-            jitter: true,
-            ..Backoff::new(100 * MS, 100 * MS)
-        };
-        let delays: Vec<Duration> = (0..200).map(|_| backoff.delay(1)).collect();
+        let delays: Vec<Duration> = (0..200).map(|_| full_jitter(100 * MS)).collect();
         assert!(delays.iter().all(|d| *d <= 100 * MS));
         assert!(delays.iter().any(|d| *d < 50 * MS) && delays.iter().any(|d| *d > 50 * MS));
     }
