@@ -13,7 +13,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use celerity::backend::RpcBackend;
-use celerity::broker::{AmqpBroker, AmqpOptions, AmqpQueue, ExchangeType};
+use celerity::broker::{AmqpBroker, AmqpOptions, AmqpQueue, Broker, ExchangeType};
 use celerity::{App, ResultError, SendOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use serde_json::{Value, json};
@@ -658,4 +658,30 @@ async fn celerys_remote_control_reaches_the_worker() {
     assert!(worker.singleton::<Runs>().unwrap().list().is_empty());
     worker.shutdown().await;
     rabbit.finish().await;
+}
+
+/// A node name takes an exclusive mailbox queue (`<node>.celery.pidbox`): a second
+/// worker of the same name gets no mailbox, as Celery refuses a duplicate node name,
+/// and the first keeps its own. RabbitMQ says so with `RESOURCE_LOCKED`.
+#[tokio::test]
+async fn a_node_name_in_use_gets_no_second_mailbox() {
+    let Some(url) = support::amqp_url() else {
+        return;
+    };
+    let node = format!("celerity@{}", unique_queue());
+    let first = AmqpBroker::connect(&url).await.unwrap();
+    let second = AmqpBroker::connect(&url).await.unwrap();
+    let held = first.mailbox(&node).await.unwrap();
+    assert!(
+        held.is_some(),
+        "the first worker of a name gets its mailbox"
+    );
+    let refused = second.mailbox(&node).await.unwrap();
+    assert!(
+        refused.is_none(),
+        "a second worker of the same name gets none"
+    );
+    drop(held);
+    first.close().await;
+    second.close().await;
 }
