@@ -330,11 +330,7 @@ async fn an_unreadable_redis_envelope_is_logged_once_and_its_task_fails() {
     let envelope = celery_message::envelope_not_base64("t.double", &id, &queue);
     let _: i64 = raw.lpush(&queue, envelope.to_string()).await.unwrap();
     let _: i64 = raw.lpush(&queue, "not json at all").await.unwrap();
-    let mut builder = app.worker();
-    builder
-        .register::<Doubler, DoubleArgs>(&DOUBLE)
-        .queues([queue.clone()]);
-    let worker = builder.start().await.unwrap();
+    let worker = support::doubler(&app, &queue).await;
     let meta = stored(&app, &id).await;
     let exception = meta.exception_info().unwrap();
     assert_eq!(

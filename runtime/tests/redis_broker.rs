@@ -14,7 +14,7 @@ use celerity::broker::{Broker, RedisBroker};
 use celerity::{App, SendOptions};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
-use support::{DOUBLE, DoubleArgs, Doubler, to, unique_queue};
+use support::{DOUBLE, to, unique_queue};
 
 async fn app(url: &str) -> App {
     App::new(
@@ -145,11 +145,7 @@ async fn a_lost_consumers_messages_are_restored_after_the_visibility_timeout() {
     assert!(!raw.hexists::<_, _, bool>("unacked", &tag).await.unwrap());
 
     // Another worker completes it.
-    let mut builder = app.worker();
-    builder
-        .register::<Doubler, DoubleArgs>(&DOUBLE)
-        .queues([queue.clone()]);
-    let worker = builder.start().await.unwrap();
+    let worker = support::doubler(&app, &queue).await;
     assert_eq!(sent.get(Duration::from_secs(10)).await.unwrap(), 8);
     worker.shutdown().await;
 }
@@ -178,11 +174,7 @@ async fn malformed_envelopes_are_dropped_and_the_worker_goes_on() {
         "properties": {"body_encoding": "base64", "delivery_tag": unreadable},
     });
     let _: i64 = raw.lpush(&queue, envelope.to_string()).await.unwrap();
-    let mut builder = app.worker();
-    builder
-        .register::<Doubler, DoubleArgs>(&DOUBLE)
-        .queues([queue.clone()]);
-    let worker = builder.start().await.unwrap();
+    let worker = support::doubler(&app, &queue).await;
     let sent = app
         .client()
         .send_task::<i64>(&DOUBLE, vec![json!(5)])

@@ -96,11 +96,7 @@ async fn a_list_whose_first_server_is_down_starts_on_the_next() {
     let app = App::from_urls(&url, &url).await.unwrap();
     assert!(!app.broker().describe().contains("secret"));
     let queue = unique_queue();
-    let mut builder = app.worker();
-    builder
-        .register::<Doubler, DoubleArgs>(&DOUBLE)
-        .queues([queue.clone()]);
-    let worker = builder.start().await.unwrap();
+    let worker = support::doubler(&app, &queue).await;
     let sent = send(&app, &queue, 0..3).await;
     assert_eq!(incomplete(&sent, 0).await, Vec::<String>::new());
     worker.shutdown().await;

@@ -78,11 +78,7 @@ async fn a_killed_consumers_task_returns_after_the_urls_visibility_timeout() {
     // A worker whose URL sets a 2 s visibility timeout gives it back and runs it.
     let url = format!("{}?visibility_timeout=2", server.url());
     let rescuer = App::from_urls(&url, &url).await.unwrap();
-    let mut builder = rescuer.worker();
-    builder
-        .register::<Doubler, DoubleArgs>(&DOUBLE)
-        .queues([queue.clone()]);
-    let worker = builder.start().await.unwrap();
+    let worker = support::doubler(&rescuer, &queue).await;
     let value = sent.get(Duration::from_secs(20)).await;
     let waited = killed.elapsed();
     worker.shutdown().await;

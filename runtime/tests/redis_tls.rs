@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use celerity::App;
 use serde_json::json;
-use support::{DOUBLE, DoubleArgs, Doubler, unique_queue};
+use support::{DOUBLE, unique_queue};
 
 #[tokio::test]
 async fn tasks_round_trip_over_tls_with_the_ca_from_the_url() {
@@ -21,11 +21,7 @@ async fn tasks_round_trip_over_tls_with_the_ca_from_the_url() {
     );
     let app = App::from_urls(&url, &url).await.unwrap();
     let queue = unique_queue();
-    let mut builder = app.worker();
-    builder
-        .register::<Doubler, DoubleArgs>(&DOUBLE)
-        .queues([queue.clone()]);
-    let worker = builder.start().await.unwrap();
+    let worker = support::doubler(&app, &queue).await;
     let options = celerity::SendOptions {
         queue: Some(queue),
         ..Default::default()

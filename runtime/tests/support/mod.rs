@@ -54,6 +54,15 @@ pub struct DoubleCall {
     pub x: i64,
 }
 
+/// A worker of `t.double` on `queue`, started.
+pub async fn doubler(app: &celerity::App, queue: &str) -> celerity::Worker {
+    let mut builder = app.worker();
+    builder
+        .register::<Doubler, DoubleArgs>(&DOUBLE)
+        .queues([queue.to_owned()]);
+    builder.start().await.expect("the worker starts")
+}
+
 /// Options sending to `queue`.
 pub fn to(queue: &str) -> celerity::SendOptions {
     celerity::SendOptions {
