@@ -11,7 +11,7 @@ pub use crate::memory::MemoryBackend;
 pub use crate::redis::{RedisBackend, TASK_META_PREFIX};
 
 use crate::error::Result;
-use crate::protocol::{Properties, ResultMeta};
+use crate::protocol::{Properties, ResultMeta, TaskState};
 
 /// Celery's `result_expires` default: results (and rpc reply queues) last a day.
 #[cfg(any(feature = "redis", feature = "amqp"))]
@@ -119,6 +119,143 @@ pub trait ResultBackend: Send + Sync + 'static {
 
     /// A short description for logs and banners, without credentials.
     fn describe(&self) -> String;
+
+    /// Records that the chord `group_id` has `size` header tasks, before they are sent
+    /// (Celery's `set_chord_size`). A backend that cannot join chords refuses, so the
+    /// chord fails at send time as Celery's does on `rpc://`.
+    fn set_chord_size<'a>(&'a self, group_id: &'a str, size: usize) -> BoxFuture<'a, Result<()>> {
+        let _ = (group_id, size);
+        Box::pin(async move { Err(chords_unsupported(&self.describe())) })
+    }
+
+    /// Records one header task's final state (SUCCESS, FAILURE or REVOKED) in its chord
+    /// (Celery's `on_chord_part_return`). A part counts once however often its task runs.
+    /// The call that records the last part gets [`ChordJoin::Complete`], with the claim
+    /// to send the body: exactly one caller across every worker gets it.
+    fn chord_part_return<'a>(
+        &'a self,
+        part: &'a ChordPart<'a>,
+    ) -> BoxFuture<'a, Result<ChordJoin>> {
+        let _ = part;
+        Box::pin(async move { Err(chords_unsupported(&self.describe())) })
+    }
+
+    /// After the body of a complete chord was sent under `claim`: removes the chord's
+    /// keys and marks it done, so a late copy of a header task cannot send the body again.
+    /// With `failed`, only the size is dropped, as Celery leaves a failed chord's parts to
+    /// expire.
+    fn chord_finish<'a>(
+        &'a self,
+        group_id: &'a str,
+        claim: &'a str,
+        failed: bool,
+    ) -> BoxFuture<'a, Result<()>> {
+        let _ = (group_id, claim, failed);
+        Box::pin(async move { Err(chords_unsupported(&self.describe())) })
+    }
+
+    /// Saves group `group_id` of `task_ids`, in Celery's `celery-taskset-meta-<id>` form,
+    /// so [`restore_group`](Self::restore_group) (or Python's `GroupResult.restore`) reads
+    /// it back.
+    fn save_group<'a>(
+        &'a self,
+        group_id: &'a str,
+        task_ids: &'a [String],
+    ) -> BoxFuture<'a, Result<()>> {
+        let _ = (group_id, task_ids);
+        Box::pin(async move { Err(groups_unsupported(&self.describe())) })
+    }
+
+    /// The task ids of a saved group, in order; `None` when no group of that id is saved.
+    fn restore_group<'a>(
+        &'a self,
+        group_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>>> {
+        let _ = group_id;
+        Box::pin(async move { Err(groups_unsupported(&self.describe())) })
+    }
+
+    /// Deletes a saved group (not its tasks' results).
+    fn delete_group<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, Result<()>> {
+        let _ = group_id;
+        Box::pin(async move { Err(groups_unsupported(&self.describe())) })
+    }
+}
+
+/// One header task of a chord, finished.
+#[derive(Debug, Clone)]
+pub struct ChordPart<'a> {
+    /// The chord's group id (the task's `group` header).
+    pub group_id: &'a str,
+    /// The header task's id.
+    pub task_id: &'a str,
+    /// Its position in the header (`group_index`); results reach the body in this order.
+    pub group_index: Option<u64>,
+    /// SUCCESS, FAILURE or REVOKED.
+    pub state: TaskState,
+    /// The return value, or the exception as Celery stores it.
+    pub result: &'a serde_json::Value,
+}
+
+/// What recording a chord part found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChordJoin {
+    /// Parts are still missing, or the chord already completed (a late copy of a part).
+    Waiting,
+    /// This call recorded the last part and holds the claim to send the body.
+    Complete {
+        /// The claim, passed back to [`ResultBackend::chord_finish`].
+        claim: String,
+        /// Every part, in header order.
+        parts: Vec<ChordPartResult>,
+    },
+}
+
+/// One recorded chord part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChordPartResult {
+    /// The header task's id.
+    pub task_id: String,
+    /// Its final state.
+    pub state: TaskState,
+    /// Its return value, or its exception as Celery stores it.
+    pub result: serde_json::Value,
+}
+
+/// Celery's `celery-taskset-meta-<id>` value for a group of `task_ids`:
+/// `{"result": [[gid, null], [[[tid, null], null], …]]}` (`GroupResult.as_tuple`).
+pub(crate) fn group_meta(group_id: &str, task_ids: &[String]) -> serde_json::Value {
+    let members: Vec<serde_json::Value> = task_ids
+        .iter()
+        .map(|id| serde_json::json!([[id, null], null]))
+        .collect();
+    serde_json::json!({"result": [[group_id, null], members]})
+}
+
+/// The task ids of a saved group's value; `None` when it is not a flat group of tasks.
+pub(crate) fn group_members(meta: &serde_json::Value) -> Option<Vec<String>> {
+    let members = meta.get("result")?.get(1)?.as_array()?;
+    members
+        .iter()
+        .map(|member| member.get(0)?.get(0)?.as_str().map(str::to_owned))
+        .collect()
+}
+
+fn chords_unsupported(backend: &str) -> crate::error::Error {
+    crate::error::Error::new(
+        crate::error::ErrorKind::Unsupported,
+        format!(
+            "the result backend {backend} cannot join chords; use a Redis result backend \
+             (Celery's rpc backend cannot either)"
+        ),
+    )
+}
+
+fn groups_unsupported(backend: &str) -> crate::error::Error {
+    crate::error::Error::new(
+        crate::error::ErrorKind::Unsupported,
+        format!("the result backend {backend} cannot save groups; use a Redis result backend"),
+    )
 }
 
 #[cfg(test)]

@@ -68,6 +68,18 @@ macro_rules! __task_call {
                 self.0.encode_args()
             }
 
+            /// This call as a signature, to send later or as a workflow step (Celery's
+            /// `.s()` with every argument).
+            pub fn s(self) -> $crate::canvas::Sig<(), $result> {
+                self.0.s()
+            }
+
+            /// This call as an immutable signature: as a workflow step it ignores the
+            /// previous step's result (Celery's `.si()`).
+            pub fn si<I>(self) -> $crate::canvas::Sig<I, $result> {
+                self.0.si()
+            }
+
             /// Publishes the task and returns its result handle (the same as `.await`).
             pub async fn send(self) -> $crate::Result<$crate::AsyncResult<$result>> {
                 self.0.send().await

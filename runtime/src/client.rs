@@ -266,8 +266,46 @@ impl Client {
             backend: self.inner.backend.clone(),
             broker: self.inner.broker.clone(),
             ignored_by: None,
+            parent: None,
             _result: PhantomData,
         }
+    }
+
+    /// Sends a workflow: a signature, [`chain`](crate::canvas::chain),
+    /// [`group`](crate::canvas::group) or [`chord`](crate::canvas::chord) that needs no
+    /// input. Every task gets its id before anything is published, and the handle comes
+    /// back: the [`AsyncResult`] of the last task (with its parents), or a
+    /// [`GroupResult`](crate::canvas::GroupResult).
+    ///
+    /// ```
+    /// # use celerity::{App, ArgSpec, TaskSpec, TaskCall};
+    /// use celerity::canvas::{chain, Sig, Signature, Takes};
+    /// # static ADD: TaskSpec = TaskSpec::new("tasks.add", &[ArgSpec::new("x", true), ArgSpec::new("y", true)]);
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> celerity::Result<()> {
+    /// let client = App::memory().client();
+    /// let first: Sig<(), i64> = TaskCall::new(&client, &ADD, [2, 2]).s();
+    /// let then: Sig<Takes<i64>, i64> = Sig::from_signature(Signature::new("tasks.add", vec![4.into()]));
+    /// let last = client.send(chain(first).then(then)).await?;
+    /// assert!(last.parent().is_some());
+    /// # Ok(()) }
+    /// ```
+    pub async fn send<C>(&self, canvas: C) -> Result<C::Handle>
+    where
+        C: crate::canvas::Canvas<Input = ()>,
+    {
+        use crate::canvas::FromFrozen;
+        let mut signature = canvas.into_signature()?;
+        crate::canvas::freeze(&mut signature);
+        let handle = C::Handle::from_frozen(&signature, self);
+        let applier = crate::canvas::Applier {
+            client: self,
+            lookup: &|_| None,
+        };
+        applier
+            .apply(signature, crate::canvas::Context::default())
+            .await?;
+        Ok(handle)
     }
 
     /// The result handle of task `id`, sent as a call of `spec`.
@@ -426,6 +464,22 @@ impl<A: Serialize + Send + 'static, R: Send + 'static> TaskCall<A, R> {
         }
     }
 
+    /// This call as a signature, to send later or as a step of a workflow (Celery's
+    /// `.s()` with every argument). Its options go with it.
+    pub fn s(self) -> crate::canvas::Sig<(), R> {
+        let args = match self.encode_args() {
+            Ok(args) => args.into_iter().map(Ok).collect(),
+            Err(error) => vec![Err(error)],
+        };
+        crate::canvas::Sig::of_task(self.spec, args, self.kwargs, &self.options)
+    }
+
+    /// This call as an immutable signature: as a workflow step it ignores the previous
+    /// step's result, so it fits after any step (Celery's `.si()`).
+    pub fn si<I>(self) -> crate::canvas::Sig<I, R> {
+        self.s().immutable()
+    }
+
     /// Publishes the task and returns its result handle.
     pub async fn send(self) -> Result<AsyncResult<R>> {
         let args = self.encode_args()?;
@@ -554,6 +608,8 @@ pub struct AsyncResult<R> {
     /// The task's name when it was sent as a call of an `ignore_result` task: no result
     /// will ever be stored.
     ignored_by: Option<&'static str>,
+    /// The result of the chain step before this one, for a step of a sent chain.
+    parent: Option<Box<AsyncResult<Value>>>,
     _result: PhantomData<fn() -> R>,
 }
 
@@ -564,8 +620,28 @@ impl<R> Clone for AsyncResult<R> {
             backend: self.backend.clone(),
             broker: self.broker.clone(),
             ignored_by: self.ignored_by,
+            parent: self.parent.clone(),
             _result: PhantomData,
         }
+    }
+}
+
+impl<R> AsyncResult<R> {
+    /// The task id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The result of the step before this one in the chain it was sent in (Celery's
+    /// `AsyncResult.parent`), untyped since each step has its own result type; `None` for
+    /// a first step or a single task.
+    pub fn parent(&self) -> Option<&AsyncResult<Value>> {
+        self.parent.as_deref()
+    }
+
+    pub(crate) fn with_parent(mut self, parent: Option<AsyncResult<Value>>) -> Self {
+        self.parent = parent.map(Box::new);
+        self
     }
 }
 
@@ -576,11 +652,6 @@ impl<R> std::fmt::Debug for AsyncResult<R> {
 }
 
 impl<R: DeserializeOwned> AsyncResult<R> {
-    /// The task id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     /// The current state; PENDING when nothing is stored yet.
     pub async fn state(&self) -> Result<TaskState> {
         Ok(self

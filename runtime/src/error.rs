@@ -25,6 +25,9 @@ pub enum ErrorKind {
     Timeout,
     /// The worker or client has been shut down.
     Closed,
+    /// The broker or result backend cannot do what was asked: a chord on a backend that
+    /// cannot count its parts (`rpc://`), as Celery refuses it.
+    Unsupported,
 }
 
 /// An error from the Celerity runtime.

@@ -136,11 +136,12 @@ pub mod __codegen {
     /// Version 1 of the generated-code interface.
     pub mod v1 {
         pub use crate::__task_call as task_call;
+        pub use crate::canvas::{Sig, Takes, arg};
         pub use crate::values::default_value;
         pub use crate::{
             ArgSpec, AsyncResult, BuildError, Client, Component, Container, Dependencies,
-            FromClient, Invoke, Requirement, RetryPolicy, TaskCall, TaskContext, TaskResult,
-            TaskSpec, WorkerBuilder,
+            FromClient, Invoke, Requirement, RetryPolicy, SendOptions, TaskCall, TaskContext,
+            TaskResult, TaskSpec, WorkerBuilder,
         };
         pub use schemars;
         pub use serde;

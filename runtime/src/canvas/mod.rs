@@ -8,6 +8,12 @@
 //! them sends each of its tasks; a chord or nested chain is not applied yet: the task that
 //! would send it fails saying so.
 
+mod apply;
+mod result;
 mod signature;
+mod typed;
 
+pub(crate) use apply::{Applier, Context, freeze};
+pub use result::{FromFrozen, GroupResult};
 pub use signature::Signature;
+pub use typed::{Canvas, Chain, Chord, Group, Sig, Takes, arg, chain, chord, group};

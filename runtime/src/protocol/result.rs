@@ -62,6 +62,12 @@ impl TaskState {
             TaskState::Success | TaskState::Failure | TaskState::Revoked
         )
     }
+
+    /// Whether the state fails what depends on it: FAILURE or REVOKED (Celery's
+    /// `PROPAGATE_STATES`).
+    pub fn propagates(&self) -> bool {
+        matches!(self, TaskState::Failure | TaskState::Revoked)
+    }
 }
 
 impl fmt::Display for TaskState {
@@ -120,6 +126,19 @@ impl ExceptionInfo {
             ),
             other => text_of(other),
         }
+    }
+
+    /// Python's `repr()` of the exception, `ValueError('boom')`, as Celery's `ChordError`
+    /// message quotes a failed part's.
+    pub fn python_repr(&self) -> String {
+        let args = match &self.exc_message {
+            Value::Array(args) => crate::protocol::args_repr(args),
+            other => crate::protocol::args_repr(std::slice::from_ref(other)),
+        };
+        let args = args
+            .strip_suffix(",)")
+            .map_or(args.clone(), |a| format!("{a})"));
+        format!("{}{args}", self.exc_type)
     }
 }
 

@@ -12,7 +12,7 @@ use redis::AsyncCommands;
 
 use super::connection::RedisConnection;
 use super::listener::ResultListener;
-use crate::backend::{DEFAULT_RESULT_EXPIRES, ResultBackend, encode_result};
+use crate::backend::{ChordJoin, ChordPart, DEFAULT_RESULT_EXPIRES, ResultBackend, encode_result};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{ResultMeta, TaskState};
 
@@ -46,11 +46,11 @@ pub(crate) const DEFAULT_RESULT_RETRY_WINDOW: Duration = Duration::from_secs(600
 /// A Redis result backend.
 #[derive(Clone)]
 pub struct RedisBackend {
-    connection: RedisConnection,
+    pub(super) connection: RedisConnection,
     listener: ResultListener,
     script: redis::Script,
-    result_expires: Duration,
-    result_retry_window: Duration,
+    pub(super) result_expires: Duration,
+    pub(super) result_retry_window: Duration,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -207,5 +207,46 @@ impl ResultBackend for RedisBackend {
 
     fn describe(&self) -> String {
         self.connection.display().to_owned()
+    }
+
+    // Chords and groups, as Celery's Redis backend keeps them: in `super::chord`.
+
+    fn set_chord_size<'a>(&'a self, group_id: &'a str, size: usize) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.record_chord_size(group_id, size))
+    }
+
+    fn chord_part_return<'a>(
+        &'a self,
+        part: &'a ChordPart<'a>,
+    ) -> BoxFuture<'a, Result<ChordJoin>> {
+        Box::pin(self.record_chord_part(part))
+    }
+
+    fn chord_finish<'a>(
+        &'a self,
+        group_id: &'a str,
+        claim: &'a str,
+        failed: bool,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.finish_chord(group_id, claim, failed))
+    }
+
+    fn save_group<'a>(
+        &'a self,
+        group_id: &'a str,
+        task_ids: &'a [String],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.write_group(group_id, task_ids))
+    }
+
+    fn restore_group<'a>(
+        &'a self,
+        group_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<String>>>> {
+        Box::pin(self.read_group(group_id))
+    }
+
+    fn delete_group<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.remove_group(group_id))
     }
 }

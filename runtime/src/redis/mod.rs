@@ -1,9 +1,10 @@
 //! The Redis transport, in kombu's and Celery's layout: the connection (with Sentinel and
 //! failover lists), kombu's envelope, the broker, the pidbox mailbox, the result backend
-//! and its pub/sub listener.
+//! and its pub/sub listener, chords and saved groups.
 
 mod backend;
 mod broker;
+mod chord;
 mod connection;
 mod consumer;
 mod endpoints;

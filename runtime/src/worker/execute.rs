@@ -375,6 +375,27 @@ async fn execute(
                 )
                 .await;
             }
+            // A revoked header task still counts in its chord, which then fails
+            // (`Backend.mark_as_revoked`).
+            let exception = ExceptionInfo::new("TaskRevokedError", CELERY_EXCEPTIONS, reason);
+            let root_id = message
+                .headers
+                .root_id
+                .clone()
+                .unwrap_or_else(|| id.clone());
+            let parent = links::Parent {
+                id: &id,
+                root_id: &root_id,
+            };
+            let stored_exception = serde_json::to_value(&exception).unwrap_or_default();
+            links::chord_part(
+                &shared,
+                &message,
+                &parent,
+                TaskState::Revoked,
+                &stored_exception,
+            )
+            .await;
             settle(acker, Settle::Ack).await;
             return;
         }
@@ -464,11 +485,12 @@ async fn execute(
                     stored = store_result(
                         &shared,
                         &message.properties,
-                        ResultMeta::new(&id, TaskState::Success, value),
+                        ResultMeta::new(&id, TaskState::Success, value.clone()),
                         spec.acks_late,
                     )
                     .await;
                 }
+                links::chord_part(&shared, &message, &parent, TaskState::Success, &value).await;
             }
             Err(error) => match retry_decision(spec.retry, &error, message.headers.retries) {
                 Some(countdown) => {
@@ -493,6 +515,15 @@ async fn execute(
                         )
                         .await;
                     }
+                    let stored_exception = serde_json::to_value(&exception).unwrap_or_default();
+                    links::chord_part(
+                        &shared,
+                        &message,
+                        &parent,
+                        TaskState::Failure,
+                        &stored_exception,
+                    )
+                    .await;
                     let failure = (&exception, traceback.as_deref());
                     links::after_failure(&shared, &message.embed, &parent, failure, !ignore_result)
                         .await;

@@ -3,23 +3,16 @@
 //! (`celery/app/trace.py::_dispatch_callbacks_and_chain`,
 //! `celery/backends/base.py::mark_as_failure`).
 
-use std::time::Duration;
-
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::shared::Shared;
-use crate::canvas::Signature;
-use crate::client::SendOptions;
-use crate::error::{Error, ErrorKind, Result};
-use crate::protocol::{
-    Embed, ExceptionInfo, Properties, ResultMeta, TaskMessage, TaskState, parse_celery_time,
-};
-use crate::spec::TaskSpec;
+use serde::Deserialize;
 
-/// The settings of a task this worker does not know: Celery's defaults, so its queue is
-/// `celery`, where Celery's router sends a task no route names.
-static FOREIGN_TASK: TaskSpec = TaskSpec::new("", &[]);
+use super::shared::Shared;
+use crate::backend::{ChordJoin, ChordPart};
+use crate::canvas::{Applier, Context, Signature, freeze};
+use crate::error::{Error, ErrorKind, Result};
+use crate::protocol::{Embed, ExceptionInfo, Properties, ResultMeta, TaskMessage, TaskState};
 
 /// The finished task a link is sent from: its id becomes the children's `parent_id`.
 pub(crate) struct Parent<'a> {
@@ -144,9 +137,9 @@ fn signatures(values: &[Value], what: &str) -> Vec<Signature> {
         .collect()
 }
 
-/// Publishes `signature` (arguments already merged) as a child of `parent`, with `chain`
-/// as the rest of its chain and `group` as its group id and index. A group signature
-/// sends each of its tasks, as `group.apply_async` does.
+/// Applies `signature` (arguments already merged) as a child of `parent`, with `chain` as
+/// the rest of its chain and `group` as its group id and index: a task is published, a
+/// group, chain or chord applied as Celery's canvas applies it.
 async fn send(
     shared: &Shared,
     signature: &Signature,
@@ -154,155 +147,125 @@ async fn send(
     chain: Option<Vec<Value>>,
     group: Option<(&str, usize)>,
 ) -> Result<()> {
-    if signature.is_group() {
-        return send_group(shared, signature, parent, chain).await;
-    }
-    send_task(shared, signature, parent, chain, group).await
-}
-
-/// The members of a group signature, each with the group's arguments prepended unless
-/// immutable, the group's id (its `task_id`, as `group._freeze_gid` takes it) and its
-/// index (`celery/canvas.py::group.apply_async`).
-async fn send_group(
-    shared: &Shared,
-    group: &Signature,
-    parent: &Parent<'_>,
-    chain: Option<Vec<Value>>,
-) -> Result<()> {
-    let members = match group.kwargs.get("tasks") {
-        Some(Value::Array(members)) => members.as_slice(),
-        _ => &[],
-    };
-    let group_id = group
-        .task_id()
-        .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
-    for (index, member) in members.iter().enumerate() {
-        let member: Signature = serde_json::from_value(member.clone()).map_err(|error| {
-            Error::new(
-                ErrorKind::Decode,
-                format!("a member of group {group_id} is not a signature: {error}"),
-            )
-        })?;
-        // An immutable group has immutable members (`group.set_immutable`); they say so.
-        let member = member.with_partial_args(&group.args);
-        send_task(
-            shared,
-            &member,
-            parent,
-            chain.clone(),
-            Some((&group_id, index)),
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// Publishes one task's signature; see [`send`].
-async fn send_task(
-    shared: &Shared,
-    signature: &Signature,
-    parent: &Parent<'_>,
-    chain: Option<Vec<Value>>,
-    group: Option<(&str, usize)>,
-) -> Result<()> {
-    if !signature.is_simple() {
-        // Chords and nested chains are applied by the canvas code of a Python worker;
-        // here they are refused loudly rather than sent as a task of that name.
-        return Err(Error::new(
-            ErrorKind::Encode,
-            format!(
-                "cannot apply a {} signature ({}) from a Celerity worker",
-                signature.subtask_type.as_deref().unwrap_or_default(),
-                signature.task
-            ),
-        ));
-    }
-    let (queue, message) = message_for(shared, signature, parent, chain, group);
-    shared.client.publish(&queue, &message).await?;
-    tracing::debug!(task = %signature.task, id = message.id(), %queue, parent = parent.id, "linked task sent");
-    Ok(())
-}
-
-/// The message Celery's `send_task` writes for `signature` sent from inside `parent`, and
-/// its queue: `options.queue`, else the task's own queue when registered here, else
-/// `celery`.
-fn message_for(
-    shared: &Shared,
-    signature: &Signature,
-    parent: &Parent<'_>,
-    chain: Option<Vec<Value>>,
-    group: Option<(&str, usize)>,
-) -> (String, TaskMessage) {
-    let spec = shared
-        .table
-        .get(&signature.task)
-        .map_or(&FOREIGN_TASK, |registered| registered.spec);
-    let option = |name: &str| signature.options.get(name).filter(|v| !v.is_null());
-    let seconds = |name: &str| {
-        option(name)
-            .and_then(Value::as_f64)
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64)
-    };
-    let time = |name: &str| {
-        option(name)
-            .and_then(Value::as_str)
-            .and_then(parse_celery_time)
-    };
-    let options = SendOptions {
-        task_id: signature.task_id().map(str::to_owned),
-        eta: time("eta"),
-        countdown: seconds("countdown"),
-        // `expires` is a number of seconds or an ISO 8601 time.
-        expires_at: time("expires"),
-        expires: seconds("expires"),
-        priority: option("priority")
-            .and_then(Value::as_u64)
-            .map(|p| p.min(255) as u8),
-        queue: signature.queue().map(str::to_owned),
-    };
     let client = shared.client.child_of(parent.id, parent.root_id);
-    let mut message = client.message(
-        spec,
-        signature.args.clone(),
-        signature.kwargs.clone(),
-        &options,
-    );
-    let headers = &mut message.headers;
-    headers.task = signature.task.clone();
-    headers.shadow = signature.option_str("shadow").map(str::to_owned);
-    if let Some(ignore) = option("ignore_result").and_then(Value::as_bool) {
-        headers.ignore_result = Some(ignore);
-    }
-    let limit = |name: &str| option(name).and_then(Value::as_f64);
-    if let Some(hard) = limit("time_limit") {
-        headers.timelimit.0 = Some(hard);
-    }
-    if let Some(soft) = limit("soft_time_limit") {
-        headers.timelimit.1 = Some(soft);
-    }
-    match group {
-        Some((id, index)) => {
-            headers.group = Some(id.to_owned());
-            headers.group_index = Some(index as u64);
+    let lookup = |name: &str| shared.table.get(name).map(|registered| registered.spec);
+    let applier = Applier {
+        client: &client,
+        lookup: &lookup,
+    };
+    let context = Context {
+        chain: chain.unwrap_or_default(),
+        group: group.map(|(id, index)| (id.to_owned(), index as u64)),
+        ..Context::default()
+    };
+    let mut signature = signature.clone();
+    freeze(&mut signature);
+    applier.apply(signature, context).await
+}
+
+/// After a header task of a chord reached its final state (`state`, with `result` the
+/// value or the exception as stored): records it with the backend, and when it was the
+/// last, sends the body with every part's result, in header order, or, when a part
+/// failed, fails the body with Celery's `ChordError` and sends its errbacks
+/// (`RedisBackend.on_chord_part_return`, `Backend.chord_error_from_stack`).
+pub(crate) async fn chord_part(
+    shared: &Shared,
+    message: &TaskMessage,
+    parent: &Parent<'_>,
+    state: TaskState,
+    result: &Value,
+) {
+    let (Some(body), Some(group_id)) = (&message.embed.chord, &message.headers.group) else {
+        return;
+    };
+    let part = ChordPart {
+        group_id,
+        task_id: parent.id,
+        group_index: message.headers.group_index,
+        state,
+        result,
+    };
+    let backend = shared.client.backend();
+    let parts = match backend.chord_part_return(&part).await {
+        Ok(ChordJoin::Complete { claim, parts }) => (claim, parts),
+        Ok(ChordJoin::Waiting) => return,
+        Err(error) => {
+            tracing::error!(%error, chord = %group_id, "could not record a chord part; the chord cannot complete");
+            return;
+        }
+    };
+    let (claim, parts) = parts;
+    let body: Signature = match serde_json::from_value(body.clone()) {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::error!(%error, chord = %group_id, "the chord body in the message is not a signature");
+            return;
+        }
+    };
+    let failed = parts.iter().find(|part| part.state.propagates());
+    let failed = match failed {
+        Some(part) => {
+            let cause = ExceptionInfo::deserialize(&part.result)
+                .map(|e| e.python_repr())
+                .unwrap_or_else(|_| part.result.to_string());
+            let error = ExceptionInfo::new(
+                "ChordError",
+                "celery.exceptions",
+                format!("Dependency {} raised {cause}", part.task_id),
+            );
+            tracing::error!(chord = %group_id, failed = %part.task_id, "a chord part failed; the body does not run");
+            fail_body(shared, &body, parent, &error).await;
+            true
         }
         None => {
-            headers.group = signature.option_str("group_id").map(str::to_owned);
-            headers.group_index = option("group_index").and_then(Value::as_u64);
+            let results = parts.into_iter().map(|part| part.result).collect();
+            let body = body.with_parent_result(&Value::Array(results));
+            match send(shared, &body, parent, None, None).await {
+                Ok(()) => {
+                    tracing::debug!(chord = %group_id, body = %body.task, "chord complete; body sent");
+                    false
+                }
+                Err(error) => {
+                    tracing::error!(%error, chord = %group_id, "could not send the chord body");
+                    let error = ExceptionInfo::new(
+                        "ChordError",
+                        "celery.exceptions",
+                        format!("Callback error: {error}"),
+                    );
+                    fail_body(shared, &body, parent, &error).await;
+                    true
+                }
+            }
         }
-    }
-    // The Python client's reply queue travels in the options of every step it built: the
-    // rpc backend sends the step's result there.
-    if let Some(reply_to) = signature.option_str("reply_to") {
-        message.properties.reply_to = Some(reply_to.to_owned());
-    }
-    let non_empty = |list: Vec<Value>| (!list.is_empty()).then_some(list);
-    message.embed = Embed {
-        callbacks: non_empty(signature.linked("link")),
-        errbacks: non_empty(signature.linked("link_error")),
-        chain,
-        chord: option("chord").cloned(),
     };
-    let queue = options.queue.unwrap_or_else(|| spec.queue.to_owned());
-    (queue, message)
+    if let Err(error) = backend.chord_finish(group_id, &claim, failed).await {
+        tracing::warn!(%error, chord = %group_id, "could not clean up a finished chord; its keys expire");
+    }
+}
+
+/// A chord body that will not run: FAILURE with `error` under its id, the rest of its
+/// chain failed and its errbacks sent, as for a task that failed.
+async fn fail_body(shared: &Shared, body: &Signature, parent: &Parent<'_>, error: &ExceptionInfo) {
+    let Some(body_id) = body.task_id() else {
+        return;
+    };
+    let meta = ResultMeta::exception(body_id, TaskState::Failure, error, None);
+    let request = Properties {
+        correlation_id: Some(body_id.to_owned()),
+        reply_to: body.option_str("reply_to").map(str::to_owned),
+        ..Properties::default()
+    };
+    if let Err(error) = shared.client.backend().store_for(&meta, &request).await {
+        tracing::error!(%error, id = body_id, "could not store the failure of a chord body");
+    }
+    let embed = Embed {
+        errbacks: Some(body.linked("link_error")),
+        chain: Some(body.linked("chain")),
+        ..Embed::default()
+    };
+    let body_parent = Parent {
+        id: body_id,
+        root_id: parent.root_id,
+    };
+    after_failure(shared, &embed, &body_parent, (error, None), true).await;
 }
