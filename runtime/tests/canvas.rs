@@ -1,5 +1,6 @@
-//! Workflows sent by Python Celery, run by a Celerity worker on the embedded broker: the
-//! messages are written exactly as Celery 5.7's `chain(...).apply_async()` and
+//! Workflows on the embedded broker and backend: those a Rust client builds with the typed
+//! canvas (chain, group, chord, links), and those Python Celery sends, whose messages are
+//! written here exactly as Celery 5.7's `chain(...).apply_async()` and
 //! `apply_async(link=..., link_error=...)` write them.
 
 use std::sync::{Arc, Mutex};
@@ -12,7 +13,7 @@ use celerity::{
     App, ArgSpec, BuildError, Component, Invoke, ResultError, TaskContext, TaskError, TaskResult,
     TaskSpec, TaskState, Worker,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -71,7 +72,7 @@ macro_rules! step {
     ($spec:ident, $args:ident = $name:literal [$($field:ident : $ty:ty),*] => $output:ty, |$a:ident| $body:expr) => {
         static $spec: TaskSpec = TaskSpec::new($name, &[$(ArgSpec::new(stringify!($field), true)),*]);
 
-        #[derive(Deserialize)]
+        #[derive(Deserialize, Serialize)]
         struct $args { $($field: $ty),* }
 
         impl Invoke<Steps> for $args {
@@ -91,6 +92,7 @@ step!(MUL, MulArgs = "t.mul" [x: i64, y: i64] => i64, |a| Ok(a.x * a.y));
 step!(FAIL, FailArgs = "t.fail" [x: i64] => i64, |a| Err(TaskError::python("KeyError", "builtins", a.x.to_string())));
 step!(ON_ERROR, OnErrorArgs = "t.on_error" [task_id: String] => (), |_a| Ok(()));
 step!(RECORD, RecordArgs = "t.record" [x: i64] => i64, |a| Ok(a.x));
+step!(SUM, SumArgs = "t.sum" [xs: Vec<i64>] => i64, |a| Ok(a.xs.iter().sum()));
 
 struct Harness {
     app: App,
@@ -115,7 +117,8 @@ async fn harness_on(queues: &[&str]) -> Harness {
         .register::<Steps, MulArgs>(&MUL)
         .register::<Steps, FailArgs>(&FAIL)
         .register::<Steps, OnErrorArgs>(&ON_ERROR)
-        .register::<Steps, RecordArgs>(&RECORD);
+        .register::<Steps, RecordArgs>(&RECORD)
+        .register::<Steps, SumArgs>(&SUM);
     let worker = builder.start().await.expect("the worker starts");
     let log = worker.singleton::<Log>().expect("the log singleton");
     Harness {
@@ -519,33 +522,263 @@ async fn a_group_link_runs_each_member_with_the_result() {
     assert_eq!(h.runs_of("t.record", 1).await[0].args, json!([3]));
 }
 
-/// A chord step needs the chord support of the result backend, which Celerity does not
-/// have yet: the task that would send it fails saying so, rather than the chain stalling.
+/// `chain(add.s(1, 2), chord([add.s(10), add.s(20)], sum.s()))` from Python: the chord
+/// step's header tasks get the previous result, the body gets the header's results.
 #[tokio::test(start_paused = true)]
-async fn a_chord_step_fails_the_task_that_would_send_it() {
+async fn a_chord_step_in_a_python_chain_runs_its_header_then_its_body() {
     let h = harness().await;
     let chord = json!({"task": "celery.chord", "args": [],
-        "kwargs": {"kwargs": {}, "header": [], "body": step("t.add", json!([1]), json!({}), false)},
-        "options": {"task_id": "chord-2"}, "subtask_type": "chord", "immutable": false});
+        "kwargs": {"kwargs": {}, "header": [
+            step("t.add", json!([10]), json!({"task_id": "part-1"}), false),
+            step("t.add", json!([20]), json!({"task_id": "part-2"}), false)],
+            "body": step("t.sum", json!([]), json!({"task_id": "chord-body"}), false)},
+        "options": {"task_id": "chord-group"}, "subtask_type": "chord", "immutable": false});
     let embed = json!({"callbacks": null, "errbacks": null, "chain": [chord], "chord": null});
     h.publish(
         "celery",
         python_message("t.add", "chord-1", json!([1, 2]), embed),
     )
     .await;
-    match h.result("chord-1").await {
+    assert_eq!(h.result("chord-body").await.unwrap(), json!(36));
+    assert_eq!(h.result("part-2").await.unwrap(), json!(23));
+    assert_eq!(h.log.of("t.sum")[0].args, json!([[13, 23]]));
+    assert_eq!(h.log.of("t.sum").len(), 1);
+}
+
+// Workflows built in Rust with the typed canvas.
+
+use celerity::canvas::{Sig, Takes, arg, chain, chord, group};
+use celerity::{SendOptions, TaskCall};
+
+/// The signature of `spec` taking the previous result as its first argument, followed by
+/// `rest`: what the generated `<task>_s(...)` methods build.
+fn partial<A, R>(spec: &'static TaskSpec, rest: &[i64]) -> Sig<Takes<A>, R> {
+    Sig::of_task(
+        spec,
+        rest.iter().map(arg),
+        serde_json::Map::new(),
+        &SendOptions::default(),
+    )
+}
+
+impl Harness {
+    fn add(&self, x: i64, y: i64) -> TaskCall<AddArgs, i64> {
+        TaskCall::new(&self.app.client(), &ADD, AddArgs { x, y })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_typed_chain_of_four_passes_each_result_on_and_knows_its_parents() {
+    let h = harness().await;
+    let workflow = chain(h.add(1, 2).s())
+        .then(partial::<i64, i64>(&ADD, &[3]))
+        .then(TaskCall::<_, i64>::new(&h.app.client(), &MUL, MulArgs { x: 2, y: 5 }).si())
+        .then(partial::<i64, i64>(&ADD, &[4]));
+    let last = h.app.client().send(workflow).await.unwrap();
+    assert_eq!(last.get(WAIT).await.unwrap(), 14);
+    let runs = h.log.runs();
+    let seen: Vec<(&str, &Value)> = runs.iter().map(|r| (r.task.as_str(), &r.args)).collect();
+    assert_eq!(
+        seen,
+        [
+            ("t.add", &json!([1, 2])),
+            ("t.add", &json!([3, 3])),
+            ("t.mul", &json!([2, 5])),
+            ("t.add", &json!([10, 4]))
+        ]
+    );
+    // The handle's parents are the earlier steps, newest first, with their results.
+    let mut parents = Vec::new();
+    let mut step = last.parent();
+    while let Some(parent) = step {
+        parents.push(parent.get(WAIT).await.unwrap());
+        step = parent.parent();
+    }
+    assert_eq!(parents, [json!(10), json!(6), json!(3)]);
+    assert_eq!(runs[3].id, last.id());
+    assert!(
+        runs.iter()
+            .all(|r| r.root_id.as_deref() == Some(runs[0].id.as_str()))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_of_fifty_returns_every_result_in_order_and_can_be_saved_and_restored() {
+    let h = harness().await;
+    let sent = h
+        .app
+        .client()
+        .send(group((0..50).map(|i| h.add(i, i).s())))
+        .await
+        .unwrap();
+    let values = sent.get(WAIT).await.unwrap();
+    assert_eq!(values, (0..50).map(|i| 2 * i).collect::<Vec<_>>());
+    assert_eq!(sent.results().len(), 50);
+    assert_eq!(sent.completed_count().await.unwrap(), 50);
+
+    sent.save().await.unwrap();
+    let client = h.app.client();
+    let restored = celerity::canvas::GroupResult::<i64>::restore(&client, sent.id())
+        .await
+        .unwrap()
+        .expect("the saved group");
+    assert_eq!(restored.get(WAIT).await.unwrap(), values);
+    restored.delete().await.unwrap();
+    assert!(
+        celerity::canvas::GroupResult::<i64>::restore(&client, sent.id())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn group_members_carry_the_group_id_and_their_index() {
+    let h = harness_on(&["nobody"]).await;
+    let client = h.app.client();
+    let sent = client
+        .send(group((0..3).map(|i| h.add(i, 1).s().queue("held"))))
+        .await
+        .unwrap();
+    let messages = h.take("held", 3).await;
+    for (index, message) in messages.iter().enumerate() {
+        assert_eq!(message.headers.group.as_deref(), Some(sent.id()));
+        assert_eq!(message.headers.group_index, Some(index as u64));
+        assert_eq!(message.id(), sent.results()[index].id());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chord_of_twenty_sends_its_body_once_with_every_result_in_order() {
+    let h = harness().await;
+    let header = group((1..=20).map(|i| h.add(i, 0).s()));
+    let total = h
+        .app
+        .client()
+        .send(chord(header, partial::<Vec<i64>, i64>(&SUM, &[])))
+        .await
+        .unwrap();
+    assert_eq!(total.get(WAIT).await.unwrap(), 210);
+    let sums = h.log.of("t.sum");
+    assert_eq!(sums.len(), 1);
+    assert_eq!(sums[0].args, json!([(1..=20).collect::<Vec<i64>>()]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chain_containing_a_group_and_a_chord_whose_body_is_a_chain() {
+    let h = harness().await;
+    let client = h.app.client();
+    // add(1, 1), then each of add(·, 1) and add(·, 2) on its result.
+    let fan_out = chain(h.add(1, 1).s()).then(group([
+        partial::<i64, i64>(&ADD, &[1]),
+        partial::<i64, i64>(&ADD, &[2]),
+    ]));
+    let sent = client.send(fan_out).await.unwrap();
+    assert_eq!(sent.get(WAIT).await.unwrap(), [3, 4]);
+
+    // chord(add(1, 2), add(3, 4)) → sum → mul(·, 10).
+    let body = chain(partial::<Vec<i64>, i64>(&SUM, &[])).then(partial::<i64, i64>(&MUL, &[10]));
+    let sent = client
+        .send(chord(group([h.add(1, 2).s(), h.add(3, 4).s()]), body))
+        .await
+        .unwrap();
+    assert_eq!(sent.get(WAIT).await.unwrap(), 100);
+
+    // A group followed by a step is a chord, as in Celery.
+    let upgraded =
+        chain(group([h.add(1, 1).s(), h.add(2, 2).s()])).then(partial::<Vec<i64>, i64>(&SUM, &[]));
+    let sent = client.send(upgraded).await.unwrap();
+    assert_eq!(sent.get(WAIT).await.unwrap(), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_in_a_typed_chain_stops_it_and_sends_the_errback_the_task_id() {
+    let h = harness().await;
+    let on_error = partial::<String, ()>(&ON_ERROR, &[]);
+    let failing = partial::<i64, i64>(&FAIL, &[])
+        .link_error(on_error)
+        .unwrap();
+    let workflow = chain(h.add(1, 2).s())
+        .then(failing)
+        .then(partial::<i64, i64>(&ADD, &[4]));
+    let last = h.app.client().send(workflow).await.unwrap();
+    match last.get(WAIT).await {
         Err(ResultError::Failed(failure)) => {
-            assert_eq!(failure.exc_type, "OperationalError");
-            assert!(
-                failure.message.contains("cannot apply a chord signature"),
-                "{}",
-                failure.message
+            assert_eq!(
+                (failure.exc_type.as_str(), failure.message.as_str()),
+                ("KeyError", "3")
             );
         }
-        other => panic!("expected the task to fail, got {other:?}"),
+        other => panic!("expected the chain to fail, got {other:?}"),
     }
-    assert!(
-        h.result("chord-2").await.is_err(),
-        "the step that cannot run fails too"
+    let failed_id = last.parent().unwrap().id().to_owned();
+    let errbacks = h.runs_of("t.on_error", 1).await;
+    assert_eq!(errbacks[0].args, json!([failed_id]));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        h.log.of("t.add").len(),
+        1,
+        "the step after the failure did not run"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_link_callback_gets_the_result() {
+    let h = harness().await;
+    let sent = h
+        .app
+        .client()
+        .send(
+            h.add(20, 1)
+                .s()
+                .link(partial::<i64, i64>(&RECORD, &[]))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sent.get(WAIT).await.unwrap(), 21);
+    assert_eq!(h.runs_of("t.record", 1).await[0].args, json!([21]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_chord_part_fails_the_body_with_a_chord_error_and_never_runs_it() {
+    let h = harness().await;
+    let on_error = partial::<String, ()>(&ON_ERROR, &[]);
+    let body = partial::<Vec<i64>, i64>(&SUM, &[])
+        .link_error(on_error)
+        .unwrap();
+    let header = group([
+        h.add(1, 1).s(),
+        TaskCall::<_, i64>::new(&h.app.client(), &FAIL, FailArgs { x: 7 }).s(),
+        h.add(2, 2).s(),
+    ]);
+    let sent = h.app.client().send(chord(header, body)).await.unwrap();
+    let failed_part = h.runs_of("t.fail", 1).await[0].id.clone();
+    match sent.get(WAIT).await {
+        Err(ResultError::Failed(failure)) => {
+            assert_eq!(failure.exc_type, "ChordError");
+            assert_eq!(failure.exc_module.as_deref(), Some("celery.exceptions"));
+            assert_eq!(
+                failure.message,
+                format!("Dependency {failed_part} raised KeyError('7')")
+            );
+        }
+        other => panic!("expected a ChordError, got {other:?}"),
+    }
+    assert_eq!(h.runs_of("t.on_error", 1).await[0].args, json!([sent.id()]));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(h.log.of("t.sum").is_empty(), "the body ran");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_chord_header_sends_the_body_an_empty_list() {
+    let h = harness().await;
+    let header = group(Vec::<Sig<(), i64>>::new());
+    let sent = h
+        .app
+        .client()
+        .send(chord(header, partial::<Vec<i64>, i64>(&SUM, &[])))
+        .await
+        .unwrap();
+    assert_eq!(sent.get(WAIT).await.unwrap(), 0);
 }
