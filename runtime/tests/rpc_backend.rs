@@ -82,3 +82,33 @@ async fn results_are_delivered_to_the_sender_and_forgotten_on_request() {
         "not sent to its own reply queue either"
     );
 }
+
+/// Celery refuses chords on the rpc backend ("The "rpc" result backend does not support
+/// chords!"); so does Celerity, when the chord is sent and before any header task is.
+#[tokio::test]
+async fn a_chord_on_the_rpc_backend_fails_at_send_time_and_publishes_nothing() {
+    let Some(url) = support::amqp_url() else {
+        return;
+    };
+    use celerity::canvas::{Sig, Signature, Takes, chord, group};
+    let app = App::from_urls(&url, "rpc://").await.unwrap();
+    let queue = format!("rpc-chord-{}", uuid::Uuid::new_v4());
+    let part: Sig<(), i64> =
+        Sig::from_signature(Signature::new("t.add", vec![json!(1), json!(1)])).queue(&queue);
+    let body: Sig<Takes<Vec<i64>>, i64> = Sig::from_signature(Signature::new("t.sum", vec![]));
+    let error = app
+        .client()
+        .send(chord(group([part.clone(), part]), body))
+        .await
+        .expect_err("rpc:// cannot join a chord");
+    assert_eq!(error.kind(), celerity::ErrorKind::Unsupported);
+    assert!(error.to_string().contains("cannot join chords"), "{error}");
+    let queues = [queue.clone()];
+    let mut consumer = app.broker().consume(&queues).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), consumer.next())
+            .await
+            .is_err(),
+        "no header task was published"
+    );
+}
