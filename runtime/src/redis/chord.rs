@@ -196,11 +196,6 @@ fn decode_part(member: &[u8]) -> Option<ChordPartResult> {
     })
 }
 
-/// Whether a part in `state` fails the chord (Celery's `PROPAGATE_STATES`).
-fn propagates(state: &TaskState) -> bool {
-    matches!(state, TaskState::Failure | TaskState::Revoked)
-}
-
 impl RedisBackend {
     /// Celery's `set_chord_size`: drops the `.c` claim or `done` marker a previous run of
     /// a reapplied chord left, then `SET <group>.s <size> EX <result_expires>`.
@@ -298,7 +293,7 @@ impl RedisBackend {
                 ),
             ));
         };
-        if parts.iter().any(|p| propagates(&p.state)) {
+        if parts.iter().any(|p| p.state.propagates()) {
             return Ok(ChordJoin::Complete {
                 claim: token,
                 parts,
