@@ -237,7 +237,13 @@ pub(crate) fn group_members(meta: &serde_json::Value) -> Option<Vec<String>> {
     let members = meta.get("result")?.get(1)?.as_array()?;
     members
         .iter()
-        .map(|member| member.get(0)?.get(0)?.as_str().map(str::to_owned))
+        .map(|member| {
+            // `[[tid, parent], null]` is a task; a nested group has its members second.
+            if !member.get(1).is_none_or(serde_json::Value::is_null) {
+                return None;
+            }
+            member.get(0)?.get(0)?.as_str().map(str::to_owned)
+        })
         .collect()
 }
 

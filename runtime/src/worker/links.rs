@@ -190,7 +190,15 @@ pub(crate) async fn chord_part(
         Ok(ChordJoin::Complete { claim, parts }) => (claim, parts),
         Ok(ChordJoin::Waiting) => return,
         Err(error) => {
-            tracing::error!(%error, chord = %group_id, "could not record a chord part; the chord cannot complete");
+            tracing::error!(%error, chord = %group_id, "could not join a chord part");
+            // Parts that cannot be read fail the body, as Celery's `Join error`; a
+            // backend that could not be reached leaves the chord to a later part.
+            if error.kind() == ErrorKind::Decode
+                && let Ok(body) = serde_json::from_value::<Signature>(body.clone())
+            {
+                let error = chord_error(format!("Join error: {error}"));
+                fail_body(shared, &body, parent, &error).await;
+            }
             return;
         }
     };
@@ -208,11 +216,7 @@ pub(crate) async fn chord_part(
             let cause = ExceptionInfo::deserialize(&part.result)
                 .map(|e| e.python_repr())
                 .unwrap_or_else(|_| part.result.to_string());
-            let error = ExceptionInfo::new(
-                "ChordError",
-                "celery.exceptions",
-                format!("Dependency {} raised {cause}", part.task_id),
-            );
+            let error = chord_error(format!("Dependency {} raised {cause}", part.task_id));
             tracing::error!(chord = %group_id, failed = %part.task_id, "a chord part failed; the body does not run");
             fail_body(shared, &body, parent, &error).await;
             true
@@ -227,13 +231,10 @@ pub(crate) async fn chord_part(
                 }
                 Err(error) => {
                     tracing::error!(%error, chord = %group_id, "could not send the chord body");
-                    let error = ExceptionInfo::new(
-                        "ChordError",
-                        "celery.exceptions",
-                        format!("Callback error: {error}"),
-                    );
+                    let error = chord_error(format!("Callback error: {error}"));
                     fail_body(shared, &body, parent, &error).await;
-                    true
+                    // Celery cleans up after a body it could not send, as after one sent.
+                    false
                 }
             }
         }
@@ -241,6 +242,11 @@ pub(crate) async fn chord_part(
     if let Err(error) = backend.chord_finish(group_id, &claim, failed).await {
         tracing::warn!(%error, chord = %group_id, "could not clean up a finished chord; its keys expire");
     }
+}
+
+/// Celery's `celery.exceptions.ChordError` with `message`.
+fn chord_error(message: String) -> ExceptionInfo {
+    ExceptionInfo::new("ChordError", "celery.exceptions", message)
 }
 
 /// A chord body that will not run: FAILURE with `error` under its id, the rest of its
