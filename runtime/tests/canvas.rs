@@ -782,3 +782,24 @@ async fn an_empty_chord_header_sends_the_body_an_empty_list() {
         .unwrap();
     assert_eq!(sent.get(WAIT).await.unwrap(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn chains_as_group_members_and_as_chord_header_parts() {
+    let h = harness().await;
+    let client = h.app.client();
+    // Each member: add(i, i), then mul(·, 10).
+    let member = |i: i64| chain(h.add(i, i).s()).then(partial::<i64, i64>(&MUL, &[10]));
+    let sent = client.send(group((1..=3).map(member))).await.unwrap();
+    assert_eq!(sent.get(WAIT).await.unwrap(), [20, 40, 60]);
+
+    // The same chains as a chord's header: the body gets each chain's last result.
+    let sent = client
+        .send(chord(
+            group((1..=3).map(member)),
+            partial::<Vec<i64>, i64>(&SUM, &[]),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(sent.get(WAIT).await.unwrap(), 120);
+    assert_eq!(h.log.of("t.sum").len(), 1);
+}
