@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::tasks::{
     Accounts, EmailAddress, EmailReceipt, Mailer, Maintenance, Order, OrderOutcome, OrderStatus,
-    Orders, Report, ReportFormat, Reports, Role, TasksRegistry, User,
+    OrderSummary, Orders, Report, ReportFormat, Reports, Role, TasksRegistry, User,
 };
 
 /// Locks a mutex whose data stays consistent even if a holder panicked (every critical
@@ -79,7 +79,7 @@ pub struct UserDirectory {
     users: Mutex<BTreeMap<String, User>>,
 }
 
-/// Runs `tasks.ping` and `tasks.cleanup_sessions`.
+/// Runs `tasks.ping`, `tasks.alert_ops` and `tasks.cleanup_sessions`.
 pub struct MaintenanceTasks {
     sessions: Arc<SessionStore>,
 }
@@ -95,6 +95,17 @@ impl Component for MaintenanceTasks {
 impl Maintenance for MaintenanceTasks {
     async fn ping(&self, _ctx: &TaskContext) -> TaskResult<String> {
         Ok("pong".into())
+    }
+
+    async fn alert_ops(
+        &self,
+        _ctx: &TaskContext,
+        task_id: String,
+        channel: String,
+    ) -> TaskResult<String> {
+        let alert = format!("{channel}: task {task_id} failed");
+        tracing::warn!("{alert}");
+        Ok(alert)
     }
 
     async fn cleanup_sessions(
@@ -119,8 +130,8 @@ impl Maintenance for MaintenanceTasks {
     }
 }
 
-/// Runs `tasks.send_email` on a connection checked out of the outbox's pool for the
-/// length of one execution.
+/// Runs `tasks.send_email` and `tasks.email_summary` on a connection checked out of the
+/// outbox's pool for the length of one execution.
 pub struct SmtpMailer {
     outbox: Arc<Outbox>,
 }
@@ -139,6 +150,32 @@ impl Component for SmtpMailer {
     }
 }
 
+impl SmtpMailer {
+    /// Queues one message to every recipient; refuses an address without `@`.
+    fn deliver(
+        &self,
+        ctx: &TaskContext,
+        recipients: &[&EmailAddress],
+        subject: &str,
+    ) -> TaskResult<EmailReceipt> {
+        if let Some(bad) = recipients.iter().find(|r| !r.email.contains('@')) {
+            return Err(TaskError::new(
+                "InvalidAddress",
+                format!("`{}` is not an email address", bad.email),
+            ));
+        }
+        let mut sent = lock(&self.outbox.sent);
+        for recipient in recipients {
+            sent.push((recipient.email.clone(), subject.to_owned()));
+        }
+        Ok(EmailReceipt {
+            message_id: format!("<{}@shop.example>", ctx.id),
+            accepted: recipients.iter().map(|r| r.email.clone()).collect(),
+            queued_at: Utc::now(),
+        })
+    }
+}
+
 impl Mailer for SmtpMailer {
     async fn send_email(
         &self,
@@ -150,21 +187,22 @@ impl Mailer for SmtpMailer {
         _tags: BTreeMap<String, String>,
     ) -> TaskResult<EmailReceipt> {
         let recipients: Vec<&EmailAddress> = std::iter::once(&to).chain(&cc).collect();
-        if let Some(bad) = recipients.iter().find(|r| !r.email.contains('@')) {
-            return Err(TaskError::new(
-                "InvalidAddress",
-                format!("`{}` is not an email address", bad.email),
-            ));
-        }
-        let mut sent = lock(&self.outbox.sent);
-        for recipient in &recipients {
-            sent.push((recipient.email.clone(), subject.clone()));
-        }
-        Ok(EmailReceipt {
-            message_id: format!("<{}@shop.example>", ctx.id),
-            accepted: recipients.iter().map(|r| r.email.clone()).collect(),
-            queued_at: Utc::now(),
-        })
+        self.deliver(ctx, &recipients, &subject)
+    }
+
+    async fn email_summary(
+        &self,
+        ctx: &TaskContext,
+        summary: OrderSummary,
+        to: EmailAddress,
+    ) -> TaskResult<EmailReceipt> {
+        let subject = format!(
+            "{} orders, {} accepted, {:.2} in total",
+            summary.orders,
+            summary.accepted,
+            summary.total_cents as f64 / 100.0
+        );
+        self.deliver(ctx, &[&to], &subject)
     }
 }
 
@@ -207,8 +245,9 @@ impl Accounts for AccountService {
     }
 }
 
-/// Runs `tasks.process_order`; confirms accepted orders by email through the injected
-/// `TasksRegistry`, so the email task is a child of the order task.
+/// Runs `tasks.process_order` and `tasks.summarize_orders`; confirms accepted orders by
+/// email through the injected `TasksRegistry`, so the email task is a child of the order
+/// task.
 pub struct OrderDesk {
     tasks: TasksRegistry,
 }
@@ -261,6 +300,23 @@ impl Orders for OrderDesk {
             status,
             total_cents,
             warnings,
+        })
+    }
+
+    async fn summarize_orders(
+        &self,
+        _ctx: &TaskContext,
+        outcomes: Vec<OrderOutcome>,
+    ) -> TaskResult<OrderSummary> {
+        let accepted = outcomes
+            .iter()
+            .filter(|o| o.status == OrderStatus::Accepted)
+            .count();
+        Ok(OrderSummary {
+            orders: outcomes.len() as u32,
+            accepted: accepted as u32,
+            total_cents: outcomes.iter().map(|o| o.total_cents).sum(),
+            warnings: outcomes.into_iter().flat_map(|o| o.warnings).collect(),
         })
     }
 }

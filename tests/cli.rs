@@ -52,12 +52,15 @@ celery@shop-1 v{version} (celerity)
 .> email
 
 [tasks]
+  . tasks.alert_ops         shop
   . tasks.cleanup_sessions  shop
   . tasks.create_user       shop
+  . tasks.email_summary     email
   . tasks.generate_report   reports  (queue not consumed)
   . tasks.ping              shop
   . tasks.process_order     orders
   . tasks.send_email        email
+  . tasks.summarize_orders  orders
 ",
         version = env!("CARGO_PKG_VERSION")
     );
