@@ -278,6 +278,23 @@ pub async fn lost_doubles(sent: &[celerity::AsyncResult<i64>], within: Duration)
     lost
 }
 
+/// Runs the ignored test `name` of this test binary in a process of its own with `env`
+/// added, and reads its output until it prints `line` (true) or ends (false): a worker
+/// the calling test can SIGKILL (`child.kill()`) at a known point.
+pub fn child_test(name: &str, env: &[(&str, &str)], line: &str) -> (std::process::Child, bool) {
+    let mut child = std::process::Command::new(std::env::current_exe().expect("the test binary"))
+        .args(["--ignored", "--exact", name, "--nocapture"])
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the child test starts");
+    let stdout = std::io::BufReader::new(child.stdout.take().expect("its stdout"));
+    let seen = std::io::BufRead::lines(stdout)
+        .map_while(Result::ok)
+        .any(|printed| printed == line);
+    (child, seen)
+}
+
 /// A queue name no other test uses.
 pub fn unique_queue() -> String {
     format!("celerity-test-{}", uuid::Uuid::new_v4())
