@@ -51,7 +51,8 @@ mod rpc_backend {
     );
 }
 
-/// Results in Redis, tasks over RabbitMQ.
+/// Results in Redis, tasks over RabbitMQ: the backend chords need, so the chord cases
+/// run here (on `rpc://` Celery refuses chords, and so does Celerity).
 mod redis_backend {
     use super::cases;
 
@@ -62,6 +63,10 @@ mod redis_backend {
         celery_control_reaches_celerity,
         celerity_revoke_reaches_python,
         python_canvas_rust_worker,
-        chain_across_python_and_celerity
+        chain_across_python_and_celerity,
+        python_builds_canvas_over_celerity_tasks,
+        rust_builds_canvas_over_python_tasks,
+        chord_split_across_python_and_celerity,
+        python_restores_a_celerity_group
     );
 }

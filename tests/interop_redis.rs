@@ -1,6 +1,7 @@
 //! Celerity beside Python Celery 5 on Redis, as broker and result backend: Celerity's
 //! generated client driving a Python worker, Python's client driving a Celerity worker,
-//! and both workers sharing one queue.
+//! both workers sharing one queue, and workflows (chains, groups, chords) built on one
+//! side and run on the other.
 //!
 //! Needs Redis (`CELERITY_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/15`) and a
 //! Python with Celery (`CELERITY_PYTHON`, default `.venv/bin/python`); skips without
@@ -47,6 +48,51 @@ async fn one_chain_runs_across_python_and_celerity_workers() {
         return;
     };
     cases::chain_across_python_and_celerity(&transport, &python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_groups_and_chords_run_on_a_celerity_worker() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    cases::python_builds_canvas_over_celerity_tasks(&transport, &python).await;
+}
+
+// Fails today: the Celerity worker that runs the first step refuses to send the next step,
+// a chord frozen by Celery, whose `kwargs.header` is a `celery.group` signature
+// (`_chord.freeze`, celery/canvas.py) where `runtime/src/canvas/apply.rs` reads only a list
+// ("the header of celery.chord is not a list").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a chord frozen by Celery has a group signature as header, which the worker does not read yet"]
+async fn a_python_chain_continuing_into_a_chord_runs_on_a_celerity_worker() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    cases::python_chain_continuing_into_a_chord(&transport, &python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celerity_chains_groups_and_chords_run_on_a_python_worker() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    cases::rust_builds_canvas_over_python_tasks(&transport, &python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chord_split_across_python_and_celerity_runs_its_body_once() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    cases::chord_split_across_python_and_celerity(&transport, &python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_restores_a_group_celerity_saved() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    cases::python_restores_a_celerity_group(&transport, &python).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use celerity::canvas::{Sig, Signature, Takes, chain, chord, group};
 use celerity::{AsyncResult, ResultError, TaskFailure, TaskState};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde_json::{Value, json};
@@ -631,4 +632,302 @@ pub async fn celerity_revoke_reaches_python(transport: &Transport, python: &Pyth
         other => panic!("the Python worker discards a revoked task, got {other:?}"),
     }
     drop(worker);
+}
+
+/// A task signature for `drive.py`'s canvas: `task(*args)`, sent to `queue`.
+fn on_queue(task: &str, args: Value, queue: &str) -> Value {
+    json!({"task": task, "args": args, "options": {"queue": queue}})
+}
+
+/// Python's canvas over Celerity tasks: a group, a chord (header and body Celerity tasks),
+/// a chain ending in a group and a chord whose body is a chain, all run by a Celerity
+/// worker, each read back in Python with `get()`. Chords need a result backend that joins
+/// them (Redis).
+pub async fn python_builds_canvas_over_celerity_tasks(transport: &Transport, python: &Python) {
+    let queue = unique_queue("py-canvas");
+    let app = transport.app().await;
+    let worker = rust_worker::start(&app, &queue).await;
+    let add = |args: Value| json!({"task": "interop.add", "args": args});
+    let tsum = json!({"task": "interop.tsum"});
+    let calls = [
+        Call::canvas(
+            "group",
+            json!({"group": [add(json!([1, 1])), add(json!([2, 2])), add(json!([3, 3]))]}),
+        ),
+        Call::canvas(
+            "chord",
+            json!({"chord": [add(json!([1, 2])), add(json!([3, 4])), add(json!([5, 6]))],
+                "body": tsum}),
+        ),
+        Call::canvas(
+            "chain-then-group",
+            json!({"chain": [add(json!([1, 2])), {"group": [add(json!([10])), add(json!([20]))]}]}),
+        ),
+        Call::canvas(
+            "chord-chain-body",
+            json!({"chord": [add(json!([1, 1])), add(json!([2, 2]))],
+                "body": {"chain": [tsum, add(json!([10]))]}}),
+        ),
+    ]
+    .map(|call| call.option("queue", json!(queue)));
+    let seen = python.drive(transport, &queue, &calls, WAIT).await;
+    assert_eq!(
+        seen.result("group"),
+        &json!([2, 4, 6]),
+        "group(...)().get() in order"
+    );
+    assert_eq!(seen.result("chord"), &json!(21), "tsum([3, 7, 11])");
+    assert_eq!(
+        seen.result("chain-then-group"),
+        &json!([13, 23]),
+        "1 + 2, then each of + 10 and + 20"
+    );
+    assert_eq!(
+        seen.result("chord-chain-body"),
+        &json!(16),
+        "tsum([2, 4]) + 10"
+    );
+    worker.shutdown().await;
+}
+
+/// Python chains that continue into a chord, run by a Celerity worker:
+/// `chain(add(1, 2), group(add(10), add(20)), tsum, add(100))`, whose group and the step
+/// after it Celery makes a chord (`_chain.prepare_steps`), and
+/// `chain(add(1, 2), chord([add(10), add(20)], tsum))`. Celery freezes the chord, which
+/// turns its header into a group signature (`_chord.freeze`): the chord travels in the
+/// first task's embed `chain` with `kwargs.header` a `celery.group` dict, not a list.
+pub async fn python_chain_continuing_into_a_chord(transport: &Transport, python: &Python) {
+    let queue = unique_queue("py-chain-chord");
+    let app = transport.app().await;
+    let worker = rust_worker::start(&app, &queue).await;
+    let add = |args: Value| json!({"task": "interop.add", "args": args});
+    let tsum = json!({"task": "interop.tsum"});
+    let calls = [
+        Call::canvas(
+            "chain-with-group",
+            json!({"chain": [
+                add(json!([1, 2])),
+                {"group": [add(json!([10])), add(json!([20]))]},
+                tsum,
+                add(json!([100])),
+            ]}),
+        ),
+        Call::canvas(
+            "chain-then-chord",
+            json!({"chain": [
+                add(json!([1, 2])),
+                {"chord": [add(json!([10])), add(json!([20]))], "body": tsum},
+            ]}),
+        ),
+    ]
+    .map(|call| call.option("queue", json!(queue)));
+    let seen = python.drive(transport, &queue, &calls, WAIT).await;
+    assert_eq!(
+        seen.result("chain-with-group"),
+        &json!(136),
+        "1 + 2, then + 10 and + 20, summed, + 100"
+    );
+    assert_eq!(
+        seen.result("chain-then-chord"),
+        &json!(36),
+        "1 + 2, then + 10 and + 20, summed"
+    );
+    worker.shutdown().await;
+}
+
+/// Celerity's typed canvas over a Python service's tasks: a chain, a group and chords (one
+/// with a chain as body) sent with `Client::send`, run by a Python worker, and read back
+/// typed. `pyonly.mul` is not in the schema: its signatures are typed by the caller
+/// (`Sig::from_signature`).
+pub async fn rust_builds_canvas_over_python_tasks(transport: &Transport, python: &Python) {
+    let queue = unique_queue("rs-canvas");
+    let python_worker = python.worker(transport, &queue).await;
+    let app = transport.app().await;
+    let tasks = TasksRegistry::new(app.client());
+    let client = app.client();
+    // `<task>.s(*args)` of a Python task, on the test's queue.
+    let python_task =
+        |task: &str, args: Vec<Value>| Signature::new(task, args).option("queue", json!(queue));
+    let mul = |x: i64, y: i64| -> Sig<(), i64> {
+        Sig::from_signature(python_task("pyonly.mul", vec![json!(x), json!(y)]))
+    };
+    let mul_by = |y: i64| -> Sig<Takes<i64>, i64> {
+        Sig::from_signature(python_task("pyonly.mul", vec![json!(y)]))
+    };
+    let add_to = |y: i64| -> Sig<Takes<i64>, i64> {
+        Sig::from_signature(python_task("interop.add", vec![json!(y)]))
+    };
+    let tsum = || -> Sig<Takes<Vec<i64>>, i64> {
+        Sig::from_signature(python_task("interop.tsum", Vec::new()))
+    };
+
+    let chained = client
+        .send(
+            chain(tasks.add(1, 2).queue(&queue).s())
+                .then(mul_by(10))
+                .then(add_to(4)),
+        )
+        .await
+        .expect("the chain is sent");
+    let grouped = client
+        .send(group((1..=5).map(|i| mul(i, i))))
+        .await
+        .expect("the group is sent");
+    let chorded = client
+        .send(chord(group([mul(1, 2), mul(3, 4), mul(5, 6)]), tsum()))
+        .await
+        .expect("the chord is sent");
+    let chain_body = client
+        .send(chord(
+            group((1..=4).map(|i| tasks.add(i, 0).queue(&queue).s())),
+            chain(tsum()).then(mul_by(10)),
+        ))
+        .await
+        .expect("the chord is sent");
+
+    assert_eq!(chained.get(WAIT).await.unwrap(), 34, "(1 + 2) * 10 + 4");
+    assert_eq!(
+        chained
+            .parent()
+            .expect("the chain's middle step")
+            .get(WAIT)
+            .await
+            .unwrap(),
+        json!(30),
+        "the handle's parent is the previous step, as Python stored it"
+    );
+    assert_eq!(grouped.get(WAIT).await.unwrap(), [1, 4, 9, 16, 25]);
+    assert_eq!(chorded.get(WAIT).await.unwrap(), 44, "2 + 12 + 30");
+    assert_eq!(
+        chain_body.get(WAIT).await.unwrap(),
+        100,
+        "(1 + 2 + 3 + 4) * 10"
+    );
+    drop(python_worker);
+}
+
+/// One chord whose header is split between a Python worker and a Celerity worker (each
+/// consuming a queue only it reads), its body on either: the body runs exactly once, with
+/// every part's result in header order. Chords are sent from both sides, bodies on both
+/// workers; `interop.tally` counts its runs (Python in Redis, Celerity in the worker), and
+/// the counts are read after a pause in which a second run would show.
+pub async fn chord_split_across_python_and_celerity(transport: &Transport, python: &Python) {
+    let to_python = unique_queue("chord-py");
+    let to_rust = unique_queue("chord-rs");
+    let python_worker = python.worker(transport, &to_python).await;
+    let app = transport.app().await;
+    let rust = rust_worker::start(&app, &to_rust).await;
+    let tasks = TasksRegistry::new(app.client());
+    let client = app.client();
+    const PARTS: i64 = 8;
+    let queue_of = |n: i64| if n % 2 == 0 { &to_python } else { &to_rust };
+    // Even parts run in Python, odd ones in Rust: what the body must receive, in order.
+    let expected_items: Vec<Value> = (0..PARTS)
+        .map(|n| json!({"n": n, "worker": if n % 2 == 0 { "python" } else { "rust" }}))
+        .collect();
+    let key = |what: &str| format!("{}-{what}", unique_queue("tally"));
+
+    // From Rust: two chords with the body in Python, two with it in Rust.
+    let mut from_rust = Vec::new();
+    for (i, body_queue) in [&to_python, &to_rust, &to_python, &to_rust]
+        .into_iter()
+        .enumerate()
+    {
+        let key = key(&format!("rs{i}"));
+        let tally: Sig<Takes<Vec<tasks::Tagged>>, tasks::Tally> = Sig::from_signature(
+            Signature::new("interop.tally", vec![json!(key)]).option("queue", json!(body_queue)),
+        );
+        let header = group((0..PARTS).map(|n| tasks.tag(n).queue(queue_of(n)).s()));
+        let sent = client
+            .send(chord(header, tally))
+            .await
+            .expect("the chord is sent");
+        let body_worker = if body_queue == &to_python {
+            "python"
+        } else {
+            "rust"
+        };
+        from_rust.push((key, body_worker, sent));
+    }
+
+    // From Python: one chord with the body in Rust, one with it in Python.
+    let tag = |n: i64| on_queue("interop.tag", json!([n]), queue_of(n));
+    let python_chords = [(&to_rust, "rust"), (&to_python, "python")].map(|(queue, worker)| {
+        let key = key(&format!("py-{worker}"));
+        let call = Call::canvas(
+            &key,
+            json!({"chord": (0..PARTS).map(tag).collect::<Vec<_>>(),
+                "body": on_queue("interop.tally", json!([key]), queue)}),
+        );
+        (key, worker, call)
+    });
+    let calls: Vec<Call> = python_chords
+        .iter()
+        .map(|(_, _, call)| call.clone())
+        .collect();
+    let seen = python.drive(transport, &to_python, &calls, WAIT).await;
+
+    let mut bodies: Vec<(String, &str, Value)> = Vec::new();
+    for (key, worker, sent) in from_rust {
+        let tally = sent
+            .get(WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("the chord {key} completes: {e}\n{}", python_worker.log()));
+        bodies.push((key, worker, serde_json::to_value(tally).unwrap()));
+    }
+    for (key, worker, _) in &python_chords {
+        bodies.push((key.clone(), worker, seen.result(key).clone()));
+    }
+    // A second run of a body would come within moments of the first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let tallies = rust
+        .singleton::<rust_worker::Tallies>()
+        .expect("the Celerity worker's tallies");
+    let redis = redis::Client::open(transport.backend.as_str()).expect("the Redis URL");
+    let mut redis = redis
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis answers");
+    for (key, worker, body) in &bodies {
+        assert_eq!(
+            body,
+            &json!({"items": expected_items, "worker": worker}),
+            "chord {key}: the body got every part's result in header order"
+        );
+        let in_python: Option<u32> = redis::AsyncCommands::get(&mut redis, key)
+            .await
+            .expect("Redis answers");
+        let runs = (in_python.unwrap_or(0), tallies.runs(key));
+        let expected = if *worker == "python" { (1, 0) } else { (0, 1) };
+        assert_eq!(
+            runs, expected,
+            "chord {key}: the body ran exactly once, in {worker} (runs in Python, in Rust)"
+        );
+    }
+    rust.shutdown().await;
+    drop(python_worker);
+}
+
+/// A group that Celerity sent and saved (`GroupResult::save`) is read by Python's
+/// `GroupResult.restore(id)`, whose `get()` returns every value in order.
+pub async fn python_restores_a_celerity_group(transport: &Transport, python: &Python) {
+    let queue = unique_queue("saved-group");
+    let app = transport.app().await;
+    let worker = rust_worker::start(&app, &queue).await;
+    let tasks = TasksRegistry::new(app.client());
+    let sent = app
+        .client()
+        .send(group(
+            (1..=5).map(|i| tasks.add(i, 10 * i).queue(&queue).s()),
+        ))
+        .await
+        .expect("the group is sent");
+    sent.save().await.expect("the group is saved");
+    let calls = [Call::restore_group("restored", sent.id())];
+    let seen = python.drive(transport, &queue, &calls, WAIT).await;
+    assert_eq!(seen.get("restored").id, sent.id(), "the group's own id");
+    assert_eq!(seen.result("restored"), &json!([11, 22, 33, 44, 55]));
+    assert_eq!(sent.get(WAIT).await.unwrap(), [11, 22, 33, 44, 55]);
+    sent.delete().await.expect("the saved group is deleted");
+    worker.shutdown().await;
 }

@@ -258,6 +258,10 @@ pub struct Call {
     revoke: bool,
     /// The steps of a chain: `{"task", "args", "immutable", "options"}`.
     steps: Vec<Value>,
+    /// The workflow of a canvas call (see [`Call::canvas`]).
+    canvas: Value,
+    /// The group a `restore_group` call reads.
+    group_id: Option<String>,
 }
 
 impl Call {
@@ -272,6 +276,8 @@ impl Call {
             options: Map::new(),
             revoke: false,
             steps: Vec::new(),
+            canvas: Value::Null,
+            group_id: None,
         }
     }
 
@@ -293,6 +299,29 @@ impl Call {
             via: "chain",
             steps,
             ..Call::send_task(name, "celery.chain")
+        }
+    }
+
+    /// The workflow `canvas` sent from Python, reported as `name`. Its nodes are task
+    /// signatures `{"task", "args", "kwargs", "immutable", "options"}`, `{"chain": [..]}`,
+    /// `{"group": [..]}` and `{"chord": [..header], "body": ..}`; a top-level group is sent
+    /// as `group(...)()` (its result is the list of values), a top-level chord as
+    /// `chord(header)(body)`. Every task gets the call's options under its own.
+    pub fn canvas(name: &str, canvas: Value) -> Call {
+        Call {
+            via: "canvas",
+            canvas,
+            ..Call::send_task(name, "celery.canvas")
+        }
+    }
+
+    /// Python's `GroupResult.restore(group_id)`, reported as `name`: its result is the
+    /// restored group's `get()`.
+    pub fn restore_group(name: &str, group_id: &str) -> Call {
+        Call {
+            via: "restore_group",
+            group_id: Some(group_id.to_owned()),
+            ..Call::send_task(name, "celery.group")
         }
     }
 
@@ -331,7 +360,8 @@ impl Call {
         json!({
             "name": self.name, "task": self.task, "via": self.via,
             "args": self.args, "kwargs": self.kwargs, "options": self.options,
-            "revoke": self.revoke, "steps": self.steps,
+            "revoke": self.revoke, "steps": self.steps, "canvas": self.canvas,
+            "group_id": self.group_id,
         })
     }
 }

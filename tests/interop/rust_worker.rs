@@ -1,21 +1,44 @@
 //! Celerity's implementation of the interop tasks: the same behaviour as
 //! `tests/python/interop_app.py`, task for task.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use celerity::{App, BuildError, Component, TaskContext, TaskError, TaskResult, Worker};
 use chrono::Utc;
+use serde_json::Value;
 
-use super::tasks::{self, Customer, Interop, Profile, Tagged, Timing};
+use super::tasks::{self, Customer, Interop, Profile, Tagged, Tally, Timing};
+
+/// How many times `interop.tally` ran on one Celerity worker, by key: a worker's
+/// singleton, read with `Worker::singleton::<Tallies>()`.
+#[derive(Debug, Default)]
+pub struct Tallies(Mutex<BTreeMap<String, u32>>);
+
+impl Tallies {
+    /// The runs recorded under `key`.
+    pub fn runs(&self, key: &str) -> u32 {
+        let tallies = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        tallies.get(key).copied().unwrap_or(0)
+    }
+
+    fn record(&self, key: String) {
+        let mut tallies = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *tallies.entry(key).or_default() += 1;
+    }
+}
 
 /// Runs every interop task.
-pub struct RustInterop;
+pub struct RustInterop {
+    tallies: Arc<Tallies>,
+}
 
 impl Component for RustInterop {
-    type Deps = ();
+    type Deps = Arc<Tallies>;
 
-    async fn build(_deps: (), _ctx: &TaskContext) -> Result<Self, BuildError> {
-        Ok(RustInterop)
+    async fn build(tallies: Arc<Tallies>, _ctx: &TaskContext) -> Result<Self, BuildError> {
+        Ok(RustInterop { tallies })
     }
 }
 
@@ -97,6 +120,18 @@ impl Interop for RustInterop {
             ran_at: Utc::now(),
         })
     }
+
+    async fn tsum(&self, _ctx: &TaskContext, xs: Vec<i64>) -> TaskResult<i64> {
+        Ok(xs.iter().sum())
+    }
+
+    async fn tally(&self, _ctx: &TaskContext, items: Vec<Value>, key: String) -> TaskResult<Tally> {
+        self.tallies.record(key);
+        Ok(Tally {
+            items,
+            worker: "rust".into(),
+        })
+    }
 }
 
 /// Starts a Celerity worker running the interop tasks from `queue`.
@@ -113,6 +148,10 @@ pub async fn start(app: &App, queue: &str) -> Worker {
 pub async fn start_as(app: &App, queue: &str, node: &str) -> Worker {
     let mut builder = app.worker();
     tasks::register_interop::<RustInterop>(&mut builder);
-    builder.queues([queue]).concurrency(4).hostname(node);
+    builder
+        .singleton(Tallies::default())
+        .queues([queue])
+        .concurrency(4)
+        .hostname(node);
     builder.start().await.expect("the Celerity worker starts")
 }

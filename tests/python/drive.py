@@ -12,6 +12,17 @@ A call with "via": "chain" sends `chain(*steps)`, each step
 {"task": "...", "args": [...], "immutable": false, "options": {...}} a signature with the
 call's options and its own; its result is the chain's (the last step's).
 
+A call with "via": "canvas" sends the workflow in "canvas", built of such signatures and
+
+    {"chain": [...]}, {"group": [...]}, {"chord": [...header], "body": ...}
+
+as `chain(...).apply_async()`, `group(...)()` and `chord(header)(body)`; every task in it
+gets the call's options under its own. A group's result is its GroupResult, whose get()
+is the list of values.
+
+A call with "via": "restore_group" reads the group saved under "group_id" with
+`GroupResult.restore(group_id)`; its result is the restored group's get().
+
 Values tagged {"$date": "2024-01-02"} and {"$datetime": "..."} are sent as Python date
 and datetime objects (kombu wraps them in its {"__type__": ...} envelope), and
 {"$signature": {...}} (in options too: link, link_error) as a Celery signature.
@@ -32,7 +43,8 @@ import sys
 import time
 from datetime import date, datetime, timezone
 
-from celery import chain, states
+from celery import chain, chord, group, states
+from celery.result import GroupResult, ResultSet
 
 from interop_app import app
 
@@ -63,23 +75,53 @@ def encode(value):
     return value
 
 
+def build(node, options):
+    """The signature of one canvas node, every task in it given `options` under its own."""
+    if "chain" in node:
+        return chain(*[build(step, options) for step in node["chain"]])
+    if "group" in node:
+        return group(*[build(member, options) for member in node["group"]])
+    if "chord" in node:
+        return chord([build(part, options) for part in node["chord"]], build(node["body"], options))
+    return app.signature(
+        node["task"],
+        args=decode(node.get("args", [])),
+        kwargs=decode(node.get("kwargs", {})),
+        immutable=node.get("immutable", False),
+    ).set(**{**options, **decode(node.get("options", {}))})
+
+
 def send(call):
     args = decode(call.get("args", []))
     kwargs = decode(call.get("kwargs", {}))
     options = decode(call.get("options", {}))
-    if call.get("via") == "chain":
-        steps = [
-            app.signature(
-                step["task"],
-                args=decode(step.get("args", [])),
-                immutable=step.get("immutable", False),
-            ).set(**{**options, **decode(step.get("options", {}))})
-            for step in call["steps"]
-        ]
-        return chain(*steps).apply_async()
-    if call.get("via", "send_task") == "apply_async":
+    via = call.get("via", "send_task")
+    if via == "chain":
+        return build({"chain": call["steps"]}, options).apply_async()
+    if via == "canvas":
+        node = call["canvas"]
+        if "chord" in node:
+            # chord(header)(body), as the Celery documentation writes it.
+            header = [build(part, options) for part in node["chord"]]
+            return chord(header)(build(node["body"], options))
+        return build(node, options)()
+    if via == "restore_group":
+        restored = GroupResult.restore(call["group_id"], app=app)
+        if restored is None:
+            raise LookupError(f"no group saved under {call['group_id']}")
+        return restored
+    if via == "apply_async":
         return app.tasks[call["task"]].apply_async(args, kwargs, **options)
     return app.send_task(call["task"], args, kwargs, **options)
+
+
+def state_of(result):
+    """AsyncResult.state; for a group, SUCCESS or FAILURE once every member is ready."""
+    if isinstance(result, ResultSet):
+        if not result.ready():
+            return states.PENDING
+        return states.SUCCESS if result.successful() else states.FAILURE
+    return result.state
 
 
 def main():
@@ -97,7 +139,7 @@ def main():
     while waiting and time.monotonic() < deadline:
         for entry in list(waiting):
             _, result, _, seen = entry
-            state = result.state
+            state = state_of(result)
             if not seen or seen[-1] != state:
                 seen.append(state)
             if state in states.READY_STATES:

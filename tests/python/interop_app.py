@@ -106,3 +106,24 @@ def tag(n):
 @app.task(name="interop.timing", bind=True)
 def timing(self):
     return {"eta": self.request.eta, "ran_at": datetime.now(timezone.utc)}
+
+
+@app.task(name="interop.tsum")
+def tsum(xs):
+    return sum(xs)
+
+
+@app.task(name="interop.tally")
+def tally(items, key):
+    # Counted where the tests can read it: the Redis of the result backend (chords,
+    # which this task ends, need a Redis backend anyway).
+    with app.backend.client.pipeline() as pipe:
+        pipe.incr(key).expire(key, 600).execute()
+    return {"items": items, "worker": "python"}
+
+
+# A task of the Python service that the schema does not declare: Celerity sends it
+# through an untyped signature (`Sig::from_signature`).
+@app.task(name="pyonly.mul")
+def mul(x, y):
+    return x * y
