@@ -58,12 +58,10 @@ async fn python_groups_and_chords_run_on_a_celerity_worker() {
     cases::python_builds_canvas_over_celerity_tasks(&transport, &python).await;
 }
 
-// Fails today: the Celerity worker that runs the first step refuses to send the next step,
-// a chord frozen by Celery, whose `kwargs.header` is a `celery.group` signature
-// (`_chord.freeze`, celery/canvas.py) where `runtime/src/canvas/apply.rs` reads only a list
-// ("the header of celery.chord is not a list").
+/// A Python chain that continues into a chord: Celery freezes the chord with its header
+/// as a `celery.group` signature (`_chord.freeze`), which the Celerity worker reads as
+/// its tasks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a chord frozen by Celery has a group signature as header, which the worker does not read yet"]
 async fn a_python_chain_continuing_into_a_chord_runs_on_a_celerity_worker() {
     let Some((transport, python)) = redis_and_python() else {
         return;

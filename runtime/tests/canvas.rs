@@ -545,6 +545,30 @@ async fn a_chord_step_in_a_python_chain_runs_its_header_then_its_body() {
     assert_eq!(h.log.of("t.sum").len(), 1);
 }
 
+/// A chord frozen by Celery holds its header as a group signature (`_chord.freeze`), as
+/// `chain(add.s(1, 2), chord([add.s(10), add.s(20)], sum.s()))` sends it.
+#[tokio::test(start_paused = true)]
+async fn a_frozen_python_chord_with_a_group_header_runs() {
+    let h = harness().await;
+    let header = json!({"task": "celery.group", "args": [], "subtask_type": "group",
+        "immutable": false, "options": {"task_id": "frozen-group"},
+        "kwargs": {"tasks": [
+            step("t.add", json!([10]), json!({"task_id": "frozen-1", "group_index": 0}), false),
+            step("t.add", json!([20]), json!({"task_id": "frozen-2", "group_index": 1}), false)]}});
+    let chord = json!({"task": "celery.chord", "args": [], "subtask_type": "chord",
+        "immutable": false, "options": {"task_id": "frozen-group"},
+        "kwargs": {"kwargs": {}, "header": header,
+            "body": step("t.sum", json!([]), json!({"task_id": "frozen-body"}), false)}});
+    let embed = json!({"callbacks": null, "errbacks": null, "chain": [chord], "chord": null});
+    h.publish(
+        "celery",
+        python_message("t.add", "frozen-0", json!([1, 2]), embed),
+    )
+    .await;
+    assert_eq!(h.result("frozen-body").await.unwrap(), json!(36));
+    assert_eq!(h.result("frozen-0").await.unwrap(), json!(3));
+}
+
 // Workflows built in Rust with the typed canvas.
 
 use celerity::canvas::{Sig, Takes, arg, chain, chord, group};

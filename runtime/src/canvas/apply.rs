@@ -60,6 +60,7 @@ pub(crate) fn freeze(signature: &mut Signature) {
         }
         Some("chord") => {
             let group_id = ensure_id(signature);
+            flatten_header(signature);
             each_member(signature, "header", freeze);
             if let Some(value) = signature.kwargs.get_mut("body") {
                 if let Ok(mut body) = serde_json::from_value::<Signature>(value.clone()) {
@@ -88,6 +89,23 @@ fn ensure_id(signature: &mut Signature) -> String {
                 .insert("task_id".into(), Value::String(id.clone()));
             id
         }
+    }
+}
+
+/// A chord's header as a list of signatures. A frozen Python chord holds its header as a
+/// group signature (`_chord.freeze` wraps the list in a `group`), which Celery reads as
+/// its tasks (`_maybe_group`).
+fn flatten_header(chord: &mut Signature) {
+    let Some(header @ Value::Object(_)) = chord.kwargs.get_mut("header") else {
+        return;
+    };
+    let tasks = match serde_json::from_value::<Signature>(header.clone()) {
+        Ok(group) if group.is_group() => group.kwargs.get("tasks").cloned(),
+        Ok(_) => Some(Value::Array(vec![header.clone()])),
+        Err(_) => None,
+    };
+    if let Some(tasks) = tasks {
+        *header = tasks;
     }
 }
 
@@ -193,7 +211,8 @@ impl Applier<'_> {
     /// A chord: its size recorded in the result backend (which refuses when it cannot
     /// join chords), then each header task sent with the body in its embed. An empty
     /// header sends the body at once with `[]` (`_chord.run`).
-    async fn apply_chord(&self, chord: Signature, context: Context) -> Result<()> {
+    async fn apply_chord(&self, mut chord: Signature, context: Context) -> Result<()> {
+        flatten_header(&mut chord);
         let group_id = chord
             .task_id()
             .map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
