@@ -11,8 +11,8 @@ use serde_yaml::Value;
 use crate::checked::{self, Field, Options, Schema, Shape, Task, TypeKind};
 use crate::locate::{KeyPath, Segment};
 use crate::model::{
-    ComponentModel, EnumModel, FieldModel, Model, OptionsModel, RateModel, RetryModel, StructModel,
-    TaskModel, VariantModel, doc_lines, literal,
+    ComponentModel, EnumModel, FieldModel, Model, OptionsModel, RateModel, RetryModel,
+    SignatureModel, StructModel, TaskModel, VariantModel, doc_lines, literal,
 };
 use crate::names;
 use crate::report::{Reporter, child, item};
@@ -318,6 +318,7 @@ impl Lowering<'_, '_, '_> {
             self.check_arguments(task, &method);
 
             let args = self.fields(&args_name, &task.args);
+            let signature = signature(&method, &args);
             let has_setters = args.iter().any(|a| a.setter.is_some());
             // Clippy's `too_many_arguments` allows 7 parameters, `self` included.
             let client_many_args = 1 + args.iter().filter(|a| a.required).count() > 7;
@@ -344,6 +345,7 @@ impl Lowering<'_, '_, '_> {
                 doc: doc_lines(task.description.as_deref()),
                 component: component.clone().unwrap_or_default(),
                 options: options(&task.options),
+                signature,
             };
             if let Some(component) = component {
                 components.entry(component).or_default().push(model.clone());
@@ -558,6 +560,23 @@ impl Lowering<'_, '_, '_> {
     }
 }
 
+/// The partial signature of a task called `method` taking `args`, when it takes any: the
+/// client method `<method>_s`, whose first argument the previous workflow step supplies.
+fn signature(method: &str, args: &[FieldModel]) -> Option<SignatureModel> {
+    let (first, rest) = args.split_first()?;
+    let params = rest.iter().filter(|a| a.required).count();
+    Some(SignatureModel {
+        method: format!("{}_s", names::bare(method)),
+        input_wire_name: first.wire_name.clone(),
+        input: first.ty.clone(),
+        args: rest.to_vec(),
+        has_params: params > 0,
+        has_defaults: params < rest.len(),
+        // Clippy's `too_many_arguments` allows 7 parameters, `self` included.
+        many_args: 1 + params > 7,
+    })
+}
+
 /// The Rust type of a built-in scalar.
 fn rust_scalar(scalar: Scalar) -> &'static str {
     match scalar {
@@ -693,6 +712,35 @@ mod tests {
         );
         assert_eq!(model.components[0].register_fn, "register_mailer");
         assert_eq!(model.enums[0].variants[1].name, "HtmlOnly");
+        let signature = task.signature.as_ref().expect("a task with arguments");
+        assert_eq!(
+            (
+                signature.method.as_str(),
+                signature.input_wire_name.as_str(),
+                signature.input.as_str()
+            ),
+            ("send_email_s", "to", "::std::string::String")
+        );
+        let rest: Vec<&str> = signature.args.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(rest, ["r#type", "cc"]);
+        assert_eq!(
+            (signature.has_params, signature.has_defaults),
+            (false, true)
+        );
+    }
+
+    #[test]
+    fn a_task_without_arguments_has_no_signature_method() {
+        let (model, messages) =
+            lowered("version: 1\ntasks:\n  ping: {}\n  type: {args: {x: i64}}\n");
+        assert!(messages.is_empty(), "{messages:?}");
+        assert!(model.tasks[0].signature.is_none());
+        let signature = model.tasks[1].signature.as_ref().expect("a signature");
+        assert_eq!(
+            signature.method, "type_s",
+            "no raw prefix inside a longer name"
+        );
+        assert!(signature.args.is_empty());
     }
 
     fn lowering_sample() -> (Model, Vec<String>) {

@@ -112,6 +112,29 @@ pub(crate) struct TaskModel {
     pub component: String,
     /// The task's options, for its `TaskSpec`.
     pub options: OptionsModel,
+    /// The client method that makes the task's partial signature, for a task that takes
+    /// at least one argument.
+    pub signature: Option<SignatureModel>,
+}
+
+/// The client method that makes a task's partial signature (Celery's `add.s(y)`): a
+/// workflow step whose first argument is the previous step's result.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct SignatureModel {
+    /// Method name on the client (`add_s`).
+    pub method: String,
+    /// Wire name of the first argument, which the previous step supplies, for documentation.
+    pub input_wire_name: String,
+    /// Rust type of the first argument: what the signature takes from the previous step.
+    pub input: String,
+    /// The arguments after the first, in positional order (copies of the task's fields).
+    pub args: Vec<FieldModel>,
+    /// Some of them are parameters of the method (the caller must supply them).
+    pub has_params: bool,
+    /// Some of them take their default (or `None`) instead.
+    pub has_defaults: bool,
+    /// The method takes more parameters than clippy's `too_many_arguments` allows.
+    pub many_args: bool,
 }
 
 /// A task's options, each as the Rust literal or expression its `TaskSpec` builder method
