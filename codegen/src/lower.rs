@@ -240,6 +240,9 @@ impl Lowering<'_, '_, '_> {
     fn tasks(&mut self, schema: &Schema) -> (Vec<TaskModel>, Vec<ComponentModel>) {
         let mut out = Vec::new();
         let mut methods: HashMap<String, String> = HashMap::new();
+        // Each signature method (`add_s`) with its task, checked against every task's
+        // method once all are known, whichever comes first in the file.
+        let mut signature_methods: Vec<(String, &Task)> = Vec::new();
         // The generated module's type namespace: named types, then each task's argument
         // struct and call type, then (after the loop) each component's worker trait.
         let mut type_names: HashMap<String, Holder> = self
@@ -319,6 +322,9 @@ impl Lowering<'_, '_, '_> {
 
             let args = self.fields(&args_name, &task.args);
             let signature = signature(&method, &args);
+            if let Some(signature) = &signature {
+                signature_methods.push((signature.method.clone(), task));
+            }
             let has_setters = args.iter().any(|a| a.setter.is_some());
             // Clippy's `too_many_arguments` allows 7 parameters, `self` included.
             let client_many_args = 1 + args.iter().filter(|a| a.required).count() > 7;
@@ -352,6 +358,7 @@ impl Lowering<'_, '_, '_> {
             }
             out.push(model);
         }
+        self.check_signature_methods(&signature_methods, &methods);
         self.check_components(&component_keys, &type_names);
         let components = components
             .into_iter()
@@ -399,6 +406,32 @@ impl Lowering<'_, '_, '_> {
                     names::TASK_LIST_STATIC
                 ),
                 Some(rename),
+            );
+        }
+    }
+
+    /// Each signature method (`add_s`, of the task `add`) is a method of the client beside
+    /// the tasks' own: a task whose method has that name would be defined twice.
+    fn check_signature_methods(
+        &mut self,
+        signature_methods: &[(String, &Task)],
+        methods: &HashMap<String, String>,
+    ) {
+        for (method, task) in signature_methods {
+            let Some(other) = methods.get(method) else {
+                continue;
+            };
+            self.reporter.error_at_key(
+                &task.path,
+                format!(
+                    "task `{}` generates the method `{}::{method}`, its signature for workflows, which collides with the method of task `{other}`",
+                    task.key,
+                    names::CLIENT_STRUCT
+                ),
+                Some(format!(
+                    "rename the task `{other}` or `{}`; set `name:` to keep its wire name",
+                    task.key
+                )),
             );
         }
     }
