@@ -1,4 +1,4 @@
-// A worker that forgets one task of its component does not compile.
+// A worker that forgets tasks of its component does not compile.
 use celerity::{TaskContext, TaskResult};
 
 struct Incomplete;
