@@ -3,6 +3,8 @@
 //! - the code generated for every codegen fixture compiles with warnings denied;
 //! - a caller written against a schema still compiles once its tasks gain arguments with
 //!   defaults (`tests/evolution`);
+//! - well-typed workflows (chain, group, chord, immutable steps, link and link_error) built
+//!   from a generated client compile (`tests/canvas`);
 //! - the mistakes users make with generated code fail to compile, with the messages in
 //!   `tests/ui/*.stderr`.
 
@@ -66,6 +68,10 @@ fn generated_code_compiles_and_misuse_does_not() {
     }
     let caller = Some("tests/evolution/caller.rs");
     for wrapper in generated_crates("tests/evolution", "generated-evolution", caller) {
+        cases.pass(wrapper);
+    }
+    let caller = Some("tests/canvas/caller.rs");
+    for wrapper in generated_crates("tests/canvas", "generated-canvas", caller) {
         cases.pass(wrapper);
     }
     cases.compile_fail("tests/ui/*.rs");

@@ -12,3 +12,11 @@ async fn call_billing(tasks: &generated::TasksRegistry) -> celerity::Result<()> 
     let _ = (invoice, refund);
     Ok(())
 }
+
+// A workflow step written against v1: `refund_s` takes the invoice id from the step
+// before it, and still does once `refund` gains `notify` (its default travels).
+fn invoice_then_refund(
+    tasks: &generated::TasksRegistry,
+) -> celerity::canvas::Chain<(), bool, celerity::AsyncResult<bool>> {
+    celerity::canvas::chain(tasks.invoice("ACME".into(), 1_250).s()).then(tasks.refund_s())
+}
