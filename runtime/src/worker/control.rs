@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::shared::Shared;
+use super::state::Phase;
 use crate::broker::{Mailbox, MailboxCommand};
 use crate::pidbox::{clock_forward, task_ids as ids};
 
@@ -28,6 +29,16 @@ pub(crate) async fn answer(shared: Arc<Shared>, mut mailbox: Box<dyn Mailbox>) {
             }
         }
     }
+}
+
+/// `Request.info()` of each task in `phase`.
+fn infos(shared: &Shared, phase: Phase, safe: bool) -> Value {
+    let held = shared.state.in_phase(phase);
+    Value::Array(
+        held.iter()
+            .map(|task| task.info(&shared.hostname, safe))
+            .collect(),
+    )
 }
 
 /// `{"ok": …}` and `{"error": …}`, as `control.py::ok` / `nok` build answers.
@@ -70,6 +81,36 @@ fn handle(shared: &Shared, command: &MailboxCommand) -> Value {
             }
             shared.revoke(ids(arguments.get("revoked")));
             json!({"revoked": shared.revoked_ids(), "clock": clock_forward()})
+        }
+        "active" | "dump_active" => {
+            let safe = arguments.get("safe").and_then(Value::as_bool) == Some(true);
+            infos(shared, Phase::Active, safe)
+        }
+        "reserved" | "dump_reserved" => infos(shared, Phase::Reserved, false),
+        "scheduled" | "dump_schedule" => {
+            let held = shared.state.in_phase(Phase::Scheduled);
+            Value::Array(
+                held.iter()
+                    .map(|task| {
+                        json!({"eta": task.eta, "priority": task.priority,
+                            "request": task.info(&shared.hostname, false)})
+                    })
+                    .collect(),
+            )
+        }
+        "query_task" => {
+            let mut found = serde_json::Map::new();
+            for id in ids(arguments.get("ids")) {
+                if let Some(task) = shared.state.get(&id) {
+                    let phase = match task.phase {
+                        Phase::Active => "active",
+                        Phase::Reserved => "reserved",
+                        Phase::Scheduled => "scheduled",
+                    };
+                    found.insert(id, json!([phase, task.info(&shared.hostname, false)]));
+                }
+            }
+            Value::Object(found)
         }
         "registered" => {
             let mut names: Vec<&str> = shared.table.specs().map(|spec| spec.name).collect();

@@ -12,6 +12,7 @@ use super::dispatch::Registered;
 use super::held::Waiting;
 use super::links;
 use super::log;
+use super::observe::Lifecycle;
 use super::refuse::{self, Refusal};
 use super::shared::Shared;
 use crate::backoff::Backoff;
@@ -140,6 +141,12 @@ async fn receive(
         &queue,
         decoded.eta,
     );
+    let eta_held = decoded.eta.is_some_and(|eta| eta > Utc::now());
+    shared.observe(Lifecycle::Received {
+        message: &decoded.message,
+        queue: &queue,
+        eta_held,
+    });
     if let Some(due) = decoded.eta.filter(|eta| *eta > Utc::now()) {
         // Held without a slot and outside the prefetch window, which the broker's prefetch
         // is raised for instead, so held tasks cannot starve the others
@@ -185,6 +192,9 @@ pub(crate) async fn admit(shared: Arc<Shared>, mut waiting: Waiting) {
     let Some(decoded) = decode(&shared, &raw, &queue, acker).await else {
         return;
     };
+    shared.observe(Lifecycle::Due {
+        id: decoded.message.id(),
+    });
     start(shared, decoded, raw, queue, held).await;
 }
 
@@ -364,6 +374,11 @@ async fn execute(
         let expired = expires.is_some_and(|at| at <= Utc::now());
         if expired || shared.is_revoked(&id) {
             let reason = if expired { "expired" } else { "revoked" };
+            shared.observe(Lifecycle::Revoked {
+                id: &id,
+                name: spec.name,
+                reason,
+            });
             tracing::Span::current().record("outcome", "revoked");
             log::discarded(spec.name, &id, reason);
             if !ignore_result {
@@ -444,6 +459,10 @@ async fn execute(
             soft_deadline: soft_time_limit.map(|d| tokio::time::Instant::now() + d),
         };
         log::started(spec.name, &id, message.headers.retries);
+        shared.observe(Lifecycle::Started {
+            id: &id,
+            name: spec.name,
+        });
         let started = Instant::now();
         let outcome = registered
             .handler
@@ -481,6 +500,12 @@ async fn execute(
             Ok(value) => {
                 span.record("outcome", "success");
                 log::succeeded(spec.name, &id, elapsed, &value);
+                shared.observe(Lifecycle::Succeeded {
+                    id: &id,
+                    name: spec.name,
+                    runtime: elapsed,
+                    result: &value,
+                });
                 if !ignore_result {
                     stored = store_result(
                         &shared,
@@ -495,12 +520,26 @@ async fn execute(
             Err(error) => match retry_decision(spec.retry, &error, message.headers.retries) {
                 Some(countdown) => {
                     span.record("outcome", "retry");
+                    let exception = retry_exception(&error, countdown);
+                    shared.observe(Lifecycle::Retried {
+                        id: &id,
+                        name: spec.name,
+                        exception: &exception,
+                        traceback: None,
+                    });
                     retry(&shared, &raw, &message, &queue, &error, countdown).await;
                 }
                 None => {
                     span.record("outcome", "failure");
                     let (exception, traceback) = failure_of(error, spec.retry);
                     log::failed(spec.name, &id, elapsed, &exception);
+                    shared.observe(Lifecycle::Failed {
+                        id: &id,
+                        name: spec.name,
+                        runtime: elapsed,
+                        exception: &exception,
+                        traceback: traceback.as_deref(),
+                    });
                     if !ignore_result {
                         stored = store_result(
                             &shared,
@@ -640,17 +679,22 @@ async fn retry(
         eta,
         error.exception(),
     );
-    let exception = error.exception().cloned().unwrap_or_else(|| {
-        ExceptionInfo::new(
-            "Retry",
-            CELERY_EXCEPTIONS,
-            format!("Retry in {}s", countdown.as_secs()),
-        )
-    });
+    let exception = retry_exception(error, countdown);
     store(
         shared,
         &message.properties,
         ResultMeta::exception(message.id(), TaskState::Retry, &exception, None),
     )
     .await;
+}
+
+/// What a retried task's RETRY state records: its cause, else Celery's `Retry`.
+fn retry_exception(error: &TaskError, countdown: Duration) -> ExceptionInfo {
+    error.exception().cloned().unwrap_or_else(|| {
+        ExceptionInfo::new(
+            "Retry",
+            CELERY_EXCEPTIONS,
+            format!("Retry in {}s", countdown.as_secs()),
+        )
+    })
 }

@@ -7,8 +7,10 @@ mod execute;
 mod held;
 mod links;
 mod log;
+mod observe;
 mod refuse;
 mod shared;
+mod state;
 mod trim;
 
 use std::sync::Arc;
@@ -251,6 +253,7 @@ impl WorkerBuilder {
             rate_limits: Default::default(),
             hostname: self.hostname,
             max_message_size: self.max_message_size,
+            state: Default::default(),
         });
         let listener =
             control.map(|control| tokio::spawn(execute::listen(shared.clone(), control)));

@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub hostname: String,
     /// Messages larger than this many bytes are refused before they are decoded.
     pub max_message_size: usize,
+    /// The tasks held and run, for inspection.
+    pub state: super::state::WorkerState,
 }
 
 /// Revoked task ids, bounded like Celery's `LimitedSet` (`worker_state.revoked`, 50,000
