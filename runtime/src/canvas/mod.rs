@@ -16,4 +16,6 @@ mod typed;
 pub(crate) use apply::{Applier, Context, freeze};
 pub use result::{FromFrozen, GroupResult};
 pub use signature::Signature;
-pub use typed::{Canvas, Chain, Chord, Group, Sig, Takes, arg, chain, chord, group};
+pub use typed::{
+    Canvas, Chain, Chord, Errback, Follows, Group, Sig, Takes, arg, chain, chord, group,
+};

@@ -44,6 +44,38 @@ pub trait Canvas: Sized {
     fn into_signature(self) -> Result<Signature>;
 }
 
+/// A piece of a workflow that can come after a step returning `R`: its first argument is
+/// `R` ([`Takes<R>`]), or it is immutable. `then`, `link` and `chord` bodies ask for it,
+/// so a step that does not fit is a compile error that says so.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot follow a step that returns `{R}`",
+    label = "this step's first argument is not `{R}`",
+    note = "a workflow step receives the previous step's result as its first argument: use \
+            `<task>_s(…)` of a task whose first argument is `{R}`, or `.si()` for a step \
+            that ignores it"
+)]
+pub trait Follows<R>: Canvas {}
+
+impl<R, O> Follows<R> for Sig<Takes<R>, O> {}
+impl<R, O, H: FromFrozen> Follows<R> for Chain<Takes<R>, O, H> {}
+impl<R, O> Follows<R> for Group<Takes<R>, O> {}
+impl<R, O, H: FromFrozen> Follows<R> for Chord<Takes<R>, O, H> {}
+
+/// A piece of a workflow that can be an errback: it takes the failed task's id, a
+/// `String`, as its first argument (how Celery workers send errbacks).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an errback: an errback receives the failed task's id",
+    label = "this step's first argument is not a `String`",
+    note = "use `<task>_s(…)` of a task whose first argument is a `string` (the task id), \
+            or `.si()` for an errback that ignores it"
+)]
+pub trait Errback: Canvas {}
+
+impl<O> Errback for Sig<Takes<String>, O> {}
+impl<O, H: FromFrozen> Errback for Chain<Takes<String>, O, H> {}
+impl<O> Errback for Group<Takes<String>, O> {}
+impl<O, H: FromFrozen> Errback for Chord<Takes<String>, O, H> {}
+
 /// The signature of one task call, typed by its input and its result `R`.
 ///
 /// Made by the generated client: `tasks.add(2, 2).s()` (all arguments),
@@ -233,14 +265,14 @@ impl<I, R> Sig<I, R> {
 
     /// Adds a callback: sent with this task's result as its first argument when this task
     /// succeeds (Celery's `link`). Typed like a chain step.
-    pub fn link<C: Canvas<Input = Takes<R>>>(self, callback: C) -> Result<Self> {
+    pub fn link<C: Follows<R>>(self, callback: C) -> Result<Self> {
         self.add_linked("link", callback.into_signature()?)
     }
 
     /// Adds an errback: sent with this task's id as its only argument when this task
     /// fails for good (Celery's `link_error`, as a worker sends it). The errback's first
     /// argument must be a string.
-    pub fn link_error<C: Canvas<Input = Takes<String>>>(self, errback: C) -> Result<Self> {
+    pub fn link_error<C: Errback>(self, errback: C) -> Result<Self> {
         self.add_linked("link_error", errback.into_signature()?)
     }
 
@@ -315,7 +347,7 @@ impl<I, R, H> Chain<I, R, H> {
     /// Adds a step that receives this chain's result as its first argument: its
     /// [`Canvas::Input`] must be [`Takes<R>`] (or it is immutable), else this does not
     /// compile. A group then a step becomes a chord, as in Celery.
-    pub fn then<C: Canvas<Input = Takes<R>>>(self, next: C) -> Chain<I, C::Output, C::Handle> {
+    pub fn then<C: Follows<R>>(self, next: C) -> Chain<I, C::Output, C::Handle> {
         let steps = self.steps.and_then(|mut steps| {
             steps.push(next.into_signature()?);
             Ok(steps)
@@ -401,7 +433,7 @@ impl<I, R, H> std::fmt::Debug for Chord<I, R, H> {
 /// does not run: its result is a `ChordError` FAILURE and its errbacks are sent.
 pub fn chord<I, R, B>(header: Group<I, R>, body: B) -> Chord<I, B::Output, B::Handle>
 where
-    B: Canvas<Input = Takes<Vec<R>>>,
+    B: Follows<Vec<R>>,
 {
     let signature = (|| {
         let header = header.into_signature()?;
