@@ -28,6 +28,11 @@ With `--held-tasks N` (Redis) it measures only the worker's memory per task held
 countdown: N `tasks.ping` sent with countdown=3600 to the worker's queue, VmRSS (parent and
 children) before and once the worker has taken them all, per task.
 
+With `--chord-tasks N [--concurrency C]` (Redis) it measures only a chord: a prefork worker
+of C processes (default 2), a warm-up chord of ten, then `chord(add.s(i, i) for i in
+range(N))(tsum.s())`, timed from building it to the body's `date_done`, and the chord's
+`celery-taskset-meta-<gid>*` keys left once the body's result is stored.
+
 Configured for the worker through the environment: CELERY_BENCH_BROKER,
 CELERY_BENCH_BACKEND, CELERY_BENCH_QUEUE.
 """
@@ -40,11 +45,11 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 
 import celery
 import redis
-from celery import Celery
+from celery import Celery, chord
 from kombu import Queue
 
 QUEUE = os.environ.get("CELERY_BENCH_QUEUE", "celery-bench")
@@ -82,6 +87,17 @@ def ping():
     return "pong"
 
 
+# The chord row's tasks, named as the Rust side names its own (examples/bench/chord_tasks.rs).
+@app.task(name="bench.add")
+def add(x, y):
+    return x + y
+
+
+@app.task(name="bench.tsum")
+def tsum(xs):
+    return sum(xs)
+
+
 def nearest_rank(sorted_times, q):
     """The smallest sample with at least a fraction q of the samples at or below it."""
     rank = -(-len(sorted_times) * q // 1)  # ceil
@@ -95,7 +111,7 @@ def log(message):
 # --- the worker -------------------------------------------------------------------------
 
 
-def start_worker(queue, broker, backend):
+def start_worker(queue, broker, backend, concurrency=WORKER_CONCURRENCY):
     env = dict(os.environ)
     env.update(
         CELERY_BENCH_BROKER=broker,
@@ -108,7 +124,7 @@ def start_worker(queue, broker, backend):
     )
     command = [
         sys.executable, "-m", "celery", "-A", "celery_bench", "worker",
-        "-P", "prefork", "-c", str(WORKER_CONCURRENCY), "-Q", queue, "-n", f"{queue}@%h",
+        "-P", "prefork", "-c", str(concurrency), "-Q", queue, "-n", f"{queue}@%h",
         "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "warning",
     ]
     here = os.path.dirname(os.path.abspath(__file__))
@@ -233,7 +249,14 @@ def delete_queue(name):
         # keys of a queue on kombu's layout: the list, its priority buckets, the bindings.
         keys = [name] + [f"{name}\x06\x16{p}" for p in (3, 6, 9)]
         keys += [f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}"]
-        redis.Redis.from_url(broker).delete(*keys)
+        client = redis.Redis.from_url(broker)
+        client.delete(*keys)
+        # Its binding to the default exchange (`<routing key>\x06\x16<pattern>\x06\x16<queue>`
+        # in `_kombu.binding.<exchange>`), which would otherwise collect one per run.
+        exchange = f"_kombu.binding.{app.conf.task_default_exchange or QUEUE}"
+        stale = [m for m in client.smembers(exchange) if m.endswith(f"\x06\x16{name}".encode())]
+        if stale:
+            client.srem(exchange, *stale)
     else:
         with app.connection_for_write() as connection:
             bench_queue(name, broker).bind(connection.default_channel).delete()
@@ -404,6 +427,90 @@ def held_eta_memory(n, queue, broker, backend):
     return {"held_n": count, "held_bytes_per_task": per_task, "held_rss_kb": holding}
 
 
+# How long the chord's keys may take to go after the body's result is stored: the worker
+# that sends the body cleans the chord up after publishing it, while the body may already run.
+CHORD_CLEANUP_GRACE = 5.0
+
+
+def one_chord(n, queue, client):
+    """Sends a chord of `n` add.s(i, i) and a tsum.s() body to `queue`; returns the seconds
+    from building it to the body's `date_done`, and the keys left (besides `.c`, and `.c`)."""
+    started_wall = datetime.now().astimezone()
+    started = time.perf_counter()
+    header = [add.s(i, i).set(queue=queue) for i in range(n)]
+    result = chord(header)(tsum.s().set(queue=queue))
+    sent = time.perf_counter() - started
+    # Polled with a GET: `result.get()` waits on a pub/sub channel this process drains
+    # behind the messages of every header task it subscribed to when sending, and saw the
+    # body's result minutes after its `date_done` at 10,000 tasks.
+    deadline = time.monotonic() + 600
+    while not result.ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the chord's body did not finish within 10 minutes")
+        time.sleep(0.01)
+    observed = time.perf_counter() - started
+    value = result.result
+    if value != n * (n - 1):
+        raise RuntimeError(f"the chord's body returned {value}, not {n * (n - 1)}")
+    done = result.date_done
+    if isinstance(done, str):
+        done = datetime.fromisoformat(done)
+    if done is not None and done.tzinfo is None:
+        done = done.replace(tzinfo=timezone.utc)
+    seconds = (done - started_wall).total_seconds() if done else observed
+    if n > 10:
+        log(f"chord: {n:,} header tasks sent in {sent:.2f} s; the body's result seen after {observed:.2f} s")
+    pattern = app.backend.get_key_for_group(result.parent.id) + b"*"
+    deadline = time.monotonic() + CHORD_CLEANUP_GRACE
+    while True:
+        keys = [key.decode() for key in client.keys(pattern)]
+        if all(key.endswith(".c") for key in keys) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    done_markers = sum(1 for key in keys if key.endswith(".c"))
+    ids = [r.id for r in result.parent.results] + [result.id]
+    # Sending subscribed to every task's result (`RedisBackend.on_task_call`); unsubscribed
+    # now, not by results collected at exit with the interpreter half gone (a traceback).
+    for task_id in ids:
+        app.backend.result_consumer.cancel_for(task_id)
+    for chunk in range(0, len(ids), 1000):
+        client.delete(*[app.backend.get_key_for_task(i) for i in ids[chunk : chunk + 1000]])
+    if keys:
+        client.delete(*keys)
+    return seconds, len(keys) - done_markers, done_markers
+
+
+def chord_run(n, queue, concurrency, broker, backend):
+    """The chord row on a prefork worker of `concurrency` processes."""
+    log(f"chord: starting a prefork worker (concurrency {concurrency}) on {queue}")
+    worker = start_worker(queue, broker, backend, concurrency)
+    try:
+        wait_until_ready(worker, queue)
+        client = redis.Redis.from_url(backend)
+        one_chord(10, queue, client)
+        seconds, keys_left, done_markers = one_chord(n, queue, client)
+        # The body's process acknowledges after storing its result: not stopped midway.
+        time.sleep(0.5)
+    finally:
+        stop_worker(worker)
+        try:
+            delete_queue(queue)
+        except Exception as error:  # noqa: BLE001 - cleanup must not hide the result
+            log(f"could not delete {queue}: {error}")
+    log(
+        f"chord: {n:,} header tasks and the body in {seconds:.2f} s ({n / seconds:,.0f} tasks/s); "
+        f"keys left: {keys_left} besides {done_markers} done marker(s)"
+    )
+    return {
+        "chord_n": n,
+        "chord_seconds": seconds,
+        "chord_rate": n / seconds,
+        "chord_keys_left": keys_left,
+        "chord_done_markers": done_markers,
+        "chord_concurrency": concurrency,
+    }
+
+
 def latency(samples, queue):
     warmup = 50
     times = []
@@ -442,6 +549,8 @@ def main():
     parser.add_argument("--publish-tasks", type=int, default=10_000)
     parser.add_argument("--latency-samples", type=int, default=1_000)
     parser.add_argument("--held-tasks", type=int, default=0)
+    parser.add_argument("--chord-tasks", type=int, default=0)
+    parser.add_argument("--concurrency", type=int, default=WORKER_CONCURRENCY)
     options = parser.parse_args()
 
     app.conf.broker_url = options.broker
@@ -463,6 +572,14 @@ def main():
         app.conf.task_queues = [bench_queue(f"bench-py-held-{run_id}", options.broker)]
         figures.update(
             held_eta_memory(options.held_tasks, f"bench-py-held-{run_id}", options.broker, options.backend)
+        )
+        print(json.dumps(figures), flush=True)
+        return
+    if options.chord_tasks:
+        chord_queue = f"bench-py-chord-{run_id}"
+        app.conf.task_queues = [bench_queue(chord_queue, options.broker)]
+        figures.update(
+            chord_run(options.chord_tasks, chord_queue, options.concurrency, options.broker, options.backend)
         )
         print(json.dumps(figures), flush=True)
         return

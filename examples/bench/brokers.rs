@@ -7,6 +7,7 @@ use std::time::Duration;
 use celerity::App;
 use celerity_shop::tasks::TasksRegistry;
 
+use crate::chord;
 use crate::held;
 use crate::measure::{self, BenchResult};
 use crate::options::{Broker, Options};
@@ -183,6 +184,39 @@ pub async fn bench_held(options: &Options) -> BenchResult<Figures> {
         held_n: Some(measured.held as u64),
         held_bytes_per_task: Some(measured.bytes_per_task()),
         held_rss_kb: Some(measured.holding_kb),
+        ..Figures::default()
+    })
+}
+
+/// A chord of `--chord-tasks` header tasks and one body on Redis: a worker of its own, of
+/// `concurrency`, on a fresh queue that is deleted afterwards.
+pub async fn bench_chord(options: &Options, concurrency: usize) -> BenchResult<Figures> {
+    let url = options.redis_url.clone();
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let queue = format!("bench-redis-chord-{run_id}");
+    let spawn = {
+        let (url, queue) = (url.clone(), queue.clone());
+        let limits = WorkerLimits {
+            concurrency: Some(concurrency),
+            max_held_eta: None,
+        };
+        let prefix = options.worker_prefix.clone();
+        move || WorkerProcess::spawn(&url, &url, &queue, limits, prefix.as_deref())
+    };
+    let worker = tokio::task::spawn_blocking(spawn).await??;
+    let app = worker::connect(&url, &url, std::slice::from_ref(&queue)).await?;
+    let mut admin = RedisAdmin::connect(&url)?;
+    let measured = chord::measure(&app, &mut admin, &queue, options.chord_tasks).await;
+    tokio::task::spawn_blocking(move || worker.stop()).await?;
+    admin.delete_queue(&queue)?;
+    let measured = measured?;
+    Ok(Figures {
+        chord_n: Some(options.chord_tasks as u64),
+        chord_seconds: Some(measured.seconds),
+        chord_rate: Some(options.chord_tasks as f64 / measured.seconds),
+        chord_keys_left: Some(measured.keys_left),
+        chord_done_markers: Some(measured.done_markers),
+        chord_concurrency: Some(concurrency as u64),
         ..Figures::default()
     })
 }

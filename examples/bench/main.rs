@@ -10,13 +10,16 @@
 //! stored (from the first publish to the last stored result), the round-trip latency of
 //! sequential calls, the worker's memory and the Redis commands each task costs; on Redis,
 //! the worker's memory per task held for a one-hour countdown (100,000 tasks, the cap on
-//! held tasks raised to match; `--no-held` skips it); then the generator's time for a
-//! 1,000-task schema. With a Python that has Celery
-//! (`CELERITY_PYTHON`, else `./.venv/bin/python`), `bench/celery_bench.py` runs the same
-//! workload on a prefork worker of concurrency 2. It prints a markdown table on stdout,
-//! progress on stderr. Benchmarks report figures; they assert nothing about them.
+//! held tasks raised to match; `--no-held` skips it) and the time a chord of 10,000 header
+//! tasks takes to its body's result, with the chord keys it leaves behind (`--chord-tasks`,
+//! `--no-chord`); then the generator's time for a 1,000-task schema. With a Python that
+//! has Celery (`CELERITY_PYTHON`, else `./.venv/bin/python`), `bench/celery_bench.py` runs
+//! the same workload on a prefork worker of concurrency 2 (the chord: of the Celerity
+//! worker's concurrency). It prints a markdown table on stdout, progress on stderr.
+//! Benchmarks report figures; they assert nothing about them.
 
 mod brokers;
+mod chord;
 mod generator;
 mod held;
 mod measure;
@@ -148,6 +151,25 @@ async fn run(options: Options) -> BenchResult<()> {
                 }
             }
         }
+        if broker == Broker::Redis && options.chord {
+            let concurrency = worker_concurrency(&options);
+            eprintln!(
+                "== redis: a chord of {} tasks, Celerity",
+                options.chord_tasks
+            );
+            ours.take_chord(brokers::bench_chord(&options, concurrency).await?);
+            if let Some(python) = &python {
+                eprintln!(
+                    "== redis: a chord of {} tasks, Python Celery",
+                    options.chord_tasks
+                );
+                if let Some(chord) = python_chord(python.clone(), &options, concurrency).await {
+                    theirs
+                        .get_or_insert_with(Default::default)
+                        .take_chord(chord);
+                }
+            }
+        }
         results.push((broker, ours, theirs));
     }
     let generator = if options.generator {
@@ -190,6 +212,22 @@ async fn python_held(python: PathBuf, options: &Options) -> Option<Figures> {
     python_figures(move || python::run_held(&python, &url, &url, tasks)).await
 }
 
+/// The Python side of the chord row, on a prefork worker of `concurrency` processes, or
+/// `None` (said why) when it failed.
+async fn python_chord(python: PathBuf, options: &Options, concurrency: usize) -> Option<Figures> {
+    let url = options.redis_url.clone();
+    let tasks = options.chord_tasks;
+    python_figures(move || python::run_chord(&python, &url, tasks, concurrency)).await
+}
+
+/// The Celerity worker's concurrency: `--concurrency`, else the worker's own default (read
+/// from it rather than worked out again here).
+fn worker_concurrency(options: &Options) -> usize {
+    options
+        .concurrency
+        .unwrap_or_else(|| celerity::App::memory().worker().settings().concurrency)
+}
+
 /// Runs a Python measurement off the runtime: its figures, or `None` (said why) when it
 /// failed.
 async fn python_figures(
@@ -218,14 +256,10 @@ fn render(
         .and_then(|mut admin| admin.version())
         .unwrap_or_else(|_| "?".into());
     let python = results.iter().find_map(|(_, _, theirs)| theirs.as_ref());
-    // The worker's own default, read from it rather than worked out again here.
-    let concurrency = options.concurrency.map_or_else(
-        || {
-            let default = celerity::App::memory().worker().settings().concurrency;
-            format!("{default} (its default)")
-        },
-        |n| n.to_string(),
-    );
+    let concurrency = match options.concurrency {
+        Some(n) => n.to_string(),
+        None => format!("{} (its default)", worker_concurrency(options)),
+    };
     writeln!(
         out,
         "Measured {}{} on {}; load average {load_at_start} at the start, {} at the end. \
@@ -275,8 +309,27 @@ fn render(
          its `VmRSS` before, per task held. The Celerity worker's cap on held tasks \
          (`--max-held-eta`, 50,000 by default) is raised to the count so that it holds them \
          all; Python's prefork worker holds ETA tasks in its parent process (parent and \
-         children added up). The queue is deleted afterwards.",
+         children added up). The queue is deleted afterwards.\n\
+         ⁶ One chord of N `bench.add(i, i)` header tasks and a `bench.tsum` body, sent by \
+         each side's own client (Celerity's typed canvas; Python's \
+         `chord(add.s(i, i) …)(tsum.s())`) to a worker of the Celerity worker's concurrency \
+         (Python: a prefork worker with as many processes), broker and results on Redis, \
+         after a warm-up chord of ten. The time runs from building the chord to the body's \
+         `date_done`; tasks per second is N over it. The chord's \
+         `celery-taskset-meta-<gid>*` keys are counted once the body's result is stored \
+         (waiting up to 5 s for the cleanup that follows sending the body): Celery 5.7 \
+         deletes `.s .t .j .d` and keeps `.c` as a `done` marker for 300 s.",
     );
+    for (_, ours, theirs) in results {
+        if let Some(n) = ours.chord_concurrency {
+            let python = theirs.as_ref().and_then(|t| t.chord_concurrency);
+            write!(out, " Concurrency: Celerity {n}")?;
+            if let Some(processes) = python {
+                write!(out, ", Python {processes} processes")?;
+            }
+            out.push('.');
+        }
+    }
     for (broker, ours, theirs) in results {
         for (side, figures) in [("Celerity", Some(ours)), ("Python", theirs.as_ref())] {
             if let Some(commands) = figures.and_then(|f| f.redis_commands.as_ref()) {

@@ -17,6 +17,8 @@ usage: cargo run --release --example bench -- [options]
                             the worker's --max-held-eta is raised to N so it holds all)
   --python-held-tasks N     the same for Python (default 20000)
   --no-held                 skip the held-task memory rows
+  --chord-tasks N           header tasks of the chord row, Redis, both sides (default 10000)
+  --no-chord                skip the chord rows
   --no-generator            skip timing the generator
   --worker-prefix CMD       run the worker process under CMD, e.g. 'perf record -g --'
                             (its memory figures are then CMD's)
@@ -60,6 +62,8 @@ pub struct Options {
     pub held: bool,
     pub held_tasks: usize,
     pub python_held_tasks: usize,
+    pub chord: bool,
+    pub chord_tasks: usize,
     pub generator: bool,
     pub worker_prefix: Option<String>,
     pub redis_url: String,
@@ -85,6 +89,8 @@ impl Options {
             held: true,
             held_tasks: 100_000,
             python_held_tasks: 20_000,
+            chord: true,
+            chord_tasks: 10_000,
             generator: true,
             worker_prefix: None,
             redis_url: env("CELERITY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
@@ -115,6 +121,8 @@ impl Options {
                 "--no-held" => options.held = false,
                 "--held-tasks" => options.held_tasks = positive(flag, value()?)?,
                 "--python-held-tasks" => options.python_held_tasks = positive(flag, value()?)?,
+                "--no-chord" => options.chord = false,
+                "--chord-tasks" => options.chord_tasks = positive(flag, value()?)?,
                 "--worker-prefix" => options.worker_prefix = Some(value()?.clone()),
                 "--brokers" => {
                     let list = value()?;

@@ -38,6 +38,18 @@ pub fn run_held(
     figures(python, broker_url, backend_url, &[("--held-tasks", tasks)])
 }
 
+/// The Python side of the chord row: a prefork worker of `concurrency` processes running
+/// a chord of `tasks` `add.s(i, i)` and a `tsum.s()` body (`celery_bench.py --chord-tasks`).
+pub fn run_chord(
+    python: &Path,
+    url: &str,
+    tasks: usize,
+    concurrency: usize,
+) -> Result<Figures, String> {
+    let counts = [("--chord-tasks", tasks), ("--concurrency", concurrency)];
+    figures(python, url, url, &counts)
+}
+
 /// Runs the script with `counts` (flag and value) and reads the JSON line it prints last.
 fn figures(
     python: &Path,

@@ -1,6 +1,6 @@
 //! A few administrative Redis commands over a plain socket (RESP), kept off the measured
 //! paths: checking that Redis is there, reading `INFO commandstats`, the length of a
-//! queue, and deleting the queues and results a run leaves behind.
+//! queue, the keys a chord left, and deleting the queues and results a run leaves behind.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -13,12 +13,13 @@ pub struct RedisAdmin {
     writer: TcpStream,
 }
 
-/// A reply, errors aside: the bulk strings INFO answers with, integers, and what is not
-/// read.
+/// A reply, errors aside: the bulk strings INFO answers with, integers, arrays (of KEYS),
+/// and what is not read.
 #[derive(Debug)]
 enum Reply {
     Bulk(Option<Vec<u8>>),
     Integer(i64),
+    Array(Vec<Reply>),
     Unread,
 }
 
@@ -148,6 +149,20 @@ impl RedisAdmin {
         }
     }
 
+    /// The keys matching `pattern` (`KEYS`: the benchmark's database is small and its own).
+    pub fn keys(&mut self, pattern: &str) -> AdminResult<Vec<String>> {
+        match self.command(&["KEYS", pattern])? {
+            Reply::Array(items) => Ok(items
+                .into_iter()
+                .filter_map(|item| match item {
+                    Reply::Bulk(Some(bytes)) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+                    _ => None,
+                })
+                .collect()),
+            other => Err(format!("unexpected KEYS reply {other:?}")),
+        }
+    }
+
     fn info(&mut self, section: &str) -> AdminResult<String> {
         match self.command(&["INFO", section])? {
             Reply::Bulk(Some(bytes)) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
@@ -194,10 +209,11 @@ impl RedisAdmin {
                 }
             },
             "*" => {
-                for _ in 0..usize::try_from(number()?).unwrap_or(0) {
-                    self.read_reply()?;
-                }
-                Ok(Reply::Unread)
+                let count = usize::try_from(number()?).unwrap_or(0);
+                let items = (0..count)
+                    .map(|_| self.read_reply())
+                    .collect::<AdminResult<_>>()?;
+                Ok(Reply::Array(items))
             }
             _ => Err(format!("redis: unexpected reply `{line}`")),
         }

@@ -38,13 +38,39 @@ pub struct Figures {
     pub held_bytes_per_task: Option<f64>,
     /// `VmRSS` of the worker holding them, in kB.
     pub held_rss_kb: Option<u64>,
+    /// Header tasks of the chord run.
+    pub chord_n: Option<u64>,
+    /// Seconds from building and sending the chord to its body's stored result.
+    pub chord_seconds: Option<f64>,
+    /// Header tasks per second over that time.
+    pub chord_rate: Option<f64>,
+    /// The chord's `celery-taskset-meta-<gid>*` keys left besides its `.c` done marker.
+    pub chord_keys_left: Option<u64>,
+    /// `.c` done markers left.
+    pub chord_done_markers: Option<u64>,
+    /// The worker's concurrency in the chord run.
+    pub chord_concurrency: Option<u64>,
 }
 
-/// Which way a metric is better.
+impl Figures {
+    /// Takes the chord run's figures from `run`.
+    pub fn take_chord(&mut self, run: Figures) {
+        self.chord_n = run.chord_n;
+        self.chord_seconds = run.chord_seconds;
+        self.chord_rate = run.chord_rate;
+        self.chord_keys_left = run.chord_keys_left;
+        self.chord_done_markers = run.chord_done_markers;
+        self.chord_concurrency = run.chord_concurrency;
+    }
+}
+
+/// Which way a metric is better; `Neither` for a count that both sides should show alike
+/// (no ratio is shown).
 #[derive(Clone, Copy)]
 enum Better {
     Higher,
     Lower,
+    Neither,
 }
 
 /// A target from issue 7.
@@ -68,6 +94,7 @@ pub fn broker_rows(broker: &str, ours: &Figures, theirs: Option<&Figures>, out: 
     let theirs = theirs.unwrap_or(&theirs_or_default);
     let mb = |kb: Option<u64>| kb.map(|kb| (kb as f64 / 1024.0, None));
     let with_n = |value: Option<f64>, n: Option<u64>| value.map(|v| (v, n));
+    let count = |value: Option<u64>| value.map(|v| (v as f64, None));
     let (publish_target, e2e_target) = match broker {
         "redis" => (
             Some(Target {
@@ -197,6 +224,38 @@ pub fn broker_rows(broker: &str, ours: &Figures, theirs: Option<&Figures>, out: 
             }),
         },
         Row {
+            metric: format!("{broker}: chord, sent to the body's result (s)⁶"),
+            ours: with_n(ours.chord_seconds, ours.chord_n),
+            theirs: with_n(theirs.chord_seconds, theirs.chord_n),
+            better: Better::Lower,
+            decimals: 2,
+            target: None,
+        },
+        Row {
+            metric: format!("{broker}: chord header tasks per second⁶"),
+            ours: with_n(ours.chord_rate, ours.chord_n),
+            theirs: with_n(theirs.chord_rate, theirs.chord_n),
+            better: Better::Higher,
+            decimals: 0,
+            target: None,
+        },
+        Row {
+            metric: format!("{broker}: chord keys left besides the done marker⁶"),
+            ours: count(ours.chord_keys_left),
+            theirs: count(theirs.chord_keys_left),
+            better: Better::Lower,
+            decimals: 0,
+            target: None,
+        },
+        Row {
+            metric: format!("{broker}: chord `.c` done markers left (expire in 300 s)⁶"),
+            ours: count(ours.chord_done_markers),
+            theirs: count(theirs.chord_done_markers),
+            better: Better::Neither,
+            decimals: 0,
+            target: None,
+        },
+        Row {
             metric: if broker == "memory" {
                 format!("{broker}: CPU per task, whole process (µs)⁴")
             } else {
@@ -272,13 +331,11 @@ fn render(row: &Row, out: &mut String) {
         Some((v, Some(n))) => format!("{} (n={})", number(v, row.decimals), number(n as f64, 0)),
     };
     let advantage = match (row.ours, row.theirs) {
-        (Some((ours, _)), Some((theirs, _))) if ours > 0.0 && theirs > 0.0 => {
-            let ratio = match row.better {
-                Better::Higher => ours / theirs,
-                Better::Lower => theirs / ours,
-            };
-            format!("{ratio:.1}×")
-        }
+        (Some((ours, _)), Some((theirs, _))) if ours > 0.0 && theirs > 0.0 => match row.better {
+            Better::Higher => format!("{:.1}×", ours / theirs),
+            Better::Lower => format!("{:.1}×", theirs / ours),
+            Better::Neither => String::new(),
+        },
         _ => String::new(),
     };
     let target = match (&row.target, row.ours) {

@@ -1,5 +1,6 @@
 //! The worker under test: the shop's worker in a process of its own (this program run with
-//! the `worker` subcommand), so that its memory is its own to read from `/proc`.
+//! the `worker` subcommand), so that its memory is its own to read from `/proc`. It runs
+//! the chord row's two tasks too ([`chord_tasks`]).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
@@ -10,6 +11,10 @@ use celerity::backend::RedisBackend;
 use celerity::broker::{AmqpBroker, AmqpOptions, AmqpQueue};
 
 use crate::support::proc_status_kb;
+
+// Beside this file, wherever it is included from (the benchmark, `held_eta`).
+#[path = "chord_tasks.rs"]
+pub mod chord_tasks;
 
 /// Queues of the benchmark expire on RabbitMQ a minute after their last use, so a run
 /// leaves nothing behind (`x-expires`); Redis queues are deleted instead.
@@ -61,6 +66,7 @@ pub fn main(args: &[String]) -> ExitCode {
         let app = connect(&broker, &backend, std::slice::from_ref(&queue)).await?;
         let mut builder = app.worker();
         celerity_shop::register(&mut builder);
+        chord_tasks::register(&mut builder);
         builder.queues([queue]);
         if let Some(concurrency) = concurrency {
             builder.concurrency(concurrency);
