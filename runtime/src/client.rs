@@ -178,6 +178,23 @@ impl Client {
         self.inner.broker.publish(queue, encode(message)?).await
     }
 
+    /// Publishes built messages, each to its queue, in as few round trips as the broker
+    /// allows (one batch per queue, in order).
+    pub(crate) async fn publish_all(&self, messages: Vec<(String, TaskMessage)>) -> Result<()> {
+        let mut by_queue: Vec<(String, Vec<crate::protocol::RawMessage>)> = Vec::new();
+        for (queue, message) in messages {
+            let raw = encode(&message)?;
+            match by_queue.iter_mut().find(|(q, _)| *q == queue) {
+                Some((_, batch)) => batch.push(raw),
+                None => by_queue.push((queue, vec![raw])),
+            }
+        }
+        for (queue, batch) in by_queue {
+            self.inner.broker.publish_batch(&queue, batch).await?;
+        }
+        Ok(())
+    }
+
     /// A call of a task with untyped positional arguments: the escape hatch for tasks
     /// that are not in a schema (for example, tasks of a Python service). Set options and
     /// keyword arguments on the call, then `.await` it, as with a generated call.

@@ -191,7 +191,7 @@ impl Applier<'_> {
         }
         let mut args = context.args.clone();
         args.extend(group.args.iter().cloned());
-        for (index, member) in members.into_iter().enumerate() {
+        let members = members.into_iter().enumerate().map(|(index, member)| {
             let member = if group.immutable {
                 member.immutable()
             } else {
@@ -203,8 +203,30 @@ impl Applier<'_> {
                 group: Some((group_id.clone(), index as u64)),
                 chord: context.chord.clone(),
             };
-            self.apply(member, member_context).await?;
+            (member, member_context)
+        });
+        self.apply_members(members).await
+    }
+
+    /// Applies the members of a group or chord header: the single tasks' messages are
+    /// built first and published in one batch per queue (one pipeline on Redis), the
+    /// others applied one by one.
+    async fn apply_members(
+        &self,
+        members: impl Iterator<Item = (Signature, Context)>,
+    ) -> Result<()> {
+        let mut messages = Vec::new();
+        for (member, context) in members {
+            if member.is_simple() {
+                let member = member.with_partial_args(&context.args);
+                messages.push(self.message_for(&member, context));
+            } else {
+                self.apply(member, context).await?;
+            }
         }
+        let count = messages.len();
+        self.client.publish_all(messages).await?;
+        tracing::debug!(count, "member tasks sent from a signature");
         Ok(())
     }
 
@@ -278,16 +300,16 @@ impl Applier<'_> {
         })?;
         let mut args = context.args;
         args.extend(chord.args.iter().cloned());
-        for (index, part) in header.into_iter().enumerate() {
+        let parts = header.into_iter().enumerate().map(|(index, part)| {
             let part_context = Context {
                 args: args.clone(),
                 chain: Vec::new(),
                 group: Some((group_id.clone(), index as u64)),
                 chord: Some(body.clone()),
             };
-            self.apply(part, part_context).await?;
-        }
-        Ok(())
+            (part, part_context)
+        });
+        self.apply_members(parts).await
     }
 
     /// One task: its message published to its queue.
