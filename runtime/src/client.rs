@@ -543,8 +543,12 @@ pub struct TaskFailure {
     pub exc_type: String,
     /// The module of the exception type, when recorded.
     pub exc_module: Option<String>,
-    /// The exception message.
+    /// The exception message, as Python's `str(exc)` prints it: `card declined` for one
+    /// argument, `('account acme over quota', 5)` for several.
     pub message: String,
+    /// The exception's arguments (Python's `exc.args`), as values: `["account acme over
+    /// quota", 5]` for `ValueError('account acme over quota', 5)`.
+    pub args: Vec<Value>,
     /// The traceback text, when recorded.
     pub traceback: Option<String>,
 }
@@ -564,6 +568,7 @@ impl TaskFailure {
         });
         TaskFailure {
             message: exception.message(),
+            args: exception.args(),
             exc_type: exception.exc_type,
             exc_module: exception.exc_module,
             traceback: meta.traceback.clone(),
@@ -774,6 +779,26 @@ mod tests {
             batch[0].get(Duration::from_secs(3600)).await,
             Err(ResultError::Ignored(_))
         ));
+    }
+
+    #[test]
+    fn a_failure_keeps_the_exception_args_as_values() {
+        // Written by a Celery 5.7 worker for `raise ValueError('account acme over quota', 5)`.
+        let captured = r#"{"status": "FAILURE", "result": {"exc_type": "ValueError", "exc_message": ["account acme over quota", 5], "exc_module": "builtins"}, "traceback": "Traceback (most recent call last):\n  File \"/tmp/cap/capapp.py\", line 14, in fail\n    raise ValueError('account acme over quota', 5)\nValueError: ('account acme over quota', 5)\n", "children": [], "date_done": "2026-11-29T19:56:58.553402+00:00", "task_id": "cap-fail"}"#;
+        let meta = serde_json::from_str(captured).unwrap();
+        let failure = super::TaskFailure::from_meta(&meta);
+        assert_eq!(
+            failure.args,
+            [
+                serde_json::json!("account acme over quota"),
+                serde_json::json!(5)
+            ]
+        );
+        assert_eq!(failure.message, "('account acme over quota', 5)");
+        assert_eq!(
+            failure.to_string(),
+            "ValueError: ('account acme over quota', 5)"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -153,13 +153,31 @@ fn utc_if_naive(text: &str) -> String {
 /// Python's `repr` of positional args as a tuple, as Celery puts in `argsrepr`:
 /// `(2, 'a', None)`, `(7,)`. Truncated at 1024 characters like Celery's `saferepr`.
 pub fn args_repr(args: &[Value]) -> String {
+    truncate(tuple_repr(args))
+}
+
+/// Python's `repr` of `items` as a tuple, whole: `('a', 5)`, `(7,)`, `()`.
+pub(crate) fn tuple_repr(items: &[Value]) -> String {
     let mut out = String::from("(");
-    items_into(args, &mut out);
-    if args.len() == 1 {
+    items_into(items, &mut out);
+    if items.len() == 1 {
         out.push(',');
     }
     out.push(')');
-    truncate(out)
+    out
+}
+
+/// Python's `str()` of a JSON value: a string as it is, anything else as its `repr`
+/// (`None`, `True`, `5`, `[1, 'a']`, `{'k': None}`).
+pub(crate) fn python_str(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => {
+            let mut out = String::new();
+            repr_into(other, &mut out);
+            out
+        }
+    }
 }
 
 /// Python's `repr` of keyword args, as Celery puts in `kwargsrepr`: `{'z': True}`.
@@ -295,5 +313,22 @@ mod tests {
             "{'z': 'ü', 'ok': True, 'n': None}"
         );
         assert_eq!(args_repr(&[json!("it's")]), "(\"it's\",)");
+    }
+
+    #[test]
+    fn strs_like_python() {
+        assert_eq!(python_str(&json!("plain text")), "plain text");
+        assert_eq!(python_str(&json!(null)), "None");
+        assert_eq!(python_str(&json!(false)), "False");
+        assert_eq!(python_str(&json!(5)), "5");
+        assert_eq!(python_str(&json!([1, "a"])), "[1, 'a']");
+        assert_eq!(python_str(&json!({"k": null})), "{'k': None}");
+        let long = "x".repeat(2000);
+        assert_eq!(
+            tuple_repr(&[json!(long), json!(5)]).len(),
+            2000 + 7,
+            "not truncated"
+        );
+        assert_eq!(tuple_repr(&[]), "()");
     }
 }

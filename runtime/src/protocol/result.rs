@@ -5,6 +5,8 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use super::json::{python_str, tuple_repr};
+
 /// A task's state, as Celery names it (`celery/states.py`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TaskState {
@@ -114,17 +116,28 @@ impl ExceptionInfo {
         }
     }
 
-    /// The message as text: the single argument, or the arguments joined like Python's
-    /// `str(exc)` for several.
+    /// The exception's args, as Python's `exception_to_python` passes them to the class:
+    /// the list Celery writes, or a lone value (very old Celery wrote a string) as the
+    /// only one.
+    pub fn args(&self) -> Vec<Value> {
+        match &self.exc_message {
+            Value::Array(args) => args.clone(),
+            other => vec![other.clone()],
+        }
+    }
+
+    /// The message as Python's `str(exc)` prints it (`BaseException.__str__`): nothing
+    /// for no args, the one arg's `str()` (`a` for `ValueError('a')`), else the tuple's
+    /// `repr` (`('a', 5)` for `ValueError('a', 5)`). Classes with their own `__str__`
+    /// (`KeyError` quotes its key) are not imitated; [`args`](Self::args) has the values.
     pub fn message(&self) -> String {
         match &self.exc_message {
-            Value::Array(args) if args.len() == 1 => text_of(&args[0]),
-            Value::Array(args) if args.is_empty() => String::new(),
-            Value::Array(args) => format!(
-                "({})",
-                args.iter().map(text_of).collect::<Vec<_>>().join(", ")
-            ),
-            other => text_of(other),
+            Value::Array(args) => match args.as_slice() {
+                [] => String::new(),
+                [one] => python_str(one),
+                several => tuple_repr(several),
+            },
+            other => python_str(other),
         }
     }
 
@@ -139,13 +152,6 @@ impl ExceptionInfo {
             .strip_suffix(",)")
             .map_or(args.clone(), |a| format!("{a})"));
         format!("{}{args}", self.exc_type)
-    }
-}
-
-fn text_of(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 
@@ -270,6 +276,33 @@ mod tests {
                 "date_done",
                 "task_id"
             ]
+        );
+    }
+
+    #[test]
+    fn messages_read_as_pythons_str_of_the_exception() {
+        let exception = |args: Value| ExceptionInfo {
+            exc_type: "ValueError".into(),
+            exc_message: args,
+            exc_module: Some("builtins".into()),
+        };
+        // str(ValueError('account acme over quota', 5)), str(ValueError('a')), …
+        let quota = exception(json!(["account acme over quota", 5]));
+        assert_eq!(quota.message(), "('account acme over quota', 5)");
+        assert_eq!(quota.args(), [json!("account acme over quota"), json!(5)]);
+        assert_eq!(exception(json!(["a"])).message(), "a");
+        assert_eq!(exception(json!([])).message(), "");
+        assert_eq!(exception(json!([5])).message(), "5");
+        assert_eq!(exception(json!([null])).message(), "None");
+        assert_eq!(
+            exception(json!(["it's", true])).message(),
+            "(\"it's\", True)"
+        );
+        // Very old Celery wrote the message as a string.
+        let old = exception(json!("bad"));
+        assert_eq!(
+            (old.message(), old.args()),
+            ("bad".into(), vec![json!("bad")])
         );
     }
 
