@@ -189,11 +189,45 @@ pub struct ResultMeta {
     /// ISO 8601 time the task became ready; `null` until then.
     #[serde(default)]
     pub date_done: Option<String>,
-    /// The task id.
-    pub task_id: String,
-    /// Fields Celery adds when set: `group_id`, `parent_id`, and the extended fields.
+    /// Fields Celery adds when set: `group_id`, `parent_id`, and the extended fields
+    /// (`name`, `args`, `kwargs`, `worker`, `retries`, `queue`), in that order.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// The task id. Written last, after the fields above, as Celery adds it to the meta
+    /// `_get_result_meta` built (`BaseKeyValueStoreBackend._store_result`).
+    pub task_id: String,
+}
+
+/// What Celery's `Backend._get_result_meta` records about the request a result belongs
+/// to: its group and parent, when it has them, and with `result_extended` the request's
+/// own fields.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct RequestMeta {
+    /// The group the task is a member of; written only when set (`request.group`).
+    pub group_id: Option<String>,
+    /// The task that sent this one; written only when set (`request.parent_id`).
+    pub parent_id: Option<String>,
+    /// The extended fields, when the worker has `result_extended` on.
+    pub extended: Option<ExtendedMeta>,
+}
+
+/// The fields `result_extended` adds, in Celery's order. A field the request lacks is
+/// written `null`, as Celery writes it: an unknown task's request has none of them, a
+/// chain step failed by an earlier step has no worker and no queue yet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub(crate) struct ExtendedMeta {
+    /// The task name (`request.task`).
+    pub name: Option<String>,
+    /// The positional arguments, as the message carried them.
+    pub args: Option<Vec<Value>>,
+    /// The keyword arguments.
+    pub kwargs: Option<Map<String, Value>>,
+    /// The node name of the worker that ran it (`request.hostname`).
+    pub worker: Option<String>,
+    /// How many times it had been retried.
+    pub retries: Option<u32>,
+    /// Where it was delivered from (`request.delivery_info['routing_key']`).
+    pub queue: Option<String>,
 }
 
 /// Celery 5.7 writes `"children": null` when a worker records REVOKED for a task revoked
@@ -212,9 +246,32 @@ impl ResultMeta {
             traceback: None,
             children: Vec::new(),
             date_done,
-            task_id: task_id.into(),
             extra: Map::new(),
+            task_id: task_id.into(),
         }
+    }
+
+    /// The same result with what Celery records about its `request`: `group_id` and
+    /// `parent_id` when it has them (with or without `result_extended`), then the
+    /// extended fields when there are any.
+    pub(crate) fn with_request(mut self, request: &RequestMeta) -> Self {
+        // Celery tests truthiness (`if request and getattr(request, 'group', None)`).
+        let lineage = [
+            ("group_id", &request.group_id),
+            ("parent_id", &request.parent_id),
+        ];
+        for (key, id) in lineage {
+            if let Some(id) = id.as_deref().filter(|id| !id.is_empty()) {
+                self.extra
+                    .insert(key.to_owned(), Value::String(id.to_owned()));
+            }
+        }
+        if let Some(extended) = &request.extended
+            && let Ok(Value::Object(fields)) = serde_json::to_value(extended)
+        {
+            self.extra.extend(fields);
+        }
+        self
     }
 
     /// A FAILURE (or RETRY/REVOKED) result carrying `exception`.
@@ -276,6 +333,133 @@ mod tests {
                 "date_done",
                 "task_id"
             ]
+        );
+    }
+
+    /// `meta` as the Redis backend writes it, its `date_done` set to `date_done`.
+    fn written(mut meta: ResultMeta, date_done: Option<&str>) -> String {
+        meta.date_done = date_done.map(str::to_owned);
+        String::from_utf8(crate::protocol::to_python_json(&meta).unwrap()).unwrap()
+    }
+
+    fn extended(args: Value, kwargs: Value, worker: Option<&str>) -> ExtendedMeta {
+        ExtendedMeta {
+            name: Some("cap.add".into()),
+            args: serde_json::from_value(args).unwrap(),
+            kwargs: serde_json::from_value(kwargs).unwrap(),
+            worker: worker.map(str::to_owned),
+            retries: Some(0),
+            queue: worker.map(|_| "capq".to_owned()),
+        }
+    }
+
+    #[test]
+    fn writes_group_and_parent_ids_as_celery_does_without_result_extended() {
+        // Written by a Celery 5.7 worker (default settings) for a task sent with
+        // `parent_id='cap-parent'`, and for a member of `group(...)()`.
+        let with_parent = r#"{"status": "SUCCESS", "result": 3, "traceback": null, "children": [], "date_done": "2026-11-29T20:04:01.530955+00:00", "parent_id": "cap-parent", "task_id": "cap2-parent"}"#;
+        let in_group = r#"{"status": "SUCCESS", "result": 2, "traceback": null, "children": [], "date_done": "2026-11-29T20:04:01.556117+00:00", "group_id": "d09d2307-725e-45da-af59-a6f158f0f403", "task_id": "cap2-g1"}"#;
+        let request = RequestMeta {
+            parent_id: Some("cap-parent".into()),
+            ..RequestMeta::default()
+        };
+        let meta =
+            ResultMeta::new("cap2-parent", TaskState::Success, json!(3)).with_request(&request);
+        assert_eq!(
+            written(meta, Some("2026-11-29T20:04:01.530955+00:00")),
+            with_parent
+        );
+        let request = RequestMeta {
+            group_id: Some("d09d2307-725e-45da-af59-a6f158f0f403".into()),
+            // Celery writes neither for an empty id.
+            parent_id: Some(String::new()),
+            extended: None,
+        };
+        let meta = ResultMeta::new("cap2-g1", TaskState::Success, json!(2)).with_request(&request);
+        assert_eq!(
+            written(meta, Some("2026-11-29T20:04:01.556117+00:00")),
+            in_group
+        );
+    }
+
+    #[test]
+    fn writes_extended_results_byte_for_byte_as_celery_does() {
+        // Written by a Celery 5.7 worker named capw@vm with `result_extended=True`,
+        // consuming `capq`: a task sent with `parent_id`, a group member, and the second
+        // step of a chain whose first step failed (`Backend._fail_chain` stores it from
+        // the signature: no worker, no queue).
+        let with_parent = r#"{"status": "SUCCESS", "result": 3, "traceback": null, "children": [], "date_done": "2026-11-29T19:56:58.487819+00:00", "parent_id": "cap-parent", "name": "cap.add", "args": [1], "kwargs": {"y": 2}, "worker": "capw@vm", "retries": 0, "queue": "capq", "task_id": "cap-success"}"#;
+        let in_group = r#"{"status": "SUCCESS", "result": 2, "traceback": null, "children": [], "date_done": "2026-11-29T19:56:58.507416+00:00", "group_id": "b6c9ca9e-ffef-4f3e-b467-4a57a94968ff", "name": "cap.add", "args": [1, 1], "kwargs": {}, "worker": "capw@vm", "retries": 0, "queue": "capq", "task_id": "cap-g1"}"#;
+        let chain_step = r#"{"status": "FAILURE", "result": {"exc_type": "ValueError", "exc_message": ["account acme over quota", 5], "exc_module": "builtins"}, "traceback": "Traceback (most recent call last):\n  File \"/tmp/cap/capapp.py\", line 14, in fail\n    raise ValueError('account acme over quota', 5)\nValueError: ('account acme over quota', 5)\n", "children": [], "date_done": "2026-11-29T19:56:59.615019+00:00", "name": "cap.add", "args": [1], "kwargs": {}, "worker": null, "retries": 0, "queue": null, "task_id": "cap-c2"}"#;
+
+        let request = RequestMeta {
+            parent_id: Some("cap-parent".into()),
+            extended: Some(extended(json!([1]), json!({"y": 2}), Some("capw@vm"))),
+            ..RequestMeta::default()
+        };
+        let meta =
+            ResultMeta::new("cap-success", TaskState::Success, json!(3)).with_request(&request);
+        assert_eq!(
+            written(meta, Some("2026-11-29T19:56:58.487819+00:00")),
+            with_parent
+        );
+
+        let request = RequestMeta {
+            group_id: Some("b6c9ca9e-ffef-4f3e-b467-4a57a94968ff".into()),
+            extended: Some(extended(json!([1, 1]), json!({}), Some("capw@vm"))),
+            ..RequestMeta::default()
+        };
+        let meta = ResultMeta::new("cap-g1", TaskState::Success, json!(2)).with_request(&request);
+        assert_eq!(
+            written(meta, Some("2026-11-29T19:56:58.507416+00:00")),
+            in_group
+        );
+
+        let request = RequestMeta {
+            extended: Some(extended(json!([1]), json!({}), None)),
+            ..RequestMeta::default()
+        };
+        let exception = ExceptionInfo {
+            exc_type: "ValueError".into(),
+            exc_message: json!(["account acme over quota", 5]),
+            exc_module: Some("builtins".into()),
+        };
+        let traceback = "Traceback (most recent call last):\n  File \"/tmp/cap/capapp.py\", line 14, in fail\n    raise ValueError('account acme over quota', 5)\nValueError: ('account acme over quota', 5)\n";
+        let meta = ResultMeta::exception(
+            "cap-c2",
+            TaskState::Failure,
+            &exception,
+            Some(traceback.into()),
+        )
+        .with_request(&request);
+        assert_eq!(
+            written(meta, Some("2026-11-29T19:56:59.615019+00:00")),
+            chain_step
+        );
+
+        // What is read back is what was written.
+        let read: ResultMeta = serde_json::from_str(with_parent).unwrap();
+        assert_eq!(
+            written(read, Some("2026-11-29T19:56:58.487819+00:00")),
+            with_parent
+        );
+    }
+
+    #[test]
+    fn writes_an_unknown_tasks_extended_fields_as_null_as_celery_does() {
+        // Celery records NotRegistered with a request that has none of the fields
+        // (`celery/worker/consumer/consumer.py::on_unknown_task`).
+        let captured = r#"{"status": "FAILURE", "result": {"exc_type": "NotRegistered", "exc_message": ["cap.nothere"], "exc_module": "celery.exceptions"}, "traceback": null, "children": [], "date_done": "2026-11-29T19:56:59.631077+00:00", "name": null, "args": null, "kwargs": null, "worker": null, "retries": null, "queue": null, "task_id": "cap-unknown"}"#;
+        let request = RequestMeta {
+            extended: Some(ExtendedMeta::default()),
+            ..RequestMeta::default()
+        };
+        let exception = ExceptionInfo::new("NotRegistered", "celery.exceptions", "cap.nothere");
+        let meta = ResultMeta::exception("cap-unknown", TaskState::Failure, &exception, None)
+            .with_request(&request);
+        assert_eq!(
+            written(meta, Some("2026-11-29T19:56:59.631077+00:00")),
+            captured
         );
     }
 

@@ -18,8 +18,8 @@ use super::shared::Shared;
 use crate::backoff::Backoff;
 use crate::broker::{Acknowledger, Consumer, Control, ControlStream};
 use crate::protocol::{
-    ExceptionInfo, Properties, RawMessage, ResultMeta, TaskMessage, TaskState, celery_time,
-    parse_celery_time, short,
+    ExceptionInfo, Properties, RawMessage, RequestMeta, ResultMeta, TaskMessage, TaskState,
+    celery_time, parse_celery_time, short,
 };
 use crate::spec::RetryPolicy;
 use crate::task::{TaskContext, TaskError, TaskErrorKind};
@@ -230,7 +230,8 @@ async fn decode(
         store(
             shared,
             &message.properties,
-            ResultMeta::exception(message.id(), TaskState::Failure, &exception, None),
+            ResultMeta::exception(message.id(), TaskState::Failure, &exception, None)
+                .with_request(&shared.unknown_request()),
         )
         .await;
         settle(acker, Settle::Reject).await;
@@ -370,6 +371,8 @@ async fn execute(
         duration_ms = tracing::field::Empty,
     );
     async move {
+        // What every result records of the request; taken before the run consumes it.
+        let request = shared.request_of(&message, &queue);
         let ignore_result = message.headers.ignore_result.unwrap_or(spec.ignore_result);
         let expired = expires.is_some_and(|at| at <= Utc::now());
         if expired || shared.is_revoked(&id) {
@@ -386,7 +389,8 @@ async fn execute(
                 store(
                     &shared,
                     &message.properties,
-                    ResultMeta::exception(&id, TaskState::Revoked, &exception, None),
+                    ResultMeta::exception(&id, TaskState::Revoked, &exception, None)
+                        .with_request(&request),
                 )
                 .await;
             }
@@ -428,7 +432,7 @@ async fn execute(
             store(
                 &shared,
                 &message.properties,
-                ResultMeta::new(&id, TaskState::Started, started),
+                ResultMeta::new(&id, TaskState::Started, started).with_request(&request),
             )
             .await;
         }
@@ -510,7 +514,8 @@ async fn execute(
                     stored = store_result(
                         &shared,
                         &message.properties,
-                        ResultMeta::new(&id, TaskState::Success, value.clone()),
+                        ResultMeta::new(&id, TaskState::Success, value.clone())
+                            .with_request(&request),
                         spec.acks_late,
                     )
                     .await;
@@ -527,7 +532,7 @@ async fn execute(
                         exception: &exception,
                         traceback: None,
                     });
-                    retry(&shared, &raw, &message, &queue, &error, countdown).await;
+                    retry(&shared, &raw, &message, &request, &queue, &error, countdown).await;
                 }
                 None => {
                     span.record("outcome", "failure");
@@ -549,7 +554,8 @@ async fn execute(
                                 TaskState::Failure,
                                 &exception,
                                 traceback.clone(),
-                            ),
+                            )
+                            .with_request(&request),
                             spec.acks_late,
                         )
                         .await;
@@ -642,6 +648,7 @@ async fn retry(
     shared: &Shared,
     raw: &RawMessage,
     message: &TaskMessage,
+    request: &RequestMeta,
     queue: &str,
     error: &TaskError,
     countdown: Duration,
@@ -666,7 +673,8 @@ async fn retry(
         store(
             shared,
             &message.properties,
-            ResultMeta::exception(message.id(), TaskState::Failure, &exception, None),
+            ResultMeta::exception(message.id(), TaskState::Failure, &exception, None)
+                .with_request(request),
         )
         .await;
         return;
@@ -683,7 +691,8 @@ async fn retry(
     store(
         shared,
         &message.properties,
-        ResultMeta::exception(message.id(), TaskState::Retry, &exception, None),
+        ResultMeta::exception(message.id(), TaskState::Retry, &exception, None)
+            .with_request(request),
     )
     .await;
 }

@@ -95,7 +95,8 @@ pub(crate) async fn after_failure(
                 TaskState::Failure,
                 exception,
                 traceback.map(str::to_owned),
-            );
+            )
+            .with_request(&shared.request_of_step(&step));
             let request = Properties {
                 correlation_id: Some(step_id.to_owned()),
                 reply_to: step.option_str("reply_to").map(str::to_owned),

@@ -9,6 +9,7 @@ mod links;
 mod log;
 mod observe;
 mod refuse;
+mod request;
 mod shared;
 mod state;
 mod trim;
@@ -55,6 +56,7 @@ pub struct WorkerBuilder {
     hostname: String,
     max_message_size: usize,
     max_held_eta: usize,
+    result_extended: bool,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -81,6 +83,7 @@ impl WorkerBuilder {
             hostname: expand_hostname(DEFAULT_HOSTNAME),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_held_eta: DEFAULT_MAX_HELD_ETA,
+            result_extended: false,
         }
     }
 
@@ -171,6 +174,18 @@ impl WorkerBuilder {
         self
     }
 
+    /// Whether stored results also record the task's `name`, `args`, `kwargs`, the
+    /// `worker` that ran it, its `retries` and its `queue`, as Celery's `result_extended`
+    /// setting does; off by default, as in Celery. Python reads them as `AsyncResult.name`,
+    /// `.args`, `.kwargs`, `.worker`, `.retries` and `.queue`. The arguments are stored
+    /// with every state the worker records (STARTED, RETRY, SUCCESS, FAILURE, REVOKED), so
+    /// large arguments make large results. `group_id` and `parent_id` are recorded either
+    /// way, whenever the task has them.
+    pub fn result_extended(&mut self, extended: bool) -> &mut Self {
+        self.result_extended = extended;
+        self
+    }
+
     /// What the worker will do once started: its name, limits, queues and tasks.
     pub fn settings(&self) -> WorkerSettings {
         let mut tasks: Vec<_> = self.table.specs().collect();
@@ -184,6 +199,7 @@ impl WorkerBuilder {
             shutdown_timeout: self.shutdown_timeout,
             max_message_size: self.max_message_size,
             max_held_eta: self.max_held_eta,
+            result_extended: self.result_extended,
         }
     }
 
@@ -252,6 +268,7 @@ impl WorkerBuilder {
             revoked: Default::default(),
             rate_limits: Default::default(),
             hostname: self.hostname,
+            result_extended: self.result_extended,
             max_message_size: self.max_message_size,
             state: Default::default(),
         });
@@ -312,6 +329,8 @@ pub struct WorkerSettings {
     pub max_message_size: usize,
     /// How many tasks are held for their ETA outside the prefetch window.
     pub max_held_eta: usize,
+    /// Whether results record the task's name, arguments, worker, retries and queue.
+    pub result_extended: bool,
 }
 
 /// A running worker.

@@ -166,7 +166,8 @@ pub(super) async fn refuse(
     let id = text("id");
     log::refused(text("task"), id, queue, raw.body.len(), &refusal.reason);
     if let (Some(id), Some(exception)) = (id, refusal.exception.as_deref()) {
-        let meta = ResultMeta::exception(id, TaskState::Failure, exception, None);
+        let meta = ResultMeta::exception(id, TaskState::Failure, exception, None)
+            .with_request(&shared.unknown_request());
         if let Err(error) = shared
             .client
             .backend()

@@ -33,6 +33,9 @@ pub(crate) struct Shared {
         std::sync::Mutex<std::collections::HashMap<&'static str, tokio::time::Instant>>,
     /// The worker's node name, recorded in STARTED results as Celery does.
     pub hostname: String,
+    /// Whether results record the task's name, arguments, worker, retries and queue
+    /// (Celery's `result_extended`).
+    pub result_extended: bool,
     /// Messages larger than this many bytes are refused before they are decoded.
     pub max_message_size: usize,
     /// The tasks held and run, for inspection.
