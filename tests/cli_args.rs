@@ -8,7 +8,7 @@ use celerity::App;
 use celerity::cli::{LogFormat, WorkerArgs};
 use clap::Parser;
 
-const VARIABLES: [&str; 14] = [
+const VARIABLES: [&str; 15] = [
     "CELERITY_BROKER_URL",
     "CELERITY_RESULT_BACKEND",
     "CELERITY_QUEUES",
@@ -23,6 +23,7 @@ const VARIABLES: [&str; 14] = [
     "CELERITY_HEALTH_ADDR",
     "CELERITY_READY_FILE",
     "CELERITY_WORKER_MAX_HELD_ETA",
+    "CELERITY_RESULT_EXTENDED",
 ];
 
 fn parse(args: &[&str]) -> Result<WorkerArgs, clap::Error> {
@@ -57,6 +58,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert_eq!(defaults.health_addr, None);
     assert_eq!(defaults.ready_file, None);
     assert_eq!(defaults.max_held_eta, celerity::DEFAULT_MAX_HELD_ETA);
+    assert!(!defaults.result_extended, "off by default, as in Celery");
 
     set("CELERITY_BROKER_URL", "redis://127.0.0.1:6379/0");
     set("CELERITY_RESULT_BACKEND", "redis://127.0.0.1:6379/1");
@@ -72,6 +74,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     set("CELERITY_HEALTH_ADDR", "127.0.0.1:9100");
     set("CELERITY_READY_FILE", "/tmp/celerity.ready");
     set("CELERITY_WORKER_MAX_HELD_ETA", "1000");
+    set("CELERITY_RESULT_EXTENDED", "false");
     let from_env = parse(&[]).unwrap();
     assert_eq!(from_env.broker_url, "redis://127.0.0.1:6379/0");
     assert_eq!(from_env.result_backend, "redis://127.0.0.1:6379/1");
@@ -96,6 +99,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
         Some(std::path::Path::new("/tmp/celerity.ready"))
     );
     assert_eq!(from_env.max_held_eta, 1000);
+    assert!(!from_env.result_extended);
 
     let flags = parse(&[
         "-b",
@@ -118,6 +122,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
         "2m",
         "--max-held-eta",
         "20",
+        "--result-extended",
     ])
     .unwrap();
     assert_eq!(flags.broker_url, "amqp://guest:guest@127.0.0.1:5672//");
@@ -130,6 +135,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert_eq!(flags.visibility_timeout, Some(Duration::from_secs(90)));
     assert_eq!(flags.result_retry_window, Some(Duration::from_secs(120)));
     assert_eq!(flags.max_held_eta, 20);
+    assert!(flags.result_extended);
     // Not given as flags: still from the environment.
     assert_eq!(flags.result_backend, "redis://127.0.0.1:6379/1");
     assert_eq!(flags.prefetch_multiplier, 1);
@@ -146,6 +152,9 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert_eq!(settings.hostname, "w2@example");
     assert_eq!(settings.shutdown_timeout, Duration::from_millis(500));
     assert_eq!(settings.max_held_eta, 20);
+    assert!(settings.result_extended);
+    set("CELERITY_RESULT_EXTENDED", "1");
+    assert!(parse(&[]).unwrap().result_extended);
 
     // Mistakes are reported with the flag and a reason.
     let zero = parse(&["-c", "0"]).unwrap_err().to_string();

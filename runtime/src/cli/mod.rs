@@ -133,6 +133,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "CELERITY_WORKER_MAX_HELD_ETA", default_value_t = crate::DEFAULT_MAX_HELD_ETA, value_name = "COUNT")]
     pub max_held_eta: usize,
 
+    /// Record each task's name, args, kwargs, worker, retries and queue with its result, as Celery's result_extended does
+    // The variable reads true/false, 1/0, yes/no and on/off.
+    #[arg(long, env = "CELERITY_RESULT_EXTENDED", value_parser = clap::builder::BoolishValueParser::new())]
+    pub result_extended: bool,
+
     /// Serve GET /healthz on this address: 200 while consuming, 503 otherwise
     #[arg(long, env = "CELERITY_HEALTH_ADDR", value_name = "HOST:PORT")]
     pub health_addr: Option<SocketAddr>,
@@ -261,7 +266,8 @@ impl WorkerArgs {
             .hostname(&self.hostname)
             .shutdown_timeout(self.shutdown_timeout)
             .max_message_size(self.max_message_size)
-            .max_held_eta(self.max_held_eta);
+            .max_held_eta(self.max_held_eta)
+            .result_extended(self.result_extended);
     }
 }
 
