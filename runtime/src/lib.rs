@@ -52,6 +52,7 @@ pub mod protocol;
 mod redis;
 mod spec;
 mod task;
+mod traceback;
 mod values;
 mod worker;
 

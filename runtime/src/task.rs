@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::client::Client;
 use crate::protocol::ExceptionInfo;
+use crate::traceback::Traceback;
 
 /// Facts about the execution in progress, passed to every task method.
 #[derive(Debug, Clone)]
@@ -143,6 +144,12 @@ pub type TaskResult<T> = Result<T, TaskError>;
 ///
 /// Any `std::error::Error` converts into a failure with `?`; its type name becomes the
 /// `exc_type` that Celery clients see.
+///
+/// A failure is stored with a traceback shaped like Python's: the error's `source()`
+/// chain, then the file and line where the `TaskError` was made (by its constructor, or
+/// by the `?` that converted the error), then the exception. A traceback given with
+/// [`with_traceback`](Self::with_traceback) is stored instead. Two errors are equal
+/// when they are the same failure or retry request, wherever they were made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskError {
     // Boxed: every task returns `Result<T, TaskError>`, and the happy path should not
@@ -154,11 +161,14 @@ pub struct TaskError {
 pub(crate) enum TaskErrorKind {
     Failure {
         exception: ExceptionInfo,
-        traceback: Option<String>,
+        traceback: Traceback,
     },
     Retry {
         countdown: Option<Duration>,
-        cause: Option<ExceptionInfo>,
+        /// The error that caused the retry, with its own traceback.
+        cause: Option<(ExceptionInfo, Traceback)>,
+        /// Where the retry was asked for: the traceback of `MaxRetriesExceededError`.
+        traceback: Traceback,
     },
 }
 
@@ -169,6 +179,7 @@ pub const TASK_ERROR_MODULE: &str = "celerity.exceptions";
 
 impl TaskError {
     /// A failure of type `exc_type` (the name Celery clients see) with `message`.
+    #[track_caller]
     pub fn new(exc_type: impl Into<String>, message: impl Into<String>) -> Self {
         TaskError::python(exc_type, TASK_ERROR_MODULE, message)
     }
@@ -176,42 +187,59 @@ impl TaskError {
     /// A failure with an explicit Python module for the exception class, e.g.
     /// `TaskError::python("ValueError", "builtins", "bad input")` arrives in Python as a
     /// real `ValueError`.
+    #[track_caller]
     pub fn python(
         exc_type: impl Into<String>,
         module: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
+        let exception = ExceptionInfo::new(exc_type, module, message);
+        TaskError::failure(exception, Traceback::here())
+    }
+
+    /// A failure recording `exception` with `traceback`.
+    pub(crate) fn failure(exception: ExceptionInfo, traceback: Traceback) -> Self {
         TaskError {
             kind: Box::new(TaskErrorKind::Failure {
-                exception: ExceptionInfo::new(exc_type, module, message),
-                traceback: None,
+                exception,
+                traceback,
             }),
         }
     }
 
     /// Asks for a retry after `countdown` (`None`: the retry policy's delay).
+    #[track_caller]
     pub fn retry(countdown: Option<Duration>) -> Self {
         TaskError {
             kind: Box::new(TaskErrorKind::Retry {
                 countdown,
                 cause: None,
+                traceback: Traceback::here(),
             }),
         }
     }
 
     /// Adds the error that caused a retry request; stored with the RETRY state and raised
-    /// as the final failure when retries run out.
+    /// as the final failure, with its traceback, when retries run out.
     pub fn because(mut self, cause: TaskError) -> Self {
+        let cause = match *cause.kind {
+            TaskErrorKind::Failure {
+                exception,
+                traceback,
+            } => Some((exception, traceback)),
+            TaskErrorKind::Retry { cause, .. } => cause,
+        };
         if let TaskErrorKind::Retry { cause: slot, .. } = &mut *self.kind {
-            *slot = cause.exception().cloned();
+            *slot = cause;
         }
         self
     }
 
-    /// Attaches a traceback text to a failure.
+    /// Attaches a traceback text to a failure, stored as it is instead of the one
+    /// Celerity writes (e.g. a Python traceback a task relays). An empty text is ignored.
     pub fn with_traceback(mut self, text: impl Into<String>) -> Self {
         if let TaskErrorKind::Failure { traceback, .. } = &mut *self.kind {
-            *traceback = Some(text.into());
+            traceback.give(text.into());
         }
         self
     }
@@ -220,7 +248,7 @@ impl TaskError {
     pub fn exception(&self) -> Option<&ExceptionInfo> {
         match &*self.kind {
             TaskErrorKind::Failure { exception, .. } => Some(exception),
-            TaskErrorKind::Retry { cause, .. } => cause.as_ref(),
+            TaskErrorKind::Retry { cause, .. } => cause.as_ref().map(|(exception, _)| exception),
         }
     }
 
@@ -269,8 +297,13 @@ fn short_type_name<E>() -> &'static str {
 }
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for TaskError {
+    /// The failure `error` is: its type name, its message, and for the traceback its
+    /// `source()` chain and the place of the `?` (or `.into()`) that converted it.
+    #[track_caller]
     fn from(error: E) -> Self {
-        TaskError::new(short_type_name::<E>(), error.to_string())
+        let exception =
+            ExceptionInfo::new(short_type_name::<E>(), TASK_ERROR_MODULE, error.to_string());
+        TaskError::failure(exception, Traceback::here().with_sources_of(&error))
     }
 }
 
@@ -329,6 +362,16 @@ mod tests {
         assert!(retry.is_retry());
         assert_eq!(retry.retry_countdown(), Some(Duration::from_secs(3)));
         assert_eq!(TaskError::new("E", "m").retry_countdown(), None);
+    }
+
+    #[test]
+    fn errors_made_alike_are_equal_wherever_they_were_made() {
+        let first = TaskError::new("CardDeclined", "card 4242 declined");
+        let second = TaskError::new("CardDeclined", "card 4242 declined");
+        assert_eq!(first, second);
+        assert_ne!(first, second.clone().with_traceback("given"));
+        let retry = || TaskError::retry(None).because(TaskError::new("E", "m"));
+        assert_eq!(retry(), retry());
     }
 
     #[test]

@@ -786,6 +786,17 @@ async fn a_failed_chord_part_fails_the_body_with_a_chord_error_and_never_runs_it
                 failure.message,
                 format!("Dependency {failed_part} raised KeyError('7')")
             );
+            // As Celery records it: the part's exception, then the ChordError it caused.
+            // (The message is `BaseException.__str__`'s; KeyError's quotes are not copied.)
+            let traceback = failure.traceback.expect("a traceback");
+            assert!(
+                traceback.starts_with(
+                    "KeyError: 7\n\nThe above exception was the direct cause of the following exception:\n\nTraceback (most recent call last):\n  File \""
+                ) && traceback.ends_with(&format!(
+                    ", in t.sum\ncelery.exceptions.ChordError: Dependency {failed_part} raised KeyError('7')\n"
+                )),
+                "{traceback}"
+            );
         }
         other => panic!("expected a ChordError, got {other:?}"),
     }

@@ -25,8 +25,9 @@ use support::{DOUBLE, DoubleArgs, Doubler};
 /// characters) for each value from the message, with room for the fixed words and fields.
 const LOG_LINE_LIMIT: usize = 4096;
 
-/// Longest stored FAILURE, as JSON, for the same reason.
-const STORED_LIMIT: usize = 2048;
+/// Longest stored FAILURE, as JSON, for the same reason: the bounded message is there
+/// twice, in the exception and in the last line of the traceback, as in Python's.
+const STORED_LIMIT: usize = 4096;
 
 /// The lines the worker logs while the guard lives.
 #[derive(Clone, Default)]

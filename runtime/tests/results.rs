@@ -53,10 +53,47 @@ impl Invoke<Billing> for ChargeArgs {
     }
 }
 
-/// A worker running `billing.charge` from `celery`, named `billing@test`.
+/// A refund the payment gateway refused, because the connection to it failed.
+#[derive(Debug, thiserror::Error)]
+#[error("refund of order {0} refused")]
+struct RefundRefused(u32, #[source] GatewayDown);
+
+#[derive(Debug, thiserror::Error)]
+#[error("the gateway did not answer")]
+struct GatewayDown(#[source] std::io::Error);
+
+fn ask_gateway(order: u32) -> Result<(), RefundRefused> {
+    let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+    Err(RefundRefused(order, GatewayDown(reset)))
+}
+
+static REFUND: TaskSpec = TaskSpec::new("billing.refund", &[ArgSpec::new("order", true)]);
+
+#[derive(Deserialize)]
+struct RefundArgs {
+    order: u32,
+}
+
+impl Invoke<Billing> for RefundArgs {
+    type Output = ();
+
+    async fn invoke(self, _billing: &Billing, _ctx: &TaskContext) -> TaskResult<()> {
+        match self.order {
+            0 => Err(TaskError::new("Refused", "nothing to refund")
+                .with_traceback("Traceback (most recent call last):\n  File \"ledger.py\", line 3, in refund\nRefused: nothing to refund\n")),
+            1 => panic!("ledger {} is locked", self.order),
+            2 => Err(TaskError::retry(Some(Duration::ZERO))),
+            order => Ok(ask_gateway(order)?),
+        }
+    }
+}
+
+/// A worker running `billing.charge` and `billing.refund` from `celery`, named
+/// `billing@test`.
 async fn start_worker(app: &App, extended: bool) -> Worker {
     let mut builder = app.worker();
     builder
+        .register::<Billing, RefundArgs>(&REFUND)
         .register::<Billing, ChargeArgs>(&CHARGE)
         .queues(["celery"])
         .hostname("billing@test")
@@ -165,6 +202,8 @@ async fn a_chain_step_failed_by_an_earlier_one_records_its_signature() {
     let step = stored(&app, "step-2").await;
     assert_eq!(step.status, TaskState::Failure);
     assert_eq!(step.result, meta.result, "the same exception");
+    assert!(meta.traceback.is_some());
+    assert_eq!(step.traceback, meta.traceback, "and the same traceback");
     // As `Backend._fail_chain` writes it: from the signature, no worker, no queue.
     let mut expected = Map::new();
     expected.insert("group_id".into(), json!("g-9"));
@@ -195,5 +234,107 @@ async fn an_unknown_task_records_null_extended_fields_as_celery_does() {
         ["name", "args", "kwargs", "worker", "retries", "queue"]
     );
     assert!(meta.extra.values().all(Value::is_null), "{:?}", meta.extra);
+    worker.shutdown().await;
+}
+
+/// The line of this file that contains `text`, for the tracebacks that name it.
+fn line_of(text: &str) -> usize {
+    let found = include_str!("results.rs")
+        .lines()
+        .position(|line| line.contains(text) && !line.contains("line_of("));
+    found.expect("the line is in this file") + 1
+}
+
+/// The traceback stored for the failure of `billing.refund(order)`.
+async fn refund_traceback(app: &App, order: u32) -> String {
+    let failed = run(app, &message(app, &REFUND, json!([order]), json!({}))).await;
+    assert_eq!(failed.status, TaskState::Failure);
+    failed.traceback.expect("a failure has a traceback")
+}
+
+#[tokio::test]
+async fn a_rust_error_is_stored_with_its_causes_and_where_it_was_made() {
+    let app = App::memory();
+    let worker = start_worker(&app, false).await;
+    let traceback = refund_traceback(&app, 7).await;
+    let direct = "\n\nThe above exception was the direct cause of the following exception:\n\n";
+    assert_eq!(
+        traceback,
+        format!(
+            "connection reset{direct}the gateway did not answer{direct}\
+             Traceback (most recent call last):\n  File \"{}\", line {}, in billing.refund\n\
+             celerity.exceptions.RefundRefused: refund of order 7 refused\n",
+            file!(),
+            line_of("Ok(ask_gateway(order)?)")
+        ),
+        "the `?` that made the TaskError is the frame"
+    );
+
+    // A TaskError made by its constructor: the constructor's caller.
+    let declined = run(&app, &message(&app, &CHARGE, json!(["0002"]), json!({}))).await;
+    assert_eq!(
+        declined.traceback.as_deref(),
+        Some(
+            format!(
+                "Traceback (most recent call last):\n  File \"{}\", line {}, in billing.charge\n\
+                 celerity.exceptions.CardDeclined: card 0002 declined\n",
+                file!(),
+                line_of("return Err(TaskError::new(")
+            )
+            .as_str()
+        )
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn retries_run_out_where_the_retry_was_asked_for() {
+    let app = App::memory();
+    let worker = start_worker(&app, false).await;
+    // The default policy allows 3 retries, each at once here.
+    let traceback = refund_traceback(&app, 2).await;
+    assert_eq!(
+        traceback,
+        format!(
+            "Traceback (most recent call last):\n  File \"{}\", line {}, in billing.refund\n\
+             celery.exceptions.MaxRetriesExceededError: Can't retry: exceeded max retries (3)\n",
+            file!(),
+            line_of("Err(TaskError::retry(Some(Duration::ZERO)))")
+        )
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_traceback_the_task_gives_is_kept() {
+    let app = App::memory();
+    let worker = start_worker(&app, false).await;
+    assert_eq!(
+        refund_traceback(&app, 0).await,
+        "Traceback (most recent call last):\n  File \"ledger.py\", line 3, in refund\nRefused: nothing to refund\n"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_failure_the_worker_records_has_a_traceback() {
+    static MISSING: TaskSpec = TaskSpec::new("billing.missing", &[]);
+    let app = App::memory();
+    let worker = start_worker(&app, false).await;
+    // Failures the worker makes itself: an unknown task, arguments that do not fit.
+    let unknown = run(&app, &message(&app, &MISSING, json!([]), json!({}))).await;
+    let unfit = run(&app, &message(&app, &CHARGE, json!([1, 2, 3]), json!({}))).await;
+    for (meta, last_line) in [
+        (unknown, "celery.exceptions.NotRegistered: billing.missing"),
+        (unfit, "TypeError: "),
+    ] {
+        assert_eq!(meta.status, TaskState::Failure);
+        let traceback = meta.traceback.expect("a traceback");
+        assert!(
+            traceback.starts_with("Traceback (most recent call last):\n  File \"")
+                && traceback.lines().last().unwrap().starts_with(last_line),
+            "{traceback}"
+        );
+    }
     worker.shutdown().await;
 }

@@ -23,6 +23,7 @@ use crate::protocol::{
 };
 use crate::spec::RetryPolicy;
 use crate::task::{TaskContext, TaskError, TaskErrorKind};
+use crate::traceback::Traceback;
 
 use super::CELERY_EXCEPTIONS;
 
@@ -227,11 +228,17 @@ async fn decode(
         // Celery records NotRegistered so a waiting client fails instead of hanging.
         let name = short(message.task());
         let exception = ExceptionInfo::new("NotRegistered", CELERY_EXCEPTIONS, name);
+        let traceback = Traceback::here().render(message.task(), &exception);
         store(
             shared,
             &message.properties,
-            ResultMeta::exception(message.id(), TaskState::Failure, &exception, None)
-                .with_request(&shared.unknown_request()),
+            ResultMeta::exception(
+                message.id(),
+                TaskState::Failure,
+                &exception,
+                Some(traceback),
+            )
+            .with_request(&shared.unknown_request()),
         )
         .await;
         settle(acker, Settle::Reject).await;
@@ -536,14 +543,14 @@ async fn execute(
                 }
                 None => {
                     span.record("outcome", "failure");
-                    let (exception, traceback) = failure_of(error, spec.retry);
+                    let (exception, traceback) = failure_of(error, spec.retry, spec.name);
                     log::failed(spec.name, &id, elapsed, &exception);
                     shared.observe(Lifecycle::Failed {
                         id: &id,
                         name: spec.name,
                         runtime: elapsed,
                         exception: &exception,
-                        traceback: traceback.as_deref(),
+                        traceback: Some(&traceback),
                     });
                     if !ignore_result {
                         stored = store_result(
@@ -553,7 +560,7 @@ async fn execute(
                                 &id,
                                 TaskState::Failure,
                                 &exception,
-                                traceback.clone(),
+                                Some(traceback.clone()),
                             )
                             .with_request(&request),
                             spec.acks_late,
@@ -569,7 +576,7 @@ async fn execute(
                         &stored_exception,
                     )
                     .await;
-                    let failure = (&exception, traceback.as_deref());
+                    let failure = (&exception, Some(traceback.as_str()));
                     links::after_failure(&shared, &message.embed, &parent, failure, !ignore_result)
                         .await;
                 }
@@ -620,26 +627,36 @@ fn retry_decision(
     })
 }
 
-/// What a final error is stored as. A retry request that ran out of retries fails with its
-/// cause, or with Celery's `MaxRetriesExceededError` when it has none.
-fn failure_of(error: TaskError, policy: Option<RetryPolicy>) -> (ExceptionInfo, Option<String>) {
-    match *error.kind {
+/// What a final error of the task `task` is stored as, with its traceback. A retry
+/// request that ran out of retries fails with its cause, or with Celery's
+/// `MaxRetriesExceededError` (made where the retry was asked for) when it has none.
+fn failure_of(
+    error: TaskError,
+    policy: Option<RetryPolicy>,
+    task: &str,
+) -> (ExceptionInfo, String) {
+    let (exception, traceback) = match *error.kind {
         TaskErrorKind::Failure {
             exception,
             traceback,
         } => (exception, traceback),
         TaskErrorKind::Retry {
             cause: Some(cause), ..
-        } => (cause, None),
-        TaskErrorKind::Retry { cause: None, .. } => {
+        } => cause,
+        TaskErrorKind::Retry {
+            cause: None,
+            traceback,
+            ..
+        } => {
             let max = policy.unwrap_or_default().max_retries;
             let message = format!("Can't retry: exceeded max retries ({max})");
-            (
-                ExceptionInfo::new("MaxRetriesExceededError", CELERY_EXCEPTIONS, message),
-                None,
-            )
+            let exception =
+                ExceptionInfo::new("MaxRetriesExceededError", CELERY_EXCEPTIONS, message);
+            (exception, traceback)
         }
-    }
+    };
+    let traceback = traceback.render(task, &exception);
+    (exception, traceback)
 }
 
 /// Republishes the task with `retries + 1` and an ETA, keeping its id (as
@@ -670,11 +687,17 @@ async fn retry(
     if let Err(error) = republished {
         tracing::error!(%error, "could not republish the task for its retry; it fails instead");
         let exception = ExceptionInfo::new("RetryFailed", CELERY_EXCEPTIONS, error.to_string());
+        let traceback = Traceback::here().render(message.task(), &exception);
         store(
             shared,
             &message.properties,
-            ResultMeta::exception(message.id(), TaskState::Failure, &exception, None)
-                .with_request(request),
+            ResultMeta::exception(
+                message.id(),
+                TaskState::Failure,
+                &exception,
+                Some(traceback),
+            )
+            .with_request(request),
         )
         .await;
         return;

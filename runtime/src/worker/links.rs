@@ -13,6 +13,7 @@ use crate::backend::{ChordJoin, ChordPart};
 use crate::canvas::{Applier, Context, Signature, freeze};
 use crate::error::{Error, ErrorKind, Result};
 use crate::protocol::{Embed, ExceptionInfo, Properties, ResultMeta, TaskMessage, TaskState};
+use crate::traceback::{Traceback, exception_line};
 
 /// The finished task a link is sent from: its id becomes the children's `parent_id`.
 pub(crate) struct Parent<'a> {
@@ -198,7 +199,7 @@ pub(crate) async fn chord_part(
                 && let Ok(body) = serde_json::from_value::<Signature>(body.clone())
             {
                 let error = chord_error(format!("Join error: {error}"));
-                fail_body(shared, &body, parent, &error).await;
+                fail_body(shared, &body, parent, &error, Traceback::here()).await;
             }
             return;
         }
@@ -214,12 +215,16 @@ pub(crate) async fn chord_part(
     let failed = parts.iter().find(|part| part.state.propagates());
     let failed = match failed {
         Some(part) => {
-            let cause = ExceptionInfo::deserialize(&part.result)
-                .map(|e| e.python_repr())
-                .unwrap_or_else(|_| part.result.to_string());
-            let error = chord_error(format!("Dependency {} raised {cause}", part.task_id));
+            let cause = ExceptionInfo::deserialize(&part.result).ok();
+            let repr = cause
+                .as_ref()
+                .map_or_else(|| part.result.to_string(), |e| e.python_repr());
+            let error = chord_error(format!("Dependency {} raised {repr}", part.task_id));
             tracing::error!(chord = %group_id, failed = %part.task_id, "a chord part failed; the body does not run");
-            fail_body(shared, &body, parent, &error).await;
+            // The part's exception is the cause, as in the traceback Celery records.
+            let line = cause.as_ref().map_or(repr.clone(), exception_line);
+            let traceback = Traceback::here().caused_by(line);
+            fail_body(shared, &body, parent, &error, traceback).await;
             true
         }
         None => {
@@ -233,7 +238,7 @@ pub(crate) async fn chord_part(
                 Err(error) => {
                     tracing::error!(%error, chord = %group_id, "could not send the chord body");
                     let error = chord_error(format!("Callback error: {error}"));
-                    fail_body(shared, &body, parent, &error).await;
+                    fail_body(shared, &body, parent, &error, Traceback::here()).await;
                     // Celery cleans up after a body it could not send, as after one sent.
                     false
                 }
@@ -250,13 +255,21 @@ fn chord_error(message: String) -> ExceptionInfo {
     ExceptionInfo::new("ChordError", "celery.exceptions", message)
 }
 
-/// A chord body that will not run: FAILURE with `error` under its id, the rest of its
-/// chain failed and its errbacks sent, as for a task that failed.
-async fn fail_body(shared: &Shared, body: &Signature, parent: &Parent<'_>, error: &ExceptionInfo) {
+/// A chord body that will not run: FAILURE with `error` and `traceback` under its id,
+/// the rest of its chain failed and its errbacks sent, as for a task that failed.
+async fn fail_body(
+    shared: &Shared,
+    body: &Signature,
+    parent: &Parent<'_>,
+    error: &ExceptionInfo,
+    traceback: Traceback,
+) {
     let Some(body_id) = body.task_id() else {
         return;
     };
-    let meta = ResultMeta::exception(body_id, TaskState::Failure, error, None);
+    let traceback = traceback.render(&body.task, error);
+    // Celery stores it without a request (`chord_error_from_stack`): no extended fields.
+    let meta = ResultMeta::exception(body_id, TaskState::Failure, error, Some(traceback.clone()));
     let request = Properties {
         correlation_id: Some(body_id.to_owned()),
         reply_to: body.option_str("reply_to").map(str::to_owned),
@@ -274,5 +287,12 @@ async fn fail_body(shared: &Shared, body: &Signature, parent: &Parent<'_>, error
         id: body_id,
         root_id: parent.root_id,
     };
-    after_failure(shared, &embed, &body_parent, (error, None), true).await;
+    after_failure(
+        shared,
+        &embed,
+        &body_parent,
+        (error, Some(&traceback)),
+        true,
+    )
+    .await;
 }

@@ -18,6 +18,7 @@ use crate::broker::Acknowledger;
 #[cfg(test)]
 use crate::protocol::TaskMessage;
 use crate::protocol::{ExceptionInfo, MessageError, RawMessage, ResultMeta, TaskState, short};
+use crate::traceback::Traceback;
 
 /// The default largest message the worker reads: 16 MiB, RabbitMQ's default
 /// `max_message_size` (4.0 and later), so a message RabbitMQ accepts by default is accepted
@@ -166,7 +167,9 @@ pub(super) async fn refuse(
     let id = text("id");
     log::refused(text("task"), id, queue, raw.body.len(), &refusal.reason);
     if let (Some(id), Some(exception)) = (id, refusal.exception.as_deref()) {
-        let meta = ResultMeta::exception(id, TaskState::Failure, exception, None)
+        let task = text("task").unwrap_or("<unknown task>");
+        let traceback = Traceback::here().render(task, exception);
+        let meta = ResultMeta::exception(id, TaskState::Failure, exception, Some(traceback))
             .with_request(&shared.unknown_request());
         if let Err(error) = shared
             .client
