@@ -288,6 +288,23 @@ async fn a_rust_error_is_stored_with_its_causes_and_where_it_was_made() {
 }
 
 #[tokio::test]
+async fn a_panic_is_stored_with_its_message_and_where_it_happened() {
+    let app = App::memory();
+    let worker = start_worker(&app, false).await;
+    let traceback = refund_traceback(&app, 1).await;
+    assert_eq!(
+        traceback,
+        format!(
+            "Traceback (most recent call last):\n  File \"{}\", line {}, in billing.refund\n\
+             celerity.exceptions.Panic: ledger 1 is locked\n",
+            file!(),
+            line_of("panic!(\"ledger {} is locked\"")
+        )
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test]
 async fn retries_run_out_where_the_retry_was_asked_for() {
     let app = App::memory();
     let worker = start_worker(&app, false).await;

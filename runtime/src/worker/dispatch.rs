@@ -16,9 +16,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::args::decode_args;
+use super::panics;
 use crate::container::{BuildError, Component, Container, Dependencies};
+use crate::protocol::ExceptionInfo;
 use crate::spec::TaskSpec;
-use crate::task::{TaskContext, TaskError, TaskResult};
+use crate::task::{TASK_ERROR_MODULE, TaskContext, TaskError, TaskResult};
+use crate::traceback::Traceback;
 
 /// Calls a component's task method with decoded arguments. Generated for each task's
 /// argument struct.
@@ -71,17 +74,21 @@ where
             let args: A = decode_args(spec, args, kwargs)?;
             let deps = C::Deps::resolve(&container, ctx.client()).map_err(build_failure)?;
             let component = C::build(deps, &ctx).await.map_err(build_failure)?;
-            let call = AssertUnwindSafe(args.invoke(&component, &ctx)).catch_unwind();
+            // A panic becomes a failure as soon as it is caught: the hook noted its place
+            // for this thread, and the task may move to another at the next await.
+            let call = AssertUnwindSafe(args.invoke(&component, &ctx))
+                .catch_unwind()
+                .map(|outcome| outcome.unwrap_or_else(|panic| Err(panic_failure(panic))));
             let outcome = match time_limit {
                 Some(limit) => match tokio::time::timeout(limit, call).await {
                     Ok(outcome) => outcome,
-                    Err(_) => Ok(Err(time_limit_exceeded(limit))),
+                    Err(_) => Err(time_limit_exceeded(limit)),
                 },
                 None => call.await,
             };
             // Cleanup runs on every outcome, before the result is reported.
             component.cleanup().await;
-            let value = outcome.unwrap_or_else(|panic| Err(panic_failure(panic)))?;
+            let value = outcome?;
             serde_json::to_value(value).map_err(|e| {
                 TaskError::new("EncodeError", format!("could not encode the result: {e}"))
             })
@@ -104,14 +111,14 @@ fn time_limit_exceeded(limit: Duration) -> TaskError {
     )
 }
 
+/// The failure a caught panic is: `Panic` with its message, made where it panicked.
 fn panic_failure(panic: Box<dyn std::any::Any + Send>) -> TaskError {
-    let text = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "the task panicked".into());
+    let message = panics::message_of(&*panic);
+    let place = panics::place_of(&message);
+    let text = message.unwrap_or_else(|| "the task panicked".into());
     tracing::error!(panic = %text, "the task panicked");
-    TaskError::new("Panic", text)
+    let exception = ExceptionInfo::new("Panic", TASK_ERROR_MODULE, text);
+    TaskError::failure(exception, Traceback::at(place))
 }
 
 /// A registered task: its spec and its runner.

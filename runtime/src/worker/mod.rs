@@ -8,6 +8,7 @@ mod held;
 mod links;
 mod log;
 mod observe;
+mod panics;
 mod refuse;
 mod request;
 mod shared;
@@ -220,6 +221,10 @@ impl WorkerBuilder {
     /// Checks the wiring, builds the singletons, and starts consuming on the current
     /// tokio runtime. A missing dependency or a cycle fails here, before any message is
     /// taken from the broker.
+    ///
+    /// The first worker of a process adds a step to the panic hook, before the hook
+    /// already set: it notes where a panic happens, so that a task's panic is recorded
+    /// with its file and line.
     pub async fn start(self) -> Result<Worker> {
         if self.table.is_empty() {
             return Err(Error::new(
@@ -230,6 +235,7 @@ impl WorkerBuilder {
         let queues = self.consumed_queues();
         // Memory freed after a large message goes back to the system.
         trim::at_worker_start();
+        panics::note_panic_places();
         let container = self
             .container
             .build(&self.client)
