@@ -197,6 +197,31 @@ impl TaskError {
         TaskError::failure(exception, Traceback::here())
     }
 
+    /// A failure with several arguments, as Python stores `raise ValueError('account acme
+    /// over quota', 5)`; a Python client raises the exception with them all, and a Rust
+    /// client reads them as [`TaskFailure::args`](crate::TaskFailure::args).
+    ///
+    /// ```
+    /// use celerity::TaskError;
+    /// use celerity::serde_json::json;
+    ///
+    /// let error = TaskError::python_args("ValueError", "builtins", vec![json!("account acme over quota"), json!(5)]);
+    /// assert_eq!(error.to_string(), "ValueError: ('account acme over quota', 5)");
+    /// ```
+    #[track_caller]
+    pub fn python_args(
+        exc_type: impl Into<String>,
+        module: impl Into<String>,
+        args: Vec<serde_json::Value>,
+    ) -> Self {
+        let exception = ExceptionInfo {
+            exc_type: exc_type.into(),
+            exc_message: serde_json::Value::Array(args),
+            exc_module: Some(module.into()),
+        };
+        TaskError::failure(exception, Traceback::here())
+    }
+
     /// A failure recording `exception` with `traceback`.
     pub(crate) fn failure(exception: ExceptionInfo, traceback: Traceback) -> Self {
         TaskError {
