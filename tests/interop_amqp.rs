@@ -47,7 +47,8 @@ mod rpc_backend {
         celery_control_reaches_celerity,
         celerity_revoke_reaches_python,
         python_canvas_rust_worker,
-        chain_across_python_and_celerity
+        chain_across_python_and_celerity,
+        python_reads_celerity_results
     );
 }
 
@@ -64,6 +65,7 @@ mod redis_backend {
         celerity_revoke_reaches_python,
         python_canvas_rust_worker,
         chain_across_python_and_celerity,
+        python_reads_celerity_results,
         python_builds_canvas_over_celerity_tasks,
         rust_builds_canvas_over_python_tasks,
         chord_split_across_python_and_celerity,

@@ -35,6 +35,14 @@ async fn python_client_drives_a_celerity_worker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_reads_a_celerity_workers_extended_results_and_tracebacks() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    cases::python_reads_celerity_results(&transport, &python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_chain_runs_on_a_celerity_worker() {
     let Some((transport, python)) = redis_and_python() else {
         return;

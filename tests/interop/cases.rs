@@ -149,6 +149,7 @@ pub async fn rust_client_python_worker(transport: &Transport, python: &Python) {
         .queue(&queue)
         .await
         .unwrap();
+    let quota = tasks.quota("acme".into(), 5).queue(&queue).await.unwrap();
     let retried = tasks.flaky(2).queue(&queue).await.unwrap();
     let retry_states = tokio::spawn(states_until_ready(client.result(retried.id())));
     let exhausted = tasks.flaky(5).queue(&queue).await.unwrap();
@@ -212,6 +213,17 @@ pub async fn rust_client_python_worker(transport: &Transport, python: &Python) {
             Some("builtins"),
             "amount must be positive, got 0"
         )
+    );
+
+    let quota = failure(quota.get(WAIT).await, "an exception with two arguments");
+    assert_eq!(
+        quota.args,
+        [json!("account acme over quota"), json!(5)],
+        "Python's exc.args, as values"
+    );
+    assert_eq!(
+        quota.message, "('account acme over quota', 5)",
+        "str(ValueError('account acme over quota', 5))"
     );
 
     assert_eq!(
@@ -362,6 +374,109 @@ pub async fn python_client_rust_worker(transport: &Transport, python: &Python) {
         "a task the worker does not know fails as in Celery"
     );
     assert_eq!(unknown.args, [json!("interop.missing")]);
+    worker.shutdown().await;
+}
+
+/// Python reads what a Celerity worker with extended results stored, as it reads a
+/// Celery worker's: `AsyncResult.name`, `.args`, `.kwargs`, `.worker`, `.retries` and
+/// `.queue`, the parent of a chain step, and a traceback for every failure (an error, a
+/// panic) whose last line is the exception. A `ValueError` with two arguments made in
+/// Rust is raised in Python with both.
+pub async fn python_reads_celerity_results(transport: &Transport, python: &Python) {
+    let queue = unique_queue("extended");
+    let app = transport.app().await;
+    let node = format!("celerity-{}@interop", uuid::Uuid::new_v4().simple());
+    let worker = rust_worker::start_extended(&app, &queue, &node).await;
+    let step = |args: Value| json!({"task": "interop.add", "args": args});
+    let calls = [
+        Call::apply_async("greet", "interop.greet")
+            .args(json!(["Zoë"]))
+            .kwargs(json!({"greeting": "Grüß Gott"})),
+        Call::send_task("retried", "interop.flaky").args(json!([1])),
+        // Each step names the queue: the Celerity worker does not know Python's routing.
+        Call::chain("chain", json!([step(json!([1, 2])), step(json!([10]))]))
+            .option("queue", json!(queue)),
+        Call::send_task("declined", "interop.charge").args(json!(["4000000000000002", 500])),
+        Call::send_task("crash", "interop.crash").args(json!(["ledger 7 is locked"])),
+        Call::send_task("quota", "interop.quota").args(json!(["acme", 5])),
+    ];
+    let seen = python.drive(transport, &queue, &calls, WAIT).await;
+
+    assert_eq!(seen.result("greet"), &json!("Grüß Gott, Zoë!"));
+    let greet = &seen.get("greet").meta;
+    assert_eq!(
+        (
+            &greet["name"],
+            &greet["args"],
+            &greet["kwargs"],
+            &greet["worker"],
+            &greet["retries"],
+            &greet["queue"],
+            &greet["traceback"],
+        ),
+        (
+            &json!("interop.greet"),
+            &json!(["Zoë"]),
+            &json!({"greeting": "Grüß Gott"}),
+            &json!(node),
+            &json!(0),
+            &json!(queue),
+            &Value::Null,
+        ),
+        "AsyncResult.name, .args, .kwargs, .worker, .retries, .queue and .traceback"
+    );
+
+    assert_eq!(seen.result("retried"), &json!(1));
+    let retried = seen.get("retried");
+    assert_eq!(retried.meta["retries"], json!(1), "the run that succeeded");
+    assert_eq!(
+        retried.meta["parent_id"],
+        json!(retried.id),
+        "a retry is sent by the task itself, as in Celery"
+    );
+
+    assert_eq!(seen.result("chain"), &json!(13));
+    let chain = &seen.get("chain").meta;
+    assert!(chain["parent"].is_string(), "{chain}");
+    assert_eq!(
+        chain["parent_id"], chain["parent"],
+        "the second step records the first as its parent"
+    );
+    assert_eq!(
+        chain["args"],
+        json!([3, 10]),
+        "the first step's result prepended"
+    );
+
+    for (name, task, last_line) in [
+        (
+            "declined",
+            "interop.charge",
+            "celerity.exceptions.PaymentDeclined: card 4000000000000002 was declined",
+        ),
+        (
+            "crash",
+            "interop.crash",
+            "celerity.exceptions.Panic: ledger 7 is locked",
+        ),
+    ] {
+        let meta = &seen.get(name).meta;
+        assert_eq!(meta["name"], json!(task), "a failure is extended too");
+        let traceback = meta["traceback"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: AsyncResult.traceback is None"));
+        assert!(
+            traceback.starts_with("Traceback (most recent call last):\n  File \"")
+                && traceback.contains("tests/interop/rust_worker.rs\", line ")
+                && traceback.ends_with(&format!(", in {task}\n{last_line}\n")),
+            "{name}: a Python-shaped traceback naming where the error was made:\n{traceback}"
+        );
+    }
+
+    let quota = seen.exception("quota");
+    assert!(quota.is_value_error, "{quota:?}");
+    assert_eq!(quota.args, [json!("account acme over quota"), json!(5)]);
+    assert_eq!(quota.message, "('account acme over quota', 5)");
     worker.shutdown().await;
 }
 

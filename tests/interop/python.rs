@@ -386,6 +386,11 @@ pub struct Observed {
     pub result: Option<Value>,
     /// ...or raised.
     pub exception: Option<PythonException>,
+    /// What the `AsyncResult` read of the stored result besides its value: `traceback`,
+    /// the extended fields (`name`, `args`, `kwargs`, `worker`, `retries`, `queue`),
+    /// `group_id` and `parent_id`, and `parent` (the id of `AsyncResult.parent`); `null`
+    /// for a group.
+    pub meta: Value,
 }
 
 impl Observed {
@@ -406,6 +411,7 @@ impl Observed {
                 .unwrap_or_default(),
             result: call.get("result").cloned(),
             exception,
+            meta: call.get("meta").cloned().unwrap_or_default(),
         }
     }
 }

@@ -91,6 +91,19 @@ impl Interop for RustInterop {
         Ok(format!("charged {amount_cents} to card ending {last_four}"))
     }
 
+    async fn quota(&self, _ctx: &TaskContext, account: String, used: i64) -> TaskResult<String> {
+        let message = format!("account {account} over quota");
+        Err(TaskError::python_args(
+            "ValueError",
+            "builtins",
+            vec![message.into(), used.into()],
+        ))
+    }
+
+    async fn crash(&self, _ctx: &TaskContext, reason: String) -> TaskResult<String> {
+        panic!("{reason}")
+    }
+
     async fn flaky(&self, ctx: &TaskContext, failures: u32) -> TaskResult<u32> {
         if ctx.retries < failures {
             let attempt = ctx.retries + 1;
@@ -146,12 +159,23 @@ pub async fn start(app: &App, queue: &str) -> Worker {
 
 /// Starts a Celerity worker named `node` running the interop tasks from `queue`.
 pub async fn start_as(app: &App, queue: &str, node: &str) -> Worker {
+    start_with(app, queue, node, false).await
+}
+
+/// Starts a Celerity worker named `node` running the interop tasks from `queue`, its
+/// results extended as Celery's `result_extended` extends them.
+pub async fn start_extended(app: &App, queue: &str, node: &str) -> Worker {
+    start_with(app, queue, node, true).await
+}
+
+async fn start_with(app: &App, queue: &str, node: &str, result_extended: bool) -> Worker {
     let mut builder = app.worker();
     tasks::register_interop::<RustInterop>(&mut builder);
     builder
         .singleton(Tallies::default())
         .queues([queue])
         .concurrency(4)
-        .hostname(node);
+        .hostname(node)
+        .result_extended(result_extended);
     builder.start().await.expect("the Celerity worker starts")
 }

@@ -32,7 +32,13 @@ every worker), then polls each AsyncResult's state until all are ready, and prin
 
     {"calls": [{"name", "id", "sent_at", "states": ["PENDING", "STARTED", ...],
                 "result": ... | "exception": {"type", "module", "message", "args",
-                                              "is_value_error"}}]}
+                                              "is_value_error"},
+                "meta": {"traceback", "name", "args", "kwargs", "worker", "retries",
+                         "queue", "group_id", "parent_id", "parent"} | null}]}
+
+where "meta" is what the AsyncResult reads from the stored result (its `traceback`,
+and the fields `result_extended` adds; `group_id` and `parent_id` from the stored meta,
+`parent` the id of `AsyncResult.parent`), null for a group.
 
 where a date or datetime in a result is tagged the same way, so the tests can tell a
 Python datetime from a string.
@@ -115,6 +121,26 @@ def send(call):
     return app.send_task(call["task"], args, kwargs, **options)
 
 
+def meta_of(result):
+    """What a caller reads of a task's stored result besides its value."""
+    if isinstance(result, ResultSet):
+        return None
+    # AsyncResult has no property for these two; they are in the stored meta.
+    stored = result._get_task_meta()
+    return {
+        "traceback": result.traceback,
+        "name": result.name,
+        "args": encode(result.args),
+        "kwargs": encode(result.kwargs),
+        "worker": result.worker,
+        "retries": result.retries,
+        "queue": result.queue,
+        "group_id": stored.get("group_id"),
+        "parent_id": stored.get("parent_id"),
+        "parent": result.parent.id if result.parent is not None else None,
+    }
+
+
 def state_of(result):
     """AsyncResult.state; for a group, SUCCESS or FAILURE once every member is ready."""
     if isinstance(result, ResultSet):
@@ -159,6 +185,7 @@ def main():
                 "args": encode(list(exc.args)),
                 "is_value_error": isinstance(exc, ValueError),
             }
+        observed["meta"] = meta_of(result)
         report.append(observed)
     json.dump({"calls": report}, sys.stdout)
     sys.stdout.write("\n")

@@ -25,6 +25,9 @@ app = Celery(
 app.conf.update(
     task_default_queue=QUEUE,
     broker_connection_retry_on_startup=True,
+    # Results carry the task's name, args, kwargs, worker, retries and queue, as a
+    # Celerity worker's do under --result-extended.
+    result_extended=True,
     # Everything else stays at Celery's defaults: JSON, protocol 2, early acks.
 )
 
@@ -80,6 +83,16 @@ def charge(card, amount_cents):
     if card.endswith("0002"):
         raise PaymentDeclined(f"card {card} was declined")
     return f"charged {amount_cents} to card ending {card[-4:]}"
+
+
+@app.task(name="interop.quota")
+def quota(account, used):
+    raise ValueError(f"account {account} over quota", used)
+
+
+@app.task(name="interop.crash")
+def crash(reason):
+    raise RuntimeError(reason)
 
 
 @app.task(name="interop.flaky", bind=True, max_retries=3)
