@@ -224,6 +224,7 @@ pub struct ChordPartResult {
 
 /// Celery's `celery-taskset-meta-<id>` value for a group of `task_ids`:
 /// `{"result": [[gid, null], [[[tid, null], null], …]]}` (`GroupResult.as_tuple`).
+#[cfg(feature = "redis")]
 pub(crate) fn group_meta(group_id: &str, task_ids: &[String]) -> serde_json::Value {
     let members: Vec<serde_json::Value> = task_ids
         .iter()
@@ -233,6 +234,7 @@ pub(crate) fn group_meta(group_id: &str, task_ids: &[String]) -> serde_json::Val
 }
 
 /// The task ids of a saved group's value; `None` when it is not a flat group of tasks.
+#[cfg(feature = "redis")]
 pub(crate) fn group_members(meta: &serde_json::Value) -> Option<Vec<String>> {
     let members = meta.get("result")?.get(1)?.as_array()?;
     members
