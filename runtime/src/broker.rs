@@ -68,6 +68,13 @@ pub trait Broker: Send + Sync + 'static {
         let _ = node;
         Box::pin(async { Ok(None) })
     }
+
+    /// How `queue` is declared when consumed, for `celery inspect active_queues`. The
+    /// default is Celery's declaration of a queue it was not told about
+    /// ([`QueueInfo::new`]).
+    fn queue_info(&self, queue: &str) -> QueueInfo {
+        QueueInfo::new(queue)
+    }
 }
 
 /// A command broadcast to workers.
@@ -117,6 +124,75 @@ pub trait Consumer: Send {
     /// nothing.
     fn cancel(&mut self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// Starts consuming `queue` as well, declared as [`Broker::consume`] declares its
+    /// queues: what Celery's `add_consumer` remote-control command does
+    /// (`celery/worker/consumer/consumer.py::Consumer.add_task_queue`). Adding a queue
+    /// already consumed does nothing. The default refuses: the transport cannot change
+    /// what it consumes.
+    fn add_queue<'a>(&'a mut self, queue: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { Err(cannot_change_queues(queue)) })
+    }
+
+    /// Stops consuming `queue` (Celery's `cancel_consumer`): nothing more is delivered
+    /// from it, and deliveries already handed out stay to be settled as usual. Without a
+    /// queue left the consumer delivers nothing until one is added. The default refuses.
+    fn cancel_queue<'a>(&'a mut self, queue: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { Err(cannot_change_queues(queue)) })
+    }
+}
+
+fn cannot_change_queues(queue: &str) -> crate::error::Error {
+    crate::error::Error::new(
+        crate::error::ErrorKind::Unsupported,
+        format!("this transport cannot change the queues it consumes (asked about `{queue}`)"),
+    )
+}
+
+/// How a queue is declared, in the terms of kombu's `Queue` and `Exchange`: what
+/// `celery inspect active_queues` reports of the queues a worker consumes
+/// (`Queue.as_dict(recurse=True)`).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct QueueInfo {
+    /// The queue's name.
+    pub name: String,
+    /// The exchange it is bound to.
+    pub exchange: String,
+    /// The exchange's type: `direct`, `topic` or `fanout`.
+    pub exchange_type: &'static str,
+    /// The binding's routing key.
+    pub routing_key: String,
+    /// Whether the queue (and its exchange) survive a broker restart.
+    pub durable: bool,
+    /// Whether the queue is deleted with its last consumer.
+    pub auto_delete: bool,
+    /// Whether only one connection may use it.
+    pub exclusive: bool,
+    /// Its highest priority (`x-max-priority`), if it is a priority queue.
+    pub max_priority: Option<u8>,
+    /// Its declaration arguments (`x-queue-type`, `x-max-priority`…), empty for none.
+    pub arguments: serde_json::Map<String, serde_json::Value>,
+}
+
+impl QueueInfo {
+    /// What Celery declares for a queue it was not told about
+    /// (`celery/app/amqp.py::Queues.new_missing`): durable, bound to a durable direct
+    /// exchange of its own name with its name as routing key.
+    pub fn new(name: impl Into<String>) -> QueueInfo {
+        let name = name.into();
+        QueueInfo {
+            exchange: name.clone(),
+            exchange_type: "direct",
+            routing_key: name.clone(),
+            name,
+            durable: true,
+            auto_delete: false,
+            exclusive: false,
+            max_priority: None,
+            arguments: serde_json::Map::new(),
+        }
     }
 }
 

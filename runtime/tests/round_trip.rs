@@ -4,7 +4,8 @@
 //! and each of its tasks runs once; a retry runs again after its delay; a revoke reaches
 //! the worker before the task runs; tasks held for their countdown do not block the
 //! prefetch window; a graceful stop returns held countdown tasks and pending retries to
-//! the queue, and a new worker runs each once. What only one transport has (its wire
+//! the queue, and a new worker runs each once; a consumer takes up and gives up queues
+//! as it consumes. What only one transport has (its wire
 //! format, its queue declarations, priorities) is tested in that transport's file.
 //!
 //! Needs Redis (`CELERITY_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/15`) and
@@ -137,16 +138,21 @@ impl Transport {
     }
 
     async fn finish(self) {
+        self.delete(&self.queue).await;
+    }
+
+    /// Deletes `queue` with what waits in it.
+    async fn delete(&self, queue: &str) {
         match &self.queues {
             Queues::Memory(_) => {}
             #[cfg(feature = "redis")]
             Queues::Redis(raw) => {
-                let _: () = ::redis::AsyncCommands::del(&mut raw.clone(), &self.queue)
+                let _: () = ::redis::AsyncCommands::del(&mut raw.clone(), queue)
                     .await
                     .unwrap();
             }
             #[cfg(feature = "amqp")]
-            Queues::Amqp(raw) => raw.delete(&self.queue).await,
+            Queues::Amqp(raw) => raw.delete(queue).await,
         }
     }
 }
@@ -333,6 +339,59 @@ async fn a_graceful_stop_returns_held_eta_tasks_and_pending_retries_to_the_queue
     t.finish().await;
 }
 
+/// The next delivery within `within`, acknowledged; its queue. `None` if none came.
+async fn next_queue(
+    consumer: &mut Box<dyn celerity::broker::Consumer>,
+    within: Duration,
+) -> Option<String> {
+    let delivery = tokio::time::timeout(within, consumer.next()).await.ok()?;
+    let (_, queue, _, acker) = delivery.unwrap().into_parts();
+    acker.ack().await.unwrap();
+    Some(queue)
+}
+
+/// What Celery's `add_consumer` and `cancel_consumer` ask of a consumer: it takes up a
+/// queue while it consumes, gives up one, then all, delivering nothing, and takes one up
+/// again.
+async fn a_consumer_takes_up_and_gives_up_queues_as_it_consumes(t: Transport) {
+    let other = support::unique_queue();
+    let broker = t.app.client().broker().clone();
+    let mut consumer = broker
+        .consume(std::slice::from_ref(&t.queue))
+        .await
+        .unwrap();
+    consumer.set_prefetch(10).await.unwrap();
+    let _: celerity::AsyncResult<i64> = t.send(&DOUBLE, json!([1]), SendOptions::default()).await;
+    let to_other = t.app.client().send_task::<i64>(&DOUBLE, vec![json!(2)]);
+    to_other.with_options(to(&other)).await.unwrap();
+    assert_eq!(next_queue(&mut consumer, WAIT).await, Some(t.queue.clone()));
+    let short = Duration::from_millis(500);
+    assert_eq!(
+        next_queue(&mut consumer, short).await,
+        None,
+        "not consumed yet"
+    );
+
+    consumer.add_queue(&other).await.unwrap();
+    assert_eq!(next_queue(&mut consumer, WAIT).await, Some(other.clone()));
+    consumer.cancel_queue(&t.queue).await.unwrap();
+    consumer.cancel_queue(&other).await.unwrap();
+    let _: celerity::AsyncResult<i64> = t.send(&DOUBLE, json!([3]), SendOptions::default()).await;
+    assert_eq!(
+        next_queue(&mut consumer, Duration::from_secs(1)).await,
+        None,
+        "no queue consumed"
+    );
+    assert_eq!(t.queued().await, 1, "the message waits on its queue");
+
+    consumer.add_queue(&t.queue).await.unwrap();
+    assert_eq!(next_queue(&mut consumer, WAIT).await, Some(t.queue.clone()));
+    consumer.cancel().await.unwrap();
+    drop(consumer);
+    t.delete(&other).await;
+    t.finish().await;
+}
+
 /// Runs each of `cases` on the transport `Transport::$transport` makes, as the tests
 /// `$transport::<case>` (skipped when the transport is missing).
 macro_rules! run_on {
@@ -360,6 +419,7 @@ macro_rules! every_case_on {
             a_revoke_reaches_the_worker_before_the_task_runs,
             tasks_held_for_their_eta_do_not_starve_the_prefetch_window,
             a_graceful_stop_returns_held_eta_tasks_and_pending_retries_to_the_queue,
+            a_consumer_takes_up_and_gives_up_queues_as_it_consumes,
         );
     };
 }

@@ -83,8 +83,8 @@ impl AmqpConsumer {
         }
     }
 
-    fn delivery(&self, index: usize, delivery: lapin::message::Delivery) -> Delivery {
-        let queue = self.subscription.setup().queues[index].name.clone();
+    fn delivery(&self, queue: &str, delivery: lapin::message::Delivery) -> Delivery {
+        let queue = queue.to_owned();
         let message = wire::raw_message(&delivery.properties, delivery.data);
         let acker = AmqpAcker {
             broker: self.subscription.broker().clone(),
@@ -98,8 +98,8 @@ impl Consumer for AmqpConsumer {
     /// Failed set-ups are returned: the worker reports them and asks again.
     fn next(&mut self) -> BoxFuture<'_, Result<Delivery>> {
         Box::pin(async move {
-            let (index, delivery) = self.subscription.next().await?;
-            Ok(self.delivery(index, delivery))
+            let (queue, delivery) = self.subscription.next().await?;
+            Ok(self.delivery(&queue, delivery))
         })
     }
 
@@ -127,6 +127,39 @@ impl Consumer for AmqpConsumer {
     /// the channel closes.
     fn cancel(&mut self) -> BoxFuture<'_, Result<()>> {
         Box::pin(self.subscription.cancel())
+    }
+
+    /// Declares the queue as [`Broker::consume`](crate::broker::Broker::consume) does,
+    /// then starts a consumer of it on the consuming channel; every set-up after a loss
+    /// consumes it too.
+    fn add_queue<'a>(&'a mut self, queue: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if self
+                .subscription
+                .setup()
+                .queues
+                .iter()
+                .any(|q| q.name == queue)
+            {
+                return Ok(());
+            }
+            let declaration = self.subscription.broker().queue_declaration(queue);
+            self.subscription.broker().declare(&declaration).await?;
+            self.subscription.setup_mut().queues.push(declaration);
+            self.subscription.consume_queue(queue).await;
+            Ok(())
+        })
+    }
+
+    /// `basic.cancel` for the queue's consumer; set-ups after a loss leave it out.
+    fn cancel_queue<'a>(&'a mut self, queue: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.subscription
+                .setup_mut()
+                .queues
+                .retain(|q| q.name != queue);
+            self.subscription.stop_consuming(queue).await
+        })
     }
 }
 

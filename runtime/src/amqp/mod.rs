@@ -369,6 +369,11 @@ impl Broker for AmqpBroker {
             Ok(mailbox.map(|m| Box::new(m) as Box<dyn crate::pidbox::Mailbox>))
         })
     }
+
+    fn queue_info(&self, queue: &str) -> crate::broker::QueueInfo {
+        self.queue_declaration(queue)
+            .info(self.shared.options.max_priority)
+    }
 }
 
 /// A broker error; refusals the broker will repeat (a soft AMQP error such as

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::stream::{SelectAll, Stream, StreamExt};
 use lapin::Channel;
@@ -25,7 +26,7 @@ pub(super) trait Setup: Send + Sync {
     /// (`no_ack=True`, as Celery consumes its mailbox and result queues).
     const ACKNOWLEDGED: bool;
 
-    /// The queues consumed, in order: a delivery comes with the index of its queue.
+    /// The queues consumed: a delivery comes with the name of its queue.
     fn queues(&self) -> impl Iterator<Item = &str>;
 
     /// Declares on a new channel what consuming needs (exchanges, queues, bindings,
@@ -38,8 +39,8 @@ pub(super) trait Setup: Send + Sync {
     ) -> impl Future<Output = Result<()>> + Send;
 }
 
-/// One consumer's deliveries, with the index of its queue.
-type Deliveries = Pin<Box<dyn Stream<Item = (usize, lapin::Result<Delivery>)> + Send + Sync>>;
+/// One consumer's deliveries, with the name of its queue.
+type Deliveries = Pin<Box<dyn Stream<Item = (Arc<str>, lapin::Result<Delivery>)> + Send + Sync>>;
 
 /// A consumer kept subscribed across lost connections, channels and consumers.
 pub(super) struct Subscription<S: Setup> {
@@ -56,8 +57,8 @@ pub(super) struct Subscription<S: Setup> {
 /// A subscription's channel and the consumers on it.
 struct Live {
     channel: Channel,
-    /// One consumer tag a queue, for `basic.cancel`.
-    tags: Vec<String>,
+    /// The queue and consumer tag of each consumer, for `basic.cancel`.
+    consumers: Vec<(Arc<str>, String)>,
     deliveries: SelectAll<Deliveries>,
 }
 
@@ -105,36 +106,65 @@ impl<S: Setup> Subscription<S> {
         let broker = &self.broker;
         let channel = broker.consuming_channel().await?;
         self.setup.declare(broker, &channel).await?;
-        let options = BasicConsumeOptions {
-            no_ack: !S::ACKNOWLEDGED,
-            ..Default::default()
+        let mut live = Live {
+            channel,
+            consumers: Vec::new(),
+            deliveries: SelectAll::new(),
         };
-        let action = format!("start the {}", S::WHAT);
-        let mut deliveries = SelectAll::new();
-        let mut tags = Vec::new();
-        for (index, queue) in self.setup.queues().enumerate() {
-            let tag = format!("celerity-{}", uuid::Uuid::new_v4());
-            let consume = channel.basic_consume(queue, &tag, options, FieldTable::default());
-            let consumer = broker.bounded(&action, consume).await?;
-            let stream: Deliveries = Box::pin(consumer.map(move |d| (index, d)));
-            deliveries.push(stream);
-            tags.push(tag);
+        for queue in self.setup.queues() {
+            live.consume::<S>(broker, queue).await?;
         }
         tracing::debug!(queues = ?self.setup.queues().collect::<Vec<_>>(), "{} consuming", S::WHAT);
-        Ok(Live {
-            channel,
-            tags,
-            deliveries,
-        })
+        Ok(live)
     }
 
-    /// The next delivery, with the index of its queue. After a loss the subscription is
+    /// Starts consuming `queue` on the live channel, once the setup lists it: a set-up
+    /// after a loss consumes it too. Without a live channel the next set-up starts it; so
+    /// does a failure here, which gives up the channel (a refused `basic.consume` closes
+    /// it) for a new set-up.
+    pub(super) async fn consume_queue(&mut self, queue: &str) {
+        let Some(live) = self.live.as_mut() else {
+            return;
+        };
+        if live.consumers.iter().any(|(q, _)| &**q == queue) {
+            return;
+        }
+        if let Err(error) = live.consume::<S>(&self.broker, queue).await {
+            tracing::warn!(%error, queue, "could not start consuming a queue; setting the AMQP {} up again", S::WHAT);
+            if let Some(live) = self.live.take() {
+                self.broker
+                    .close_in_background(live.channel, "consumer set up again");
+            }
+            self.failures = 1;
+        }
+    }
+
+    /// `basic.cancel` for the consumer of `queue`, once the setup no longer lists it:
+    /// the broker delivers nothing more from it, and what it delivered stays to be
+    /// settled on the channel.
+    pub(super) async fn stop_consuming(&mut self, queue: &str) -> Result<()> {
+        let Some(live) = self.live.as_mut() else {
+            return Ok(());
+        };
+        let Some(at) = live.consumers.iter().position(|(q, _)| &**q == queue) else {
+            return Ok(());
+        };
+        let (_, tag) = live.consumers.remove(at);
+        let cancel = live
+            .channel
+            .basic_cancel(&tag, BasicCancelOptions::default());
+        self.broker
+            .bounded("cancel consuming a queue", cancel)
+            .await
+    }
+
+    /// The next delivery, with the name of its queue. After a loss the subscription is
     /// set up again, first waiting for the backoff. An error is a set-up that failed (the
     /// next call waits longer before trying again), or `Closed` once cancelled.
     ///
     /// Cancel-safe: the state lives in the subscription, so dropping the future loses no
     /// delivery.
-    pub(super) async fn next(&mut self) -> Result<(usize, Delivery)> {
+    pub(super) async fn next(&mut self) -> Result<(Arc<str>, Delivery)> {
         loop {
             if self.cancelled {
                 return Err(Error::new(
@@ -162,8 +192,11 @@ impl<S: Setup> Subscription<S> {
                 continue;
             };
             let ended = match live.deliveries.next().await {
-                Some((index, Ok(delivery))) => return Ok((index, delivery)),
-                Some((index, Err(error))) => Some((index, error)),
+                Some((queue, Ok(delivery))) => return Ok((queue, delivery)),
+                Some((queue, Err(error))) => Some((queue, error)),
+                // Every consumer was cancelled here, none by the broker: nothing comes
+                // until a queue is consumed again.
+                None if live.consumers.is_empty() => return futures::future::pending().await,
                 None => None,
             };
             self.lost(ended);
@@ -172,7 +205,7 @@ impl<S: Setup> Subscription<S> {
 
     /// As [`next`](Self::next), trying again (each failure logged) for as long as
     /// setting up fails; `None` once the broker is closed or the subscription cancelled.
-    pub(super) async fn next_retrying(&mut self) -> Option<(usize, Delivery)> {
+    pub(super) async fn next_retrying(&mut self) -> Option<(Arc<str>, Delivery)> {
         loop {
             match self.next().await {
                 Ok(delivered) => return Some(delivered),
@@ -187,16 +220,15 @@ impl<S: Setup> Subscription<S> {
     /// Forgets the live consumers after `ended`: the error of the consumer of that queue,
     /// or `None` once the broker cancelled them all. Deliveries not acknowledged on the
     /// lost channel are requeued by the broker, flagged redelivered.
-    fn lost(&mut self, ended: Option<(usize, lapin::Error)>) {
+    fn lost(&mut self, ended: Option<(Arc<str>, lapin::Error)>) {
         self.live = None;
         self.failures = 1;
         if self.broker.is_closed() {
             return;
         }
         match ended {
-            Some((index, error)) => {
-                let queue = self.setup.queues().nth(index).unwrap_or_default();
-                tracing::warn!(%error, queue, "AMQP {} lost; re-establishing", S::WHAT);
+            Some((queue, error)) => {
+                tracing::warn!(%error, %queue, "AMQP {} lost; re-establishing", S::WHAT);
             }
             None => {
                 tracing::warn!("AMQP {} cancelled by the broker; re-establishing", S::WHAT);
@@ -212,12 +244,35 @@ impl<S: Setup> Subscription<S> {
         let Some(live) = &self.live else {
             return Ok(());
         };
-        for tag in &live.tags {
+        for (_, tag) in &live.consumers {
             let cancel = live
                 .channel
                 .basic_cancel(tag, BasicCancelOptions::default());
             self.broker.bounded("cancel consuming", cancel).await?;
         }
+        Ok(())
+    }
+}
+
+impl Live {
+    /// Starts a consumer of `queue` on the channel.
+    async fn consume<S: Setup>(&mut self, broker: &AmqpBroker, queue: &str) -> Result<()> {
+        let options = BasicConsumeOptions {
+            no_ack: !S::ACKNOWLEDGED,
+            ..Default::default()
+        };
+        let tag = format!("celerity-{}", uuid::Uuid::new_v4());
+        let consume = self
+            .channel
+            .basic_consume(queue, &tag, options, FieldTable::default());
+        let consumer = broker
+            .bounded(&format!("start the {}", S::WHAT), consume)
+            .await?;
+        let name: Arc<str> = queue.into();
+        let named = name.clone();
+        let stream: Deliveries = Box::pin(consumer.map(move |d| (named.clone(), d)));
+        self.deliveries.push(stream);
+        self.consumers.push((name, tag));
         Ok(())
     }
 }

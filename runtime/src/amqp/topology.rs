@@ -127,6 +127,32 @@ impl AmqpQueue {
         self.arguments.get("x-queue-type").and_then(Value::as_str) == Some("quorum")
     }
 
+    /// The declaration as `inspect active_queues` reports it, with `default_max_priority`
+    /// (the broker's) where the queue sets none.
+    pub(crate) fn info(&self, default_max_priority: Option<u8>) -> crate::broker::QueueInfo {
+        let max_priority = self.max_priority.or(default_max_priority);
+        let mut arguments = self.arguments.clone();
+        if let Some(max) = max_priority {
+            arguments
+                .entry("x-max-priority")
+                .or_insert_with(|| Value::from(max));
+        }
+        let mut info = crate::broker::QueueInfo::new(self.name.clone());
+        info.exchange = self.exchange.clone();
+        info.exchange_type = match self.exchange_type {
+            ExchangeType::Direct => "direct",
+            ExchangeType::Topic => "topic",
+            ExchangeType::Fanout => "fanout",
+        };
+        info.routing_key = self.routing_key.clone();
+        info.durable = self.durable;
+        info.auto_delete = self.auto_delete;
+        info.exclusive = self.exclusive;
+        info.max_priority = max_priority;
+        info.arguments = arguments;
+        info
+    }
+
     /// Where a message for this queue is published. Celery sends to the default exchange
     /// with the queue name as routing key when the exchange is direct, and through the
     /// exchange otherwise (`AMQP._create_task_sender.send_task_message`).

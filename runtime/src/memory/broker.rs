@@ -162,6 +162,9 @@ impl MemoryConsumer {
     fn try_take(&mut self) -> Option<Delivery> {
         let mut queues = self.broker.lock();
         let count = self.queues.len();
+        if count == 0 {
+            return None;
+        }
         for step in 0..count {
             let index = (self.next_queue + step) % count;
             let name = &self.queues[index];
@@ -200,6 +203,19 @@ impl Consumer for MemoryConsumer {
                 published.await;
             }
         })
+    }
+
+    fn add_queue<'a>(&'a mut self, queue: &'a str) -> BoxFuture<'a, Result<()>> {
+        if !self.queues.iter().any(|q| q == queue) {
+            self.queues.push(queue.to_owned());
+        }
+        Box::pin(async { Ok(()) })
+    }
+
+    fn cancel_queue<'a>(&'a mut self, queue: &'a str) -> BoxFuture<'a, Result<()>> {
+        self.queues.retain(|q| q != queue);
+        self.next_queue = 0;
+        Box::pin(async { Ok(()) })
     }
 }
 

@@ -442,6 +442,14 @@ impl Subscription {
         Ok(())
     }
 
+    /// Subscribes to `channels` instead, on a new connection; on failure the next
+    /// [`next`](Self::next) tries again.
+    pub(crate) async fn resubscribe(&mut self, channels: Vec<String>) -> Result<()> {
+        self.channels = channels;
+        self.stream = None;
+        self.connect().await
+    }
+
     /// The next message's payload. Resubscribes (with backoff) after a lost connection;
     /// messages published while it was lost are not seen.
     pub(crate) async fn next(&mut self) -> Vec<u8> {

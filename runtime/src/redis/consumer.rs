@@ -59,6 +59,7 @@ pub(super) async fn consume(broker: &RedisBroker, queues: &[String]) -> Result<B
     });
     let consumer = RedisConsumer {
         broker: broker.clone(),
+        queues: queues.to_vec(),
         keys: Arc::new(kombu::consume_keys(queues)),
         idle: Duration::ZERO,
         wake,
@@ -73,6 +74,8 @@ pub(super) async fn consume(broker: &RedisBroker, queues: &[String]) -> Result<B
 
 struct RedisConsumer {
     broker: RedisBroker,
+    /// The queues consumed.
+    queues: Vec<String>,
     /// The queues' list keys in the order of the next fetch, priority-major (see
     /// [`kombu::consume_keys`]): one run of the queues per priority step. Shared with the
     /// fetch task.
@@ -219,6 +222,25 @@ impl RedisConsumer {
         }
     }
 
+    /// Fetches from the queues consumed now: the keys in kombu's order, and a wake-up
+    /// channel each. A failed subscription is retried by the next wait; until then the
+    /// idle polling finds new messages.
+    async fn follow_queues(&mut self) {
+        self.keys = Arc::new(kombu::consume_keys(&self.queues));
+        if self.queues.is_empty() {
+            // Nothing is fetched; the subscription's wake-ups are ignored meanwhile.
+            return;
+        }
+        let channels = self
+            .queues
+            .iter()
+            .map(|q| self.broker.wake_channel(q))
+            .collect();
+        if let Err(error) = self.wake.resubscribe(channels).await {
+            tracing::warn!(%error, "could not subscribe to the wake-ups of the queues consumed; polling meanwhile");
+        }
+    }
+
     /// Waits for a wake-up or the current idle pause, whichever comes first.
     async fn idle_wait(&mut self) {
         self.idle = (self.idle * 2).clamp(Duration::from_millis(1), MAX_IDLE_POLL);
@@ -309,6 +331,10 @@ impl Consumer for RedisConsumer {
                     self.idle = Duration::ZERO;
                     return Ok(delivery);
                 }
+                if self.queues.is_empty() && self.pending.is_none() {
+                    // Consuming nothing until a queue is added.
+                    return futures::future::pending().await;
+                }
                 self.fetch().await?;
                 if self.buffer.is_empty() {
                     self.idle_wait().await;
@@ -328,6 +354,36 @@ impl Consumer for RedisConsumer {
         let broker = self.broker.clone();
         Box::pin(async move {
             return_fetched(broker, buffered, pending).await;
+            Ok(())
+        })
+    }
+
+    /// Registers the queue's binding as kombu does when it declares a queue, then fetches
+    /// from it with the others.
+    fn add_queue<'a>(&'a mut self, queue: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            if self.queues.iter().any(|q| q == queue) {
+                return Ok(());
+            }
+            self.broker.bind(&[queue.to_owned()]).await?;
+            self.queues.push(queue.to_owned());
+            self.follow_queues().await;
+            Ok(())
+        })
+    }
+
+    /// Fetches no more from the queue; what was fetched from it and not handed out goes
+    /// back to it at once. A fetch already running may still bring a few.
+    fn cancel_queue<'a>(&'a mut self, queue: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.queues.retain(|q| q != queue);
+            self.follow_queues().await;
+            type Deliveries = std::collections::VecDeque<Delivery>;
+            let (returned, kept): (Deliveries, Deliveries) = std::mem::take(&mut self.buffer)
+                .into_iter()
+                .partition(|delivery| delivery.queue == queue);
+            self.buffer = kept;
+            return_fetched(self.broker.clone(), returned, None).await;
             Ok(())
         })
     }
