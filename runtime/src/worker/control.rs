@@ -1,12 +1,13 @@
 //! Answers Celery's remote-control commands (`celery/worker/control.py`) from the
 //! worker's mailbox, so that `celery inspect ping`, `celery inspect registered`,
-//! `app.control.revoke()` and the start-up sync of Python workers (mingle's `hello`)
-//! see a Celerity worker as one of their own.
+//! `app.control.revoke()`, `app.control.pool_grow()` and the start-up sync of Python
+//! workers (mingle's `hello`) see a Celerity worker as one of their own.
 
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::pool::KeepsOneSlot;
 use super::shared::Shared;
 use super::state::Phase;
 use crate::broker::{Mailbox, MailboxCommand};
@@ -48,6 +49,18 @@ fn ok(value: impl Into<Value>) -> Value {
 
 fn nok(value: impl Into<Value>) -> Value {
     json!({ "error": value.into() })
+}
+
+/// The `n` of `pool_grow` and `pool_shrink`: a number (or its text), default 1.
+fn count(arguments: &serde_json::Map<String, Value>) -> usize {
+    match arguments.get("n") {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(1),
+        Some(Value::String(n)) => n.trim().parse().unwrap_or(1),
+        _ => 1,
+    }
 }
 
 /// Python's `repr` of a set of strings, as Celery's revoke answer prints it.
@@ -112,6 +125,21 @@ fn handle(shared: &Shared, command: &MailboxCommand) -> Value {
             }
             Value::Object(found)
         }
+        "pool_grow" => {
+            let n = count(arguments);
+            let concurrency = shared.pool.grow(n);
+            tracing::info!(n, concurrency, "pool grown by remote control");
+            ok("pool will grow")
+        }
+        "pool_shrink" => match shared.pool.shrink(count(arguments)) {
+            Ok(concurrency) => {
+                tracing::info!(concurrency, "pool shrunk by remote control");
+                ok("pool will shrink")
+            }
+            Err(KeepsOneSlot { concurrency }) => nok(format!(
+                "Can't shrink pool: it runs {concurrency} tasks at once and keeps at least one"
+            )),
+        },
         "registered" => {
             let mut names: Vec<&str> = shared.table.specs().map(|spec| spec.name).collect();
             names.sort_unstable();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::dispatch::Registered;
@@ -15,8 +15,7 @@ use super::log;
 use super::observe::Lifecycle;
 use super::refuse::{self, Refusal};
 use super::shared::Shared;
-use crate::backoff::Backoff;
-use crate::broker::{Acknowledger, Consumer, Control, ControlStream};
+use crate::broker::{Acknowledger, Control, ControlStream};
 use crate::protocol::{
     ExceptionInfo, Properties, RawMessage, RequestMeta, ResultMeta, TaskMessage, TaskState,
     celery_time, parse_celery_time, short,
@@ -39,78 +38,6 @@ pub(crate) async fn listen(shared: Arc<Shared>, mut control: Box<dyn ControlStre
     }
 }
 
-/// Pulls deliveries while the prefetch window has room, so the worker never holds more
-/// messages than `concurrency × prefetch_multiplier`; stops when `stopped` turns true.
-/// Returns the consumer, its deliveries cancelled but its connection open, so that the
-/// messages still held can be settled before it closes.
-/// The pause after a failed receive: the transports retry and reconnect on their own, so
-/// an error here is rare and the first retry comes soon.
-const RECEIVE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-
-pub(crate) async fn consume(
-    shared: Arc<Shared>,
-    mut consumer: Box<dyn Consumer>,
-    mut stopped: watch::Receiver<bool>,
-) -> Box<dyn Consumer> {
-    let mut held_for_eta = shared.held.count();
-    let mut due = shared.held.leaving();
-    let mut prefetch = 0;
-    // Failed receives in a row, for the pause before the next attempt.
-    let mut failures = 0;
-    loop {
-        let wanted = shared.window + *held_for_eta.borrow_and_update();
-        if wanted != prefetch {
-            match consumer.set_prefetch(wanted).await {
-                Ok(()) => prefetch = wanted,
-                Err(error) => {
-                    tracing::warn!(%error, wanted, "could not set the broker's prefetch count")
-                }
-            }
-        }
-        // Held tasks whose ETA came take their places first: the consumer takes none while
-        // one waits (else, idle on an empty queue, it could keep the last place for good).
-        tokio::select! {
-            _ = stopped.wait_for(|s| *s) => break,
-            _ = due.wait_for(|n| *n == 0) => {}
-        }
-        let held = tokio::select! {
-            _ = stopped.wait_for(|s| *s) => break,
-            _ = held_for_eta.changed() => continue,
-            permit = shared.prefetch.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let delivery = tokio::select! {
-            _ = stopped.wait_for(|s| *s) => break,
-            _ = held_for_eta.changed() => continue,
-            delivery = consumer.next() => delivery,
-        };
-        match delivery {
-            Ok(delivery) => {
-                failures = 0;
-                let malformed = delivery.malformed_reason().map(str::to_owned);
-                let (message, queue, _redelivered, acker) = delivery.into_parts();
-                let received = receive(shared.clone(), message, queue, malformed, acker, held);
-                tokio::spawn(received);
-            }
-            Err(error) => {
-                failures += 1;
-                let pause = RECEIVE_BACKOFF.delay(failures);
-                tracing::error!(%error, ?pause, "could not receive from the broker; retrying");
-                drop(held);
-                tokio::time::sleep(pause).await;
-            }
-        }
-    }
-    // Celery cancels its task consumer first when it stops (`celery/worker/consumer/
-    // tasks.py::Tasks.shutdown`), so nothing more arrives while the rest is settled.
-    if let Err(error) = consumer.cancel().await {
-        tracing::warn!(%error, "could not cancel consuming; the broker's close settles it");
-    }
-    consumer
-}
-
 fn parse_time(text: &Option<String>, header: &str) -> Result<Option<DateTime<Utc>>, String> {
     let Some(text) = text else { return Ok(None) };
     parse_celery_time(text).map(Some).ok_or_else(|| {
@@ -121,7 +48,7 @@ fn parse_time(text: &Option<String>, header: &str) -> Result<Option<DateTime<Utc
 
 /// The receive strategy: decode, find the task, check expiry, hold until the ETA, wait
 /// for a free slot. `held` is the message's place in the prefetch window.
-async fn receive(
+pub(super) async fn receive(
     shared: Arc<Shared>,
     raw: RawMessage,
     queue: String,
@@ -176,7 +103,7 @@ pub(crate) async fn admit(shared: Arc<Shared>, mut waiting: Waiting) {
     let permit = match waiting.place.take() {
         Some(place) => Some(place),
         None => tokio::select! {
-            permit = shared.prefetch.clone().acquire_owned() => permit.ok(),
+            permit = shared.pool.prefetch.clone().acquire_owned() => permit.ok(),
             _ = stopping.wait_for(|s| *s) => None,
         },
     };
@@ -278,7 +205,7 @@ async fn start(
         expires,
     } = decoded;
     shared.rate_limit(registered.spec).await;
-    let Ok(slot) = shared.slots.clone().acquire_owned().await else {
+    let Ok(slot) = shared.pool.slots.clone().acquire_owned().await else {
         return;
     };
     let delivery = Received {

@@ -1,6 +1,7 @@
 //! The worker: consumes task messages, runs them concurrently, stores their results.
 
 mod args;
+mod consume;
 mod control;
 mod dispatch;
 mod execute;
@@ -9,6 +10,7 @@ mod links;
 mod log;
 mod observe;
 mod panics;
+mod pool;
 mod refuse;
 mod request;
 mod shared;
@@ -19,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use args::decode_args;
@@ -261,14 +263,13 @@ impl WorkerBuilder {
             }
         };
         let (stop, stopped) = watch::channel(false);
-        let prefetch = self.concurrency.saturating_mul(self.prefetch_multiplier);
+        let pool = pool::Pool::new(self.concurrency, self.prefetch_multiplier);
+        let prefetch = pool.window();
         let shared = Arc::new(Shared {
             client: self.client,
             table: self.table,
             container: Arc::new(container),
-            slots: Arc::new(Semaphore::new(self.concurrency)),
-            prefetch: Arc::new(Semaphore::new(prefetch)),
-            window: prefetch,
+            pool,
             held: held::HeldTasks::new(self.max_held_eta),
             stopping: stopped.clone(),
             revoked: Default::default(),
@@ -295,7 +296,7 @@ impl WorkerBuilder {
         let task = tokio::spawn({
             let shared = shared.clone();
             async move {
-                let consumer = execute::consume(shared, consumer, stopped).await;
+                let consumer = consume::consume(shared, consumer, stopped).await;
                 consuming_tx.send_replace(false);
                 consumer
             }
@@ -418,19 +419,15 @@ impl Worker {
         // channel close makes the broker requeue them.
         self.shared.held.close().await;
         let _ = self.timer.await;
-        let all = u32::try_from(self.shared.window).unwrap_or(u32::MAX);
-        match tokio::time::timeout(
-            self.shutdown_timeout,
-            self.shared.prefetch.acquire_many(all),
-        )
-        .await
-        {
+        let pool = &self.shared.pool;
+        let all = u32::try_from(pool.window()).unwrap_or(u32::MAX);
+        match tokio::time::timeout(self.shutdown_timeout, pool.prefetch.acquire_many(all)).await {
             Ok(_) => tracing::info!("all tasks finished"),
             Err(_) => {
                 tracing::warn!(timeout = ?self.shutdown_timeout, "shutting down with tasks still running")
             }
         }
-        self.shared.prefetch.close();
+        pool.prefetch.close();
         // Closed only now, so running tasks could still acknowledge on its channel: an
         // AMQP channel closed earlier would have requeued them and they would run twice.
         drop(consumer);

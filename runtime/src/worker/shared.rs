@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use super::dispatch::TaskTable;
 use super::held::HeldTasks;
+use super::pool::Pool;
 use crate::client::Client;
 use crate::container::Container;
 
@@ -15,12 +16,8 @@ pub(crate) struct Shared {
     pub client: Client,
     pub table: TaskTable,
     pub container: Arc<Container>,
-    /// One permit per running task: the concurrency limit.
-    pub slots: Arc<Semaphore>,
-    /// One permit per message held from the broker and not waiting for its ETA.
-    pub prefetch: Arc<Semaphore>,
-    /// The prefetch window: `concurrency × prefetch_multiplier`.
-    pub window: usize,
+    /// The concurrency limit and the prefetch window; remote control resizes them.
+    pub pool: Pool,
     /// The messages held until their ETA. They do not count against the window; the
     /// broker's prefetch is raised by as many (Celery's `qos.increment_eventually()`).
     pub held: HeldTasks,
