@@ -1,12 +1,15 @@
 //! Answers Celery's remote-control commands (`celery/worker/control.py`) from the
 //! worker's mailbox, so that `celery inspect ping`, `celery inspect registered`,
-//! `app.control.revoke()`, `app.control.pool_grow()` and the start-up sync of Python
-//! workers (mingle's `hello`) see a Celerity worker as one of their own.
+//! `app.control.revoke()`, `app.control.rate_limit()`, `app.control.pool_grow()` and the
+//! start-up sync of Python workers (mingle's `hello`) see a Celerity worker as one of
+//! their own.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
+use super::limits::{Rate, RateError, TimeLimits};
 use super::pool::KeepsOneSlot;
 use super::shared::Shared;
 use super::state::Phase;
@@ -51,8 +54,24 @@ fn nok(value: impl Into<Value>) -> Value {
     json!({ "error": value.into() })
 }
 
+fn text<'a>(arguments: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    arguments.get(name).and_then(Value::as_str)
+}
+
+/// Seconds given as a number (or its text); `None` for none, zero or less.
+fn seconds(arguments: &Map<String, Value>, name: &str) -> Option<Duration> {
+    let seconds = match arguments.get(name)? {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(n) => n.trim().parse().ok()?,
+        _ => return None,
+    };
+    (seconds > 0.0)
+        .then(|| Duration::try_from_secs_f64(seconds).ok())
+        .flatten()
+}
+
 /// The `n` of `pool_grow` and `pool_shrink`: a number (or its text), default 1.
-fn count(arguments: &serde_json::Map<String, Value>) -> usize {
+fn count(arguments: &Map<String, Value>) -> usize {
     match arguments.get("n") {
         Some(Value::Number(n)) => n
             .as_u64()
@@ -125,6 +144,8 @@ fn handle(shared: &Shared, command: &MailboxCommand) -> Value {
             }
             Value::Object(found)
         }
+        "rate_limit" => rate_limit(shared, arguments),
+        "time_limit" => time_limit(shared, arguments),
         "pool_grow" => {
             let n = count(arguments);
             let concurrency = shared.pool.grow(n);
@@ -149,6 +170,74 @@ fn handle(shared: &Shared, command: &MailboxCommand) -> Value {
             "Celerity workers do not implement the control command '{other}'"
         )),
     }
+}
+
+/// `rate_limit`: a task's rate limit from now on, in Celery's syntax (`10/m`); empty or
+/// zero for none. Answers as `control.py::rate_limit` does, errors included.
+fn rate_limit(shared: &Shared, arguments: &Map<String, Value>) -> Value {
+    let given = arguments.get("rate_limit").unwrap_or(&Value::Null);
+    let text = match given {
+        Value::String(text) => text.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    };
+    let rate = match Rate::parse(&text) {
+        Ok(rate) => rate,
+        Err(RateError::NotANumber(count)) => {
+            return nok(format!(
+                "Invalid rate limit string: ValueError(\"could not convert string to float: '{count}'\")"
+            ));
+        }
+        // Celery lets the `KeyError` of its unit lookup reach the dispatcher.
+        Err(RateError::UnknownUnit(unit)) => return nok(format!("KeyError('{unit}')")),
+    };
+    let Some(name) = known_task(shared, arguments) else {
+        tracing::error!("Rate limit attempt for unknown task {given}");
+        return nok("unknown task");
+    };
+    shared.limits.set_rate(name, rate);
+    // Celery tests the value given, so `"0"` sets a limit that limits nothing.
+    let disabled = match given {
+        Value::String(text) => text.is_empty(),
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        _ => true,
+    };
+    if disabled {
+        tracing::info!("Rate limits disabled for tasks of type {name}");
+        ok("rate limit disabled successfully")
+    } else {
+        tracing::info!("New rate limit for tasks of type {name}: {text}.");
+        ok("new rate limit set successfully")
+    }
+}
+
+/// `time_limit`: a task's soft and hard time limits from now on, both replaced (a
+/// limit not given is removed), as `control.py::time_limit` sets them.
+fn time_limit(shared: &Shared, arguments: &Map<String, Value>) -> Value {
+    let Some(name) = known_task(shared, arguments) else {
+        tracing::error!("Change time limit attempt for unknown task");
+        return nok("unknown task");
+    };
+    let limits = TimeLimits {
+        soft: seconds(arguments, "soft"),
+        hard: seconds(arguments, "hard"),
+    };
+    shared.limits.set_times(name, limits);
+    tracing::info!(
+        "New time limits for tasks of type {name}: soft={:?} hard={:?}",
+        limits.soft,
+        limits.hard
+    );
+    ok("time limits set successfully")
+}
+
+/// The registered task named by the `task_name` argument.
+fn known_task(shared: &Shared, arguments: &Map<String, Value>) -> Option<&'static str> {
+    let name = text(arguments, "task_name")?;
+    shared
+        .table
+        .get(name)
+        .map(|registered| registered.spec.name)
 }
 
 #[cfg(test)]

@@ -204,7 +204,7 @@ async fn start(
         eta,
         expires,
     } = decoded;
-    shared.rate_limit(registered.spec).await;
+    shared.limits.wait_turn(registered.spec).await;
     let Ok(slot) = shared.pool.slots.clone().acquire_owned().await else {
         return;
     };
@@ -377,8 +377,9 @@ async fn execute(
                 .map(Duration::from_secs_f64)
                 .or(default)
         };
-        let time_limit = limit(message.headers.timelimit.0, spec.time_limit);
-        let soft_time_limit = limit(message.headers.timelimit.1, spec.soft_time_limit);
+        let limits = shared.limits.times(spec);
+        let time_limit = limit(message.headers.timelimit.0, limits.hard);
+        let soft_time_limit = limit(message.headers.timelimit.1, limits.soft);
         let root_id = message
             .headers
             .root_id

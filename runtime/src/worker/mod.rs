@@ -6,6 +6,7 @@ mod control;
 mod dispatch;
 mod execute;
 mod held;
+mod limits;
 mod links;
 mod log;
 mod observe;
@@ -273,7 +274,7 @@ impl WorkerBuilder {
             held: held::HeldTasks::new(self.max_held_eta),
             stopping: stopped.clone(),
             revoked: Default::default(),
-            rate_limits: Default::default(),
+            limits: Default::default(),
             hostname: self.hostname,
             result_extended: self.result_extended,
             max_message_size: self.max_message_size,

@@ -1,6 +1,6 @@
 //! The state every part of a running worker shares: its client and task table, its
-//! concurrency and prefetch limits, the tasks it holds for their ETA, and what it was
-//! told by remote control (revoked ids) or rate limits.
+//! concurrency and prefetch limits, the tasks it holds for their ETA, and what remote
+//! control told it (revoked ids, task limits).
 
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::dispatch::TaskTable;
 use super::held::HeldTasks;
+use super::limits::TaskLimits;
 use super::pool::Pool;
 use crate::client::Client;
 use crate::container::Container;
@@ -25,9 +26,8 @@ pub(crate) struct Shared {
     pub stopping: watch::Receiver<bool>,
     /// Task ids revoked by broadcast.
     pub revoked: std::sync::Mutex<RevokedSet>,
-    /// Next start time allowed per rate-limited task name.
-    pub rate_limits:
-        std::sync::Mutex<std::collections::HashMap<&'static str, tokio::time::Instant>>,
+    /// Each task's rate and time limits; remote control changes them.
+    pub limits: TaskLimits,
     /// The worker's node name, recorded in STARTED results as Celery does.
     pub hostname: String,
     /// Whether results record the task's name, arguments, worker, retries and queue
@@ -44,25 +44,6 @@ pub(crate) struct Shared {
 pub(crate) type RevokedSet = crate::bounded::Bounded<(), 50_000>;
 
 impl Shared {
-    /// Waits for the task's turn under its rate limit: starts are spaced `period / count`
-    /// apart, per worker, as Celery's `rate_limit` is (`10/m`: one start every 6 s).
-    pub(super) async fn rate_limit(&self, spec: &'static crate::spec::TaskSpec) {
-        let Some(limit) = spec.rate_limit else { return };
-        let interval = limit.period / limit.count.max(1);
-        let turn = {
-            let mut next = self.rate_limits.lock().unwrap_or_else(|p| p.into_inner());
-            let now = tokio::time::Instant::now();
-            let slot = next
-                .get(spec.name)
-                .copied()
-                .filter(|t| *t > now)
-                .unwrap_or(now);
-            next.insert(spec.name, slot + interval);
-            slot
-        };
-        tokio::time::sleep_until(turn).await;
-    }
-
     /// Marks `ids` as revoked: each is discarded when received, or when its ETA comes.
     pub(crate) fn revoke(&self, ids: impl IntoIterator<Item = String>) {
         let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
