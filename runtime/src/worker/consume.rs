@@ -1,13 +1,15 @@
 //! The consuming loop: pulls deliveries from the broker while the prefetch window has
-//! room, follows the window as remote control resizes it, and stops first when the worker
-//! stops (Celery's `celery/worker/consumer/consumer.py` event loop, with its `qos`).
+//! room, follows the window and the queues as remote control changes them, and stops
+//! first when the worker stops (Celery's `celery/worker/consumer/consumer.py` event loop,
+//! with `qos` and `add_task_queue` / `cancel_task_queue`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::execute::receive;
+use super::queues::QueueChange;
 use super::shared::Shared;
 use crate::backoff::Backoff;
 use crate::broker::Consumer;
@@ -20,8 +22,8 @@ const RECEIVE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Durati
 /// fetches.
 enum Woken {
     Stop,
-    /// The window changed (the pool was resized, tasks are held for their ETA or left):
-    /// the loop starts over and applies it.
+    /// The window changed (the pool was resized, tasks are held for their ETA or left),
+    /// or the queues are to change: the loop starts over and applies it.
     Again,
 }
 
@@ -30,6 +32,9 @@ struct Watched {
     stopped: watch::Receiver<bool>,
     held_for_eta: watch::Receiver<usize>,
     concurrency: watch::Receiver<usize>,
+    queue_changes: mpsc::UnboundedReceiver<QueueChange>,
+    /// Changes received, to be made at the top of the loop, where the consumer is free.
+    pending: Vec<QueueChange>,
 }
 
 impl Watched {
@@ -46,31 +51,41 @@ impl Watched {
             _ = self.stopped.wait_for(|s| *s) => Err(Woken::Stop),
             _ = self.held_for_eta.changed() => Err(Woken::Again),
             _ = self.concurrency.changed() => Err(Woken::Again),
+            Some(change) = self.queue_changes.recv() => {
+                self.pending.push(change);
+                Err(Woken::Again)
+            }
             value = work => Ok(value),
         }
     }
 }
 
 /// Pulls deliveries while the prefetch window has room, so the worker never holds more
-/// messages than `concurrency × prefetch_multiplier`; follows the window as remote control
-/// resizes it; stops when `stopped` turns true. Returns the consumer, its deliveries
-/// cancelled but its connection open, so that the messages still held can be settled
-/// before it closes.
+/// messages than `concurrency × prefetch_multiplier`; follows the window and the queues as
+/// remote control changes them; stops when `stopped` turns true. Returns the consumer, its
+/// deliveries cancelled but its connection open, so that the messages still held can be
+/// settled before it closes.
 pub(crate) async fn consume(
     shared: Arc<Shared>,
     mut consumer: Box<dyn Consumer>,
+    queue_changes: mpsc::UnboundedReceiver<QueueChange>,
     stopped: watch::Receiver<bool>,
 ) -> Box<dyn Consumer> {
     let mut watched = Watched {
         stopped,
         held_for_eta: shared.held.count(),
         concurrency: shared.pool.changes(),
+        queue_changes,
+        pending: Vec::new(),
     };
     let mut due = shared.held.leaving();
     let mut prefetch = 0;
     // Failed receives in a row, for the pause before the next attempt.
     let mut failures = 0;
     loop {
+        for change in std::mem::take(&mut watched.pending) {
+            shared.queues.apply(consumer.as_mut(), change).await;
+        }
         let wanted = watched.wanted(&shared);
         if wanted != prefetch {
             match consumer.set_prefetch(wanted).await {

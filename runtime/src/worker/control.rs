@@ -1,8 +1,8 @@
 //! Answers Celery's remote-control commands (`celery/worker/control.py`) from the
 //! worker's mailbox, so that `celery inspect ping`, `celery inspect registered`,
-//! `app.control.revoke()`, `app.control.rate_limit()`, `app.control.pool_grow()` and the
-//! start-up sync of Python workers (mingle's `hello`) see a Celerity worker as one of
-//! their own.
+//! `app.control.revoke()`, `app.control.rate_limit()`, `app.control.add_consumer()`,
+//! `app.control.pool_grow()` and the start-up sync of Python workers (mingle's `hello`)
+//! see a Celerity worker as one of their own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::limits::{Rate, RateError, TimeLimits};
 use super::pool::KeepsOneSlot;
+use super::queues::QueueChange;
 use super::shared::Shared;
 use super::state::Phase;
 use crate::broker::{Mailbox, MailboxCommand};
@@ -52,6 +53,13 @@ fn ok(value: impl Into<Value>) -> Value {
 
 fn nok(value: impl Into<Value>) -> Value {
     json!({ "error": value.into() })
+}
+
+/// The error Celery's dispatch answers when a command lacks a required argument.
+fn missing(method: &str, argument: &str) -> Value {
+    nok(format!(
+        "TypeError(\"{method}() missing 1 required positional argument: '{argument}'\")"
+    ))
 }
 
 fn text<'a>(arguments: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
@@ -146,6 +154,20 @@ fn handle(shared: &Shared, command: &MailboxCommand) -> Value {
         }
         "rate_limit" => rate_limit(shared, arguments),
         "time_limit" => time_limit(shared, arguments),
+        "add_consumer" => match text(arguments, "queue") {
+            Some(queue) => {
+                shared.queues.request(QueueChange::Add(queue.to_owned()));
+                ok(format!("add consumer {queue}"))
+            }
+            None => missing("add_consumer", "queue"),
+        },
+        "cancel_consumer" => match text(arguments, "queue") {
+            Some(queue) => {
+                shared.queues.request(QueueChange::Cancel(queue.to_owned()));
+                ok(format!("no longer consuming from {queue}"))
+            }
+            None => missing("cancel_consumer", "queue"),
+        },
         "pool_grow" => {
             let n = count(arguments);
             let concurrency = shared.pool.grow(n);

@@ -12,6 +12,7 @@ mod log;
 mod observe;
 mod panics;
 mod pool;
+mod queues;
 mod refuse;
 mod request;
 mod shared;
@@ -266,6 +267,7 @@ impl WorkerBuilder {
         let (stop, stopped) = watch::channel(false);
         let pool = pool::Pool::new(self.concurrency, self.prefetch_multiplier);
         let prefetch = pool.window();
+        let (consumed, queue_changes) = queues::ConsumedQueues::new(queues.clone());
         let shared = Arc::new(Shared {
             client: self.client,
             table: self.table,
@@ -275,6 +277,7 @@ impl WorkerBuilder {
             stopping: stopped.clone(),
             revoked: Default::default(),
             limits: Default::default(),
+            queues: consumed,
             hostname: self.hostname,
             result_extended: self.result_extended,
             max_message_size: self.max_message_size,
@@ -297,7 +300,7 @@ impl WorkerBuilder {
         let task = tokio::spawn({
             let shared = shared.clone();
             async move {
-                let consumer = consume::consume(shared, consumer, stopped).await;
+                let consumer = consume::consume(shared, consumer, queue_changes, stopped).await;
                 consuming_tx.send_replace(false);
                 consumer
             }
@@ -391,7 +394,9 @@ impl Worker {
         self.shared.container.get::<T>()
     }
 
-    /// The queues this worker consumes.
+    /// The queues this worker was started with. Celery's `add_consumer` and
+    /// `cancel_consumer` commands change what it consumes while it runs; `celery inspect
+    /// active_queues` reports that.
     pub fn queues(&self) -> &[String] {
         &self.queues
     }

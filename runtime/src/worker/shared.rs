@@ -1,6 +1,6 @@
 //! The state every part of a running worker shares: its client and task table, its
 //! concurrency and prefetch limits, the tasks it holds for their ETA, and what remote
-//! control told it (revoked ids, task limits).
+//! control told it (revoked ids, task limits, queues).
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use super::dispatch::TaskTable;
 use super::held::HeldTasks;
 use super::limits::TaskLimits;
 use super::pool::Pool;
+use super::queues::ConsumedQueues;
 use crate::client::Client;
 use crate::container::Container;
 
@@ -28,6 +29,8 @@ pub(crate) struct Shared {
     pub revoked: std::sync::Mutex<RevokedSet>,
     /// Each task's rate and time limits; remote control changes them.
     pub limits: TaskLimits,
+    /// The queues consumed; remote control changes them.
+    pub queues: ConsumedQueues,
     /// The worker's node name, recorded in STARTED results as Celery does.
     pub hostname: String,
     /// Whether results record the task's name, arguments, worker, retries and queue
