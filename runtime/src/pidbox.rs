@@ -199,6 +199,11 @@ pub(crate) fn clock_forward() -> u64 {
     CLOCK.fetch_add(1, Ordering::Relaxed) + 1
 }
 
+/// The clock's value, unchanged (`LamportClock.value`, which `inspect clock` reports).
+pub(crate) fn clock_value() -> u64 {
+    CLOCK.load(Ordering::Relaxed)
+}
+
 /// Moves the clock past `other`, a clock value received (`LamportClock.adjust`).
 #[cfg(any(feature = "redis", feature = "amqp"))]
 pub(crate) fn clock_adjust(other: u64) {

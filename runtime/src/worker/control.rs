@@ -1,19 +1,22 @@
 //! Answers Celery's remote-control commands (`celery/worker/control.py`) from the
-//! worker's mailbox, so that `celery inspect ping`, `celery inspect registered`,
-//! `app.control.revoke()`, `app.control.rate_limit()`, `app.control.add_consumer()`,
-//! `app.control.pool_grow()` and the start-up sync of Python workers (mingle's `hello`)
-//! see a Celerity worker as one of their own.
+//! worker's mailbox, so that `celery inspect`, `celery control`, `app.control` and Flower
+//! see a Celerity worker as one of their own, and the start-up sync of Python workers
+//! (mingle's `hello`) includes it. The inspect commands' answers are built in
+//! [`inspect`](super::inspect) and [`stats`](super::stats); the commands that change the
+//! worker are here.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use super::inspect;
 use super::limits::{Rate, RateError, TimeLimits};
 use super::pool::KeepsOneSlot;
 use super::queues::QueueChange;
 use super::shared::Shared;
 use super::state::Phase;
+use super::stats;
 use crate::broker::{Mailbox, MailboxCommand};
 use crate::pidbox::{clock_forward, task_ids as ids};
 
@@ -36,122 +39,43 @@ pub(crate) async fn answer(shared: Arc<Shared>, mut mailbox: Box<dyn Mailbox>) {
     }
 }
 
-/// `Request.info()` of each task in `phase`.
-fn infos(shared: &Shared, phase: Phase, safe: bool) -> Value {
-    let held = shared.state.in_phase(phase);
-    Value::Array(
-        held.iter()
-            .map(|task| task.info(&shared.hostname, safe))
-            .collect(),
-    )
-}
+/// Commands of Celery's `Panel` a Celerity worker does not carry out.
+const NOT_IMPLEMENTED: &[&str] = &[
+    "autoscale",
+    "disable_events",
+    "election",
+    "enable_events",
+    "heartbeat",
+    "memdump",
+    "memsample",
+    "objgraph",
+    "pool_restart",
+    "revoke_by_stamped_headers",
+    "shutdown",
+    "terminate",
+];
 
-/// `{"ok": …}` and `{"error": …}`, as `control.py::ok` / `nok` build answers.
-fn ok(value: impl Into<Value>) -> Value {
-    json!({ "ok": value.into() })
-}
-
-fn nok(value: impl Into<Value>) -> Value {
-    json!({ "error": value.into() })
-}
-
-/// The error Celery's dispatch answers when a command lacks a required argument.
-fn missing(method: &str, argument: &str) -> Value {
-    nok(format!(
-        "TypeError(\"{method}() missing 1 required positional argument: '{argument}'\")"
-    ))
-}
-
-fn text<'a>(arguments: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
-    arguments.get(name).and_then(Value::as_str)
-}
-
-/// Seconds given as a number (or its text); `None` for none, zero or less.
-fn seconds(arguments: &Map<String, Value>, name: &str) -> Option<Duration> {
-    let seconds = match arguments.get(name)? {
-        Value::Number(n) => n.as_f64()?,
-        Value::String(n) => n.trim().parse().ok()?,
-        _ => return None,
-    };
-    (seconds > 0.0)
-        .then(|| Duration::try_from_secs_f64(seconds).ok())
-        .flatten()
-}
-
-/// The `n` of `pool_grow` and `pool_shrink`: a number (or its text), default 1.
-fn count(arguments: &Map<String, Value>) -> usize {
-    match arguments.get("n") {
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .unwrap_or(1),
-        Some(Value::String(n)) => n.trim().parse().unwrap_or(1),
-        _ => 1,
-    }
-}
-
-/// Python's `repr` of a set of strings, as Celery's revoke answer prints it.
-fn set_repr(ids: &[String]) -> String {
-    let items: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
-    format!("{{{}}}", items.join(", "))
-}
-
+/// The answer to `command`.
 fn handle(shared: &Shared, command: &MailboxCommand) -> Value {
     let arguments = &command.arguments;
     match command.method.as_str() {
         "ping" => ok("pong"),
-        "revoke" => {
-            let task_ids = ids(arguments.get("task_id"));
-            if arguments.get("terminate") == Some(&Value::Bool(true)) {
-                // Celery's `terminate` signals the pool process running the task. A
-                // Celerity task runs inside the worker's own process, so it is left to
-                // finish; only tasks not yet started are discarded.
-                tracing::warn!(
-                    ?task_ids,
-                    "revoke with terminate: running tasks are not interrupted"
-                );
-            }
-            shared.revoke(task_ids.iter().cloned());
-            ok(format!("tasks {} flagged as revoked", set_repr(&task_ids)))
-        }
-        "hello" => {
-            let from = arguments.get("from_node").and_then(Value::as_str);
-            if from == Some(shared.hostname.as_str()) {
-                return Value::Null;
-            }
-            shared.revoke(ids(arguments.get("revoked")));
-            json!({"revoked": shared.revoked_ids(), "clock": clock_forward()})
-        }
         "active" | "dump_active" => {
             let safe = arguments.get("safe").and_then(Value::as_bool) == Some(true);
-            infos(shared, Phase::Active, safe)
+            inspect::tasks_in(shared, Phase::Active, safe)
         }
-        "reserved" | "dump_reserved" => infos(shared, Phase::Reserved, false),
-        "scheduled" | "dump_schedule" => {
-            let held = shared.state.in_phase(Phase::Scheduled);
-            Value::Array(
-                held.iter()
-                    .map(|task| {
-                        json!({"eta": task.eta, "priority": task.priority,
-                            "request": task.info(&shared.hostname, false)})
-                    })
-                    .collect(),
-            )
-        }
-        "query_task" => {
-            let mut found = serde_json::Map::new();
-            for id in ids(arguments.get("ids")) {
-                if let Some(task) = shared.state.get(&id) {
-                    let phase = match task.phase {
-                        Phase::Active => "active",
-                        Phase::Reserved => "reserved",
-                        Phase::Scheduled => "scheduled",
-                    };
-                    found.insert(id, json!([phase, task.info(&shared.hostname, false)]));
-                }
-            }
-            Value::Object(found)
-        }
+        "reserved" | "dump_reserved" => inspect::tasks_in(shared, Phase::Reserved, false),
+        "scheduled" | "dump_schedule" => inspect::scheduled(shared),
+        "query_task" => inspect::query_task(shared, arguments),
+        "revoked" | "dump_revoked" => inspect::revoked(shared),
+        "registered" | "dump_tasks" => inspect::registered(shared, arguments),
+        "active_queues" => inspect::active_queues(shared),
+        "clock" => inspect::clock(),
+        "stats" => stats::stats(shared),
+        "conf" | "dump_conf" => stats::conf(shared),
+        "report" => stats::report(shared),
+        "hello" => hello(shared, arguments),
+        "revoke" => revoke(shared, arguments),
         "rate_limit" => rate_limit(shared, arguments),
         "time_limit" => time_limit(shared, arguments),
         "add_consumer" => match text(arguments, "queue") {
@@ -183,15 +107,89 @@ fn handle(shared: &Shared, command: &MailboxCommand) -> Value {
                 "Can't shrink pool: it runs {concurrency} tasks at once and keeps at least one"
             )),
         },
-        "registered" => {
-            let mut names: Vec<&str> = shared.table.specs().map(|spec| spec.name).collect();
-            names.sort_unstable();
-            json!(names)
-        }
-        other => nok(format!(
+        other if NOT_IMPLEMENTED.contains(&other) => nok(format!(
             "Celerity workers do not implement the control command '{other}'"
         )),
+        // What Celery's `Node.dispatch` answers for a command it does not know.
+        other => nok(format!("KeyError('{other}')")),
     }
+}
+
+/// `{"ok": …}` and `{"error": …}`, as `control.py::ok` / `nok` build answers.
+fn ok(value: impl Into<Value>) -> Value {
+    json!({ "ok": value.into() })
+}
+
+fn nok(value: impl Into<Value>) -> Value {
+    json!({ "error": value.into() })
+}
+
+/// The error Celery's dispatch answers when a command lacks a required argument.
+fn missing(method: &str, argument: &str) -> Value {
+    nok(format!(
+        "TypeError(\"{method}() missing 1 required positional argument: '{argument}'\")"
+    ))
+}
+
+fn text<'a>(arguments: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    arguments.get(name).and_then(Value::as_str)
+}
+
+/// The `n` of `pool_grow` and `pool_shrink`: a number (or its text), default 1.
+fn count(arguments: &Map<String, Value>) -> usize {
+    match arguments.get("n") {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(1),
+        Some(Value::String(n)) => n.trim().parse().unwrap_or(1),
+        _ => 1,
+    }
+}
+
+/// Seconds given as a number (or its text); `None` for none, zero or less.
+fn seconds(arguments: &Map<String, Value>, name: &str) -> Option<Duration> {
+    let seconds = match arguments.get(name)? {
+        Value::Number(n) => n.as_f64()?,
+        Value::String(n) => n.trim().parse().ok()?,
+        _ => return None,
+    };
+    (seconds > 0.0)
+        .then(|| Duration::try_from_secs_f64(seconds).ok())
+        .flatten()
+}
+
+/// Python's `repr` of a set of strings, as Celery's revoke answer prints it.
+fn set_repr(ids: &[String]) -> String {
+    let items: Vec<String> = ids.iter().map(|id| format!("'{id}'")).collect();
+    format!("{{{}}}", items.join(", "))
+}
+
+/// Mingle's `hello` from another node: merges its revoked ids, answers with ours.
+fn hello(shared: &Shared, arguments: &Map<String, Value>) -> Value {
+    if text(arguments, "from_node") == Some(shared.hostname.as_str()) {
+        return Value::Null;
+    }
+    shared.revoke(ids(arguments.get("revoked")));
+    json!({"revoked": shared.revoked_ids(), "clock": clock_forward()})
+}
+
+/// `revoke`: the ids are discarded when received or when their ETA comes. Answers as
+/// `control.py::revoke` does.
+fn revoke(shared: &Shared, arguments: &Map<String, Value>) -> Value {
+    let task_ids = ids(arguments.get("task_id"));
+    if arguments.get("terminate") == Some(&Value::Bool(true)) {
+        // Celery's `terminate` signals the pool process running the task. A Celerity
+        // task runs inside the worker's own process, so it is left to finish; only tasks
+        // not yet started are discarded.
+        tracing::warn!(
+            ?task_ids,
+            "revoke with terminate: running tasks are not interrupted"
+        );
+    }
+    shared.revoke(task_ids.iter().cloned());
+    tracing::info!("Tasks flagged as revoked: {}", task_ids.join(", "));
+    ok(format!("tasks {} flagged as revoked", set_repr(&task_ids)))
 }
 
 /// `rate_limit`: a task's rate limit from now on, in Celery's syntax (`10/m`); empty or
@@ -263,19 +261,4 @@ fn known_task(shared: &Shared, arguments: &Map<String, Value>) -> Option<&'stati
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_task_ids_in_every_form_celery_sends() {
-        assert_eq!(ids(Some(&json!("a"))), ["a"]);
-        assert_eq!(ids(Some(&json!(["a", "b"]))), ["a", "b"]);
-        assert_eq!(ids(Some(&json!({"a": 1.0}))), ["a"]);
-        assert!(ids(None).is_empty());
-        assert_eq!(
-            set_repr(&["a".into(), "b".into()]),
-            "{'a', 'b'}",
-            "as Python prints a set"
-        );
-    }
-}
+mod tests;

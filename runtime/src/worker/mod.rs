@@ -6,6 +6,7 @@ mod control;
 mod dispatch;
 mod execute;
 mod held;
+mod inspect;
 mod limits;
 mod links;
 mod log;
@@ -17,6 +18,7 @@ mod refuse;
 mod request;
 mod shared;
 mod state;
+mod stats;
 mod trim;
 
 use std::sync::Arc;
@@ -229,7 +231,7 @@ impl WorkerBuilder {
     /// The first worker of a process adds a step to the panic hook, before the hook
     /// already set: it notes where a panic happens, so that a task's panic is recorded
     /// with its file and line.
-    pub async fn start(self) -> Result<Worker> {
+    pub async fn start(mut self) -> Result<Worker> {
         if self.table.is_empty() {
             return Err(Error::new(
                 ErrorKind::Config,
@@ -240,8 +242,7 @@ impl WorkerBuilder {
         // Memory freed after a large message goes back to the system.
         trim::at_worker_start();
         panics::note_panic_places();
-        let container = self
-            .container
+        let container = std::mem::take(&mut self.container)
             .build(&self.client)
             .await
             .map_err(|e| Error::new(ErrorKind::Container, e.to_string()))?;
@@ -265,28 +266,14 @@ impl WorkerBuilder {
             }
         };
         let (stop, stopped) = watch::channel(false);
-        let pool = pool::Pool::new(self.concurrency, self.prefetch_multiplier);
-        let prefetch = pool.window();
-        let (consumed, queue_changes) = queues::ConsumedQueues::new(queues.clone());
-        let shared = Arc::new(Shared {
-            client: self.client,
-            table: self.table,
-            container: Arc::new(container),
-            pool,
-            held: held::HeldTasks::new(self.max_held_eta),
-            stopping: stopped.clone(),
-            revoked: Default::default(),
-            limits: Default::default(),
-            queues: consumed,
-            hostname: self.hostname,
-            result_extended: self.result_extended,
-            max_message_size: self.max_message_size,
-            state: Default::default(),
-        });
+        let concurrency = self.concurrency;
+        let shutdown_timeout = self.shutdown_timeout;
+        let (shared, queue_changes) = self.into_shared(container, queues.clone(), stopped.clone());
+        let prefetch = shared.pool.window();
         let listener =
             control.map(|control| tokio::spawn(execute::listen(shared.clone(), control)));
         let mailbox = mailbox.map(|mailbox| tokio::spawn(control::answer(shared.clone(), mailbox)));
-        tracing::info!(queues = ?queues, concurrency = self.concurrency, prefetch, "{} ready.", shared.hostname);
+        tracing::info!(queues = ?queues, concurrency, prefetch, "{} ready.", shared.hostname);
         let timer = tokio::spawn({
             let shared = shared.clone();
             async move {
@@ -314,8 +301,56 @@ impl WorkerBuilder {
             shared,
             queues,
             consuming,
-            shutdown_timeout: self.shutdown_timeout,
+            shutdown_timeout,
         })
+    }
+
+    /// The state the worker's parts share, consuming `queues` once started, and the
+    /// receiving end of the requests to change them.
+    fn into_shared(
+        self,
+        container: crate::container::Container,
+        queues: Vec<String>,
+        stopping: watch::Receiver<bool>,
+    ) -> (
+        Arc<Shared>,
+        tokio::sync::mpsc::UnboundedReceiver<queues::QueueChange>,
+    ) {
+        let (consumed, queue_changes) = queues::ConsumedQueues::new(queues);
+        let shared = Shared {
+            client: self.client,
+            table: self.table,
+            container: Arc::new(container),
+            pool: pool::Pool::new(self.concurrency, self.prefetch_multiplier),
+            held: held::HeldTasks::new(self.max_held_eta),
+            stopping,
+            revoked: Default::default(),
+            limits: Default::default(),
+            queues: consumed,
+            hostname: self.hostname,
+            result_extended: self.result_extended,
+            max_message_size: self.max_message_size,
+            state: Default::default(),
+            started: std::time::Instant::now(),
+        };
+        (Arc::new(shared), queue_changes)
+    }
+
+    /// The state a worker built by this builder would share, without starting it: for
+    /// tests of the worker's parts.
+    #[cfg(test)]
+    pub(crate) async fn shared_for_tests(
+        mut self,
+    ) -> (
+        Arc<Shared>,
+        tokio::sync::mpsc::UnboundedReceiver<queues::QueueChange>,
+    ) {
+        let queues = self.consumed_queues();
+        let container = std::mem::take(&mut self.container)
+            .build(&self.client)
+            .await
+            .expect("the test's container builds");
+        self.into_shared(container, queues, watch::channel(false).1)
     }
 }
 

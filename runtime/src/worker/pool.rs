@@ -54,6 +54,11 @@ impl Pool {
         *self.concurrency.borrow()
     }
 
+    /// Messages held per slot.
+    pub(crate) fn multiplier(&self) -> usize {
+        self.multiplier
+    }
+
     /// The prefetch window: how many messages the worker may hold, `concurrency ×
     /// prefetch_multiplier`.
     pub(crate) fn window(&self) -> usize {

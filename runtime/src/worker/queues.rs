@@ -42,7 +42,6 @@ impl ConsumedQueues {
     }
 
     /// The queues consumed, in the order they were added.
-    #[cfg_attr(not(test), expect(dead_code, reason = "read by inspect active_queues"))]
     pub(crate) fn names(&self) -> Vec<String> {
         self.lock().clone()
     }

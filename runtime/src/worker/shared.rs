@@ -3,6 +3,7 @@
 //! control told it (revoked ids, task limits, queues).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::watch;
 
@@ -40,6 +41,8 @@ pub(crate) struct Shared {
     pub max_message_size: usize,
     /// The tasks held and run, for inspection.
     pub state: super::state::WorkerState,
+    /// When the worker started (`inspect stats` reports its uptime).
+    pub started: Instant,
 }
 
 /// Revoked task ids, bounded like Celery's `LimitedSet` (`worker_state.revoked`, 50,000

@@ -72,7 +72,8 @@ impl Held {
                 "priority": self.priority,
                 "redelivered": false,
             },
-            "worker_pid": std::process::id(),
+            // The process running it, once it runs (`Request.worker_pid`).
+            "worker_pid": self.time_start.map(|_| std::process::id()),
         })
     }
 }
@@ -176,7 +177,6 @@ impl WorkerState {
     }
 
     /// Tasks started so far, per name.
-    #[cfg_attr(not(test), expect(dead_code, reason = "read by inspect stats"))]
     pub(crate) fn totals(&self) -> BTreeMap<String, u64> {
         self.lock().total.clone()
     }
