@@ -27,7 +27,9 @@ pub(crate) async fn answer(shared: Arc<Shared>, mut mailbox: Box<dyn Mailbox>) {
             continue;
         }
         tracing::debug!(method = %command.method, "control command");
-        let answer = handle(&shared, &command);
+        let Some(answer) = handle(&shared, &command) else {
+            continue;
+        };
         // `Node.dispatch` answers only requests that carry `reply_to` (and a ticket).
         if let (Some(to), Some(ticket)) = (&command.reply_to, &command.ticket) {
             let mut body = serde_json::Map::new();
@@ -51,14 +53,14 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "objgraph",
     "pool_restart",
     "revoke_by_stamped_headers",
-    "shutdown",
     "terminate",
 ];
 
-/// The answer to `command`.
-fn handle(shared: &Shared, command: &MailboxCommand) -> Value {
+/// The answer to `command`; `None` for none at all (`shutdown`, which Celery answers by
+/// exiting).
+fn handle(shared: &Shared, command: &MailboxCommand) -> Option<Value> {
     let arguments = &command.arguments;
-    match command.method.as_str() {
+    let answer = match command.method.as_str() {
         "ping" => ok("pong"),
         "active" | "dump_active" => {
             let safe = arguments.get("safe").and_then(Value::as_bool) == Some(true);
@@ -107,12 +109,19 @@ fn handle(shared: &Shared, command: &MailboxCommand) -> Value {
                 "Can't shrink pool: it runs {concurrency} tasks at once and keeps at least one"
             )),
         },
+        "shutdown" => {
+            let message = text(arguments, "msg").unwrap_or("Got shutdown from remote");
+            tracing::warn!("{message}");
+            shared.shutdown_requested.send_replace(true);
+            return None;
+        }
         other if NOT_IMPLEMENTED.contains(&other) => nok(format!(
             "Celerity workers do not implement the control command '{other}'"
         )),
         // What Celery's `Node.dispatch` answers for a command it does not know.
         other => nok(format!("KeyError('{other}')")),
-    }
+    };
+    Some(answer)
 }
 
 /// `{"ok": …}` and `{"error": …}`, as `control.py::ok` / `nok` build answers.

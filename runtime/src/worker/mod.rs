@@ -332,6 +332,7 @@ impl WorkerBuilder {
             max_message_size: self.max_message_size,
             state: Default::default(),
             started: std::time::Instant::now(),
+            shutdown_requested: watch::channel(false).0,
         };
         (Arc::new(shared), queue_changes)
     }
@@ -482,12 +483,36 @@ impl Worker {
         tracing::info!("worker stopped");
     }
 
-    /// Runs until SIGINT or SIGTERM, then shuts down gracefully. A second signal during
-    /// the graceful shutdown exits the process at once (status 130), as Celery's cold
-    /// shutdown does.
+    /// Resolves when remote control asks this worker to shut down: Celery's
+    /// `app.control.shutdown()` or `celery control shutdown`, which stop a Celery worker as
+    /// SIGTERM does. [`run_until_signal`](Self::run_until_signal) then shuts down; a
+    /// program that runs the worker otherwise awaits this and calls
+    /// [`shutdown`](Self::shutdown).
+    pub fn shutdown_requested(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut requested = self.shared.shutdown_requested.subscribe();
+        async move {
+            // The sender lives as long as the worker's shared state: a closed channel
+            // means the worker is gone, and nothing is left to shut down.
+            if requested.wait_for(|asked| *asked).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Runs until SIGINT or SIGTERM, or until remote control asks it to shut down
+    /// ([`shutdown_requested`](Self::shutdown_requested)), then shuts down gracefully. A
+    /// signal during the graceful shutdown exits the process at once (status 130), as
+    /// Celery's cold shutdown does.
     pub async fn run_until_signal(self) -> Result<()> {
-        wait_for_signal().await?;
-        tracing::warn!("shutdown requested: finishing running tasks (signal again to exit now)");
+        tokio::select! {
+            signalled = wait_for_signal() => {
+                signalled?;
+                tracing::warn!("shutdown requested: finishing running tasks (signal again to exit now)");
+            }
+            () = self.shutdown_requested() => {
+                tracing::warn!("shutdown requested by remote control: finishing running tasks (signal to exit now)");
+            }
+        }
         tokio::select! {
             () = self.shutdown() => Ok(()),
             result = wait_for_signal() => {

@@ -1,6 +1,6 @@
 //! The state every part of a running worker shares: its client and task table, its
 //! concurrency and prefetch limits, the tasks it holds for their ETA, and what remote
-//! control told it (revoked ids, task limits, queues).
+//! control told it (revoked ids, task limits, queues, a shutdown).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub state: super::state::WorkerState,
     /// When the worker started (`inspect stats` reports its uptime).
     pub started: Instant,
+    /// Turns true when remote control asks the worker to shut down.
+    pub shutdown_requested: watch::Sender<bool>,
 }
 
 /// Revoked task ids, bounded like Celery's `LimitedSet` (`worker_state.revoked`, 50,000

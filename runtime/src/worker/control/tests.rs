@@ -67,11 +67,16 @@ async fn worker() -> Worker {
 
 impl Worker {
     /// The answer to `method` with `arguments`, as `app.control` would get it.
-    fn answer(&self, method: &str, arguments: Value) -> Value {
+    fn ask(&self, method: &str, arguments: Value) -> Option<Value> {
         let body = json!({"method": method, "arguments": arguments, "destination": null,
             "ticket": "t", "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": "r"}});
         let command = MailboxCommand::from_json(body.to_string().as_bytes()).unwrap();
         handle(&self.shared, &command)
+    }
+
+    fn answer(&self, method: &str, arguments: Value) -> Value {
+        self.ask(method, arguments)
+            .unwrap_or_else(|| panic!("{method} answers"))
     }
 
     /// Records task `id` of `ADD` as received, then started when `running`.
@@ -303,4 +308,12 @@ async fn consumer_commands_ask_the_consuming_loop_for_the_change() {
         worker.answer("add_consumer", json!({})),
         json!({"error": "TypeError(\"add_consumer() missing 1 required positional argument: 'queue'\")"})
     );
+}
+
+#[tokio::test]
+async fn shutdown_answers_nothing_and_asks_the_worker_to_stop() {
+    let worker = worker().await;
+    let mut requested = worker.shared.shutdown_requested.subscribe();
+    assert_eq!(worker.ask("shutdown", json!({})), None);
+    assert!(*requested.borrow_and_update());
 }
