@@ -53,7 +53,6 @@ const NOT_IMPLEMENTED: &[&str] = &[
     "objgraph",
     "pool_restart",
     "revoke_by_stamped_headers",
-    "terminate",
 ];
 
 /// The answer to `command`; `None` for none at all (`shutdown`, which Celery answers by
@@ -77,7 +76,11 @@ fn handle(shared: &Shared, command: &MailboxCommand) -> Option<Value> {
         "conf" | "dump_conf" => stats::conf(shared),
         "report" => stats::report(shared),
         "hello" => hello(shared, arguments),
-        "revoke" => revoke(shared, arguments),
+        "revoke" => {
+            let terminate = arguments.get("terminate") == Some(&Value::Bool(true));
+            revoke(shared, arguments, terminate)
+        }
+        "terminate" => revoke(shared, arguments, true),
         "rate_limit" => rate_limit(shared, arguments),
         "time_limit" => time_limit(shared, arguments),
         "add_consumer" => match text(arguments, "queue") {
@@ -183,22 +186,31 @@ fn hello(shared: &Shared, arguments: &Map<String, Value>) -> Value {
     json!({"revoked": shared.revoked_ids(), "clock": clock_forward()})
 }
 
-/// `revoke`: the ids are discarded when received or when their ETA comes. Answers as
-/// `control.py::revoke` does.
-fn revoke(shared: &Shared, arguments: &Map<String, Value>) -> Value {
+/// `revoke`: the ids are discarded when received or when their ETA comes; with
+/// `terminate`, those running are stopped too (the signal named is not used: a stop
+/// drops the task's future whatever it is). Answers as `control.py::revoke` does.
+fn revoke(shared: &Shared, arguments: &Map<String, Value>, terminate: bool) -> Value {
     let task_ids = ids(arguments.get("task_id"));
-    if arguments.get("terminate") == Some(&Value::Bool(true)) {
-        // Celery's `terminate` signals the pool process running the task. A Celerity
-        // task runs inside the worker's own process, so it is left to finish; only tasks
-        // not yet started are discarded.
-        tracing::warn!(
-            ?task_ids,
-            "revoke with terminate: running tasks are not interrupted"
-        );
-    }
     shared.revoke(task_ids.iter().cloned());
-    tracing::info!("Tasks flagged as revoked: {}", task_ids.join(", "));
-    ok(format!("tasks {} flagged as revoked", set_repr(&task_ids)))
+    if !terminate {
+        tracing::info!("Tasks flagged as revoked: {}", task_ids.join(", "));
+        return ok(format!("tasks {} flagged as revoked", set_repr(&task_ids)));
+    }
+    let signal = text(arguments, "signal").unwrap_or("SIGTERM");
+    let mut terminated: Vec<&str> = Vec::new();
+    for id in &task_ids {
+        // A task held but not running yet is discarded as revoked when its turn comes.
+        if shared.state.get(id).is_some() && !terminated.contains(&id.as_str()) {
+            tracing::info!("Terminating {id} ({signal})");
+            shared.running.terminate(id);
+            terminated.push(id);
+        }
+    }
+    if terminated.is_empty() {
+        ok("terminate: tasks unknown")
+    } else {
+        ok(format!("terminate: {}", terminated.join(", ")))
+    }
 }
 
 /// `rate_limit`: a task's rate limit from now on, in Celery's syntax (`10/m`); empty or

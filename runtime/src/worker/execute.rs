@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use super::dispatch::Registered;
+use super::dispatch::{Ran, Registered};
 use super::held::Waiting;
 use super::links;
 use super::log;
@@ -307,48 +307,15 @@ async fn execute(
     async move {
         // What every result records of the request; taken before the run consumes it.
         let request = shared.request_of(&message, &queue);
+        // Registered before the revoked check: a revoke that terminates reaches the task
+        // through the check when it comes before, through its stop when after.
+        let (running, stop) = shared.running.register(&id);
         let ignore_result = message.headers.ignore_result.unwrap_or(spec.ignore_result);
         let expired = expires.is_some_and(|at| at <= Utc::now());
         if expired || shared.is_revoked(&id) {
             let reason = if expired { "expired" } else { "revoked" };
-            shared.observe(Lifecycle::Revoked {
-                id: &id,
-                name: spec.name,
-                reason,
-            });
-            tracing::Span::current().record("outcome", "revoked");
             log::discarded(spec.name, &id, reason);
-            if !ignore_result {
-                let exception = ExceptionInfo::new("TaskRevokedError", CELERY_EXCEPTIONS, reason);
-                store(
-                    &shared,
-                    &message.properties,
-                    ResultMeta::exception(&id, TaskState::Revoked, &exception, None)
-                        .with_request(&request),
-                )
-                .await;
-            }
-            // A revoked header task still counts in its chord, which then fails
-            // (`Backend.mark_as_revoked`).
-            let exception = ExceptionInfo::new("TaskRevokedError", CELERY_EXCEPTIONS, reason);
-            let root_id = message
-                .headers
-                .root_id
-                .clone()
-                .unwrap_or_else(|| id.clone());
-            let parent = links::Parent {
-                id: &id,
-                root_id: &root_id,
-            };
-            let stored_exception = serde_json::to_value(&exception).unwrap_or_default();
-            links::chord_part(
-                &shared,
-                &message,
-                &parent,
-                TaskState::Revoked,
-                &stored_exception,
-            )
-            .await;
+            revoked(&shared, spec.name, &message, &request, reason, ignore_result).await;
             settle(acker, Settle::Ack).await;
             return;
         }
@@ -403,7 +370,7 @@ async fn execute(
             name: spec.name,
         });
         let started = Instant::now();
-        let outcome = registered
+        let ran = registered
             .handler
             .run(
                 shared.container.clone(),
@@ -411,11 +378,34 @@ async fn execute(
                 std::mem::take(&mut message.args),
                 std::mem::take(&mut message.kwargs),
                 time_limit,
+                stop,
             )
             .await;
+        drop(running);
         let elapsed = started.elapsed();
         let span = tracing::Span::current();
         span.record("duration_ms", elapsed.as_secs_f64() * 1000.0);
+        let outcome = match ran {
+            Ran::Finished(outcome) => outcome,
+            Ran::Terminated => {
+                // Celery's `Request.terminate`: REVOKED `terminated`, and the message is
+                // settled (acknowledged before the run, or now when late).
+                log::terminated(spec.name, &id, elapsed);
+                revoked(
+                    &shared,
+                    spec.name,
+                    &message,
+                    &request,
+                    "terminated",
+                    ignore_result,
+                )
+                .await;
+                if let Some(acker) = late_acker {
+                    settle(acker, Settle::Ack).await;
+                }
+                return;
+            }
+        };
         let mut stored = true;
         let parent = links::Parent {
             id: &id,
@@ -525,6 +515,43 @@ async fn execute(
     }
     .instrument(span)
     .await
+}
+
+/// Records that the task of `message` did not run or was stopped, for `reason`
+/// (`expired`, `revoked`, `terminated`): REVOKED with `TaskRevokedError(reason)`, unless
+/// results are ignored, and its part in a chord, which then fails
+/// (`Backend.mark_as_revoked`).
+async fn revoked(
+    shared: &Shared,
+    name: &'static str,
+    message: &TaskMessage,
+    request: &RequestMeta,
+    reason: &str,
+    ignore_result: bool,
+) {
+    let id = message.id();
+    shared.observe(Lifecycle::Revoked { id, name, reason });
+    tracing::Span::current().record("outcome", "revoked");
+    let exception = ExceptionInfo::new("TaskRevokedError", CELERY_EXCEPTIONS, reason);
+    if !ignore_result {
+        store(
+            shared,
+            &message.properties,
+            ResultMeta::exception(id, TaskState::Revoked, &exception, None).with_request(request),
+        )
+        .await;
+    }
+    let root_id = message.headers.root_id.as_deref().unwrap_or(id);
+    let parent = links::Parent { id, root_id };
+    let stored_exception = serde_json::to_value(&exception).unwrap_or_default();
+    links::chord_part(
+        shared,
+        message,
+        &parent,
+        TaskState::Revoked,
+        &stored_exception,
+    )
+    .await;
 }
 
 /// The countdown of the retry to schedule, or `None` when the error is final.

@@ -104,6 +104,21 @@ pub(super) fn failed(task: &str, id: &str, elapsed: Duration, exception: &Except
     );
 }
 
+/// `Task tasks.report[<id>] terminated after 1.5s`: stopped by a revoke with `terminate`.
+pub(super) fn terminated(task: &str, id: &str, elapsed: Duration) {
+    let duration_ms = millis(elapsed);
+    let id = short(id);
+    let id: &str = &id;
+    tracing::warn!(
+        target: "celerity::worker",
+        task,
+        id,
+        duration_ms,
+        "Task {task}[{id}] terminated after {}s",
+        seconds(elapsed)
+    );
+}
+
 /// `Discarding revoked task: tasks.ping[<id>] (expired)`, Celery's wording.
 pub(super) fn discarded(task: &str, id: &str, reason: &str) {
     let id = short(id);

@@ -19,6 +19,7 @@ mod request;
 mod shared;
 mod state;
 mod stats;
+mod terminate;
 mod trim;
 
 use std::sync::Arc;
@@ -326,6 +327,7 @@ impl WorkerBuilder {
             stopping,
             revoked: Default::default(),
             limits: Default::default(),
+            running: Default::default(),
             queues: consumed,
             hostname: self.hostname,
             result_extended: self.result_extended,

@@ -1,6 +1,6 @@
 //! The state every part of a running worker shares: its client and task table, its
-//! concurrency and prefetch limits, the tasks it holds for their ETA, and what remote
-//! control told it (revoked ids, task limits, queues, a shutdown).
+//! concurrency and prefetch limits, the tasks it holds for their ETA and runs, and what
+//! remote control told it (revoked ids, task limits, queues, a shutdown).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,6 +12,7 @@ use super::held::HeldTasks;
 use super::limits::TaskLimits;
 use super::pool::Pool;
 use super::queues::ConsumedQueues;
+use super::terminate::RunningTasks;
 use crate::client::Client;
 use crate::container::Container;
 
@@ -30,6 +31,8 @@ pub(crate) struct Shared {
     pub revoked: std::sync::Mutex<RevokedSet>,
     /// Each task's rate and time limits; remote control changes them.
     pub limits: TaskLimits,
+    /// The running tasks' stop handles, for a revoke that terminates.
+    pub running: RunningTasks,
     /// The queues consumed; remote control changes them.
     pub queues: ConsumedQueues,
     /// The worker's node name, recorded in STARTED results as Celery does.

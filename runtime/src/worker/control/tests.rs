@@ -317,3 +317,28 @@ async fn shutdown_answers_nothing_and_asks_the_worker_to_stop() {
     assert_eq!(worker.ask("shutdown", json!({})), None);
     assert!(*requested.borrow_and_update());
 }
+
+#[tokio::test]
+async fn revoke_with_terminate_stops_the_running_copy_and_names_it() {
+    let worker = worker().await;
+    assert_eq!(
+        worker.answer(
+            "revoke",
+            json!({"task_id": "gone", "terminate": true, "signal": "SIGKILL"})
+        ),
+        json!({"ok": "terminate: tasks unknown"})
+    );
+    worker.hold("r", true);
+    let (_running, stop) = worker.shared.running.register("r");
+    assert_eq!(
+        worker.answer("revoke", json!({"task_id": ["r"], "terminate": true})),
+        json!({"ok": "terminate: r"})
+    );
+    tokio::time::timeout(Duration::from_secs(1), stop.requested())
+        .await
+        .expect("the running task is asked to stop");
+    assert_eq!(
+        worker.answer("revoke", json!({"task_id": "r"})),
+        json!({"ok": "tasks {'r'} flagged as revoked"})
+    );
+}
