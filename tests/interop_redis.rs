@@ -118,6 +118,30 @@ async fn celery_remote_control_reaches_a_celerity_worker() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celery_inspects_a_celerity_worker() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    cases::celery_inspects_celerity(&transport, &python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celery_controls_a_celerity_worker() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    cases::celery_controls_celerity(&transport, &python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celery_terminates_a_running_celerity_task() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    cases::celery_terminates_a_celerity_task(&transport, &python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_celerity_revoke_reaches_a_python_worker() {
     let Some((transport, python)) = redis_and_python() else {
         return;

@@ -725,6 +725,409 @@ pub async fn celery_control_reaches_celerity(transport: &Transport, python: &Pyt
     worker.shutdown().await;
 }
 
+/// A node name no other test uses.
+fn unique_node() -> String {
+    format!(
+        "celerity-{}@interop",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Waits until the task `id` is STARTED.
+async fn until_started(app: &celerity::App, id: &str) {
+    let states = app.client().result::<Value>(id);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while states.state().await.expect("the result backend answers") != TaskState::Started {
+        assert!(tokio::time::Instant::now() < deadline, "{id} never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The keys of a JSON object, sorted.
+fn keys(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// Every inspect command Celery's tools and Flower send (`celery inspect …`,
+/// `app.control.inspect()`), answered by a Celerity worker with the values it holds and in
+/// the shapes a Python Celery worker answers with: each reply is compared, key for key,
+/// with the reply of a Python worker holding the same kinds of tasks (one running, one
+/// waiting for its countdown).
+pub async fn celery_inspects_celerity(transport: &Transport, python: &Python) {
+    let queue = unique_queue("inspect");
+    let node = unique_node();
+    let app = transport.app().await;
+    let worker = rust_worker::start_as(&app, &queue, &node).await;
+    let python_queue = unique_queue("inspect-py");
+    let python_worker = python.worker(transport, &python_queue).await;
+    let py = python_worker.node.as_str();
+    let tasks = TasksRegistry::new(app.client());
+    for n in 0..3 {
+        assert_eq!(
+            tasks
+                .add(n, 1)
+                .queue(&queue)
+                .await
+                .unwrap()
+                .get(WAIT)
+                .await
+                .unwrap(),
+            n + 1
+        );
+    }
+    // On each worker: a task running, and one waiting for its countdown.
+    let mut running = Vec::new();
+    let mut waiting = Vec::new();
+    for on in [&queue, &python_queue] {
+        running.push(tasks.slow(5.0).queue(on).await.unwrap());
+        let held = tasks.add(1, 1).countdown(Duration::from_secs(60)).queue(on);
+        waiting.push(held.await.unwrap());
+    }
+    for started in &running {
+        until_started(&app, started.id()).await;
+    }
+    let steps = json!([
+        {"name": "stats", "inspect": "stats"},
+        {"name": "active", "inspect": "active"},
+        {"name": "active_safe", "inspect": "active", "kwargs": {"safe": true}},
+        {"name": "reserved", "inspect": "reserved"},
+        {"name": "scheduled", "inspect": "scheduled"},
+        {"name": "revoked", "inspect": "revoked"},
+        {"name": "active_queues", "inspect": "active_queues"},
+        {"name": "registered", "inspect": "registered"},
+        {"name": "registered_items", "inspect": "registered", "args": ["rate_limit", "track_started"]},
+        {"name": "conf", "inspect": "conf"},
+        {"name": "clock", "inspect": "clock"},
+        {"name": "report", "inspect": "report"},
+        {"name": "query_task", "inspect": "query_task",
+            "args": [running[0].id(), waiting[0].id(), "unknown-id"]},
+    ]);
+    let seen = python.control(transport, &[&node, py], steps).await;
+    let ours = |step: &str| &seen[step][&node];
+    let theirs = |step: &str| &seen[step][py];
+
+    let stats = ours("stats");
+    assert_eq!(keys(stats), keys(theirs("stats")), "stats: {stats}");
+    assert_eq!(
+        stats["total"],
+        json!({"interop.add": 3, "interop.slow": 1}),
+        "the tasks run, by name"
+    );
+    assert_eq!(stats["pool"]["max-concurrency"], 4);
+    assert_eq!(
+        stats["prefetch_count"],
+        16 + 1,
+        "4 × 4, and one held for its ETA"
+    );
+    assert_eq!(keys(&stats["broker"]), keys(&theirs("stats")["broker"]));
+    for key in ["transport", "hostname", "port", "virtual_host", "userid"] {
+        assert_eq!(
+            stats["broker"][key],
+            theirs("stats")["broker"][key],
+            "broker {key}"
+        );
+    }
+    assert_eq!(keys(&stats["rusage"]), keys(&theirs("stats")["rusage"]));
+    assert_eq!(stats["pid"], std::process::id());
+
+    for step in ["active", "active_safe"] {
+        let (active, python_active) = (ours(step), theirs(step));
+        assert_eq!(active.as_array().map(Vec::len), Some(1), "{step}: {active}");
+        assert_eq!(keys(&active[0]), keys(&python_active[0]), "{step}");
+        assert_eq!(active[0]["id"], running[0].id());
+        assert_eq!(active[0]["name"], "interop.slow");
+        assert_eq!(active[0]["hostname"], node);
+    }
+    assert_eq!(ours("active")[0]["args"], json!([5.0]));
+    assert_eq!(
+        ours("active_safe")[0]["args"],
+        theirs("active_safe")[0]["args"],
+        "with `safe`, the arguments as Python's repr"
+    );
+    assert_eq!(ours("reserved"), &json!([]));
+    let scheduled = ours("scheduled");
+    assert_eq!(scheduled.as_array().map(Vec::len), Some(1), "{scheduled}");
+    assert_eq!(keys(&scheduled[0]), keys(&theirs("scheduled")[0]));
+    assert_eq!(
+        keys(&scheduled[0]["request"]),
+        keys(&theirs("scheduled")[0]["request"])
+    );
+    assert_eq!(scheduled[0]["request"]["id"], waiting[0].id());
+    assert_eq!(
+        scheduled[0]["request"]["worker_pid"],
+        Value::Null,
+        "no process runs it yet"
+    );
+    assert!(ours("revoked").is_array() && theirs("revoked").is_array());
+
+    let queues = ours("active_queues");
+    assert_eq!(queues.as_array().map(Vec::len), Some(1), "{queues}");
+    let python_queue_dict = &theirs("active_queues")[0];
+    assert_eq!(keys(&queues[0]), keys(python_queue_dict));
+    assert_eq!(
+        keys(&queues[0]["exchange"]),
+        keys(&python_queue_dict["exchange"])
+    );
+    assert_eq!(queues[0]["name"], queue);
+    assert_eq!(queues[0]["routing_key"], queue);
+
+    let mut names: Vec<&str> = tasks::TASKS.iter().map(|spec| spec.name).collect();
+    names.sort_unstable();
+    assert_eq!(ours("registered"), &json!(names));
+    assert!(
+        ours("registered_items")
+            .as_array()
+            .unwrap()
+            .contains(&json!("interop.slow [track_started=True]")),
+        "{}",
+        ours("registered_items")
+    );
+    let conf = ours("conf");
+    let scheme = transport.broker.split("://").next().unwrap();
+    assert!(
+        conf["broker_url"]
+            .as_str()
+            .is_some_and(|url| url.starts_with(scheme)),
+        "{conf}"
+    );
+    assert!(
+        !conf["broker_url"].as_str().unwrap().contains("guest:guest"),
+        "no password: {conf}"
+    );
+    assert_eq!(conf["worker_concurrency"], 4);
+    assert!(theirs("conf").is_object());
+    assert!(ours("clock")["clock"].is_u64() && theirs("clock")["clock"].is_u64());
+    assert!(
+        ours("report")["ok"]
+            .as_str()
+            .is_some_and(|text| text.contains("celerity")),
+        "{}",
+        ours("report")
+    );
+    assert!(theirs("report")["ok"].is_string());
+
+    let found = ours("query_task");
+    assert_eq!(
+        keys(found),
+        {
+            let mut ids = vec![running[0].id().to_owned(), waiting[0].id().to_owned()];
+            ids.sort();
+            ids
+        },
+        "the ids held, no other: {found}"
+    );
+    assert_eq!(found[running[0].id()][0], "active");
+    assert_eq!(found[waiting[0].id()][0], "scheduled");
+
+    for held in &waiting {
+        held.revoke().await.unwrap();
+    }
+    worker.shutdown().await;
+    drop(python_worker);
+}
+
+/// Every control command Celery's tools and Flower send to change a worker
+/// (`app.control.…`), carried out by a Celerity worker and answered as Celery answers:
+/// rate and time limits per task, consuming another queue and no queue at all, growing
+/// and shrinking the pool, and a shutdown.
+pub async fn celery_controls_celerity(transport: &Transport, python: &Python) {
+    let queue = unique_queue("controlled");
+    let extra = unique_queue("controlled-extra");
+    let node = unique_node();
+    let app = transport.app().await;
+    let worker = rust_worker::start_as(&app, &queue, &node).await;
+    let tasks = TasksRegistry::new(app.client());
+    let to = [node.as_str()];
+    let steps = json!([
+        {"name": "rate", "control": "rate_limit", "args": ["interop.add", "1/s"]},
+        {"name": "bad_rate", "control": "rate_limit", "args": ["interop.add", "x/y"]},
+        {"name": "unknown_task", "control": "rate_limit", "args": ["interop.nope", "1/s"]},
+        {"name": "registered", "inspect": "registered"},
+        {"name": "time", "control": "time_limit", "args": ["interop.slow"], "kwargs": {"hard": 0.5}},
+        {"name": "grow", "control": "pool_grow", "kwargs": {"n": 2}},
+        {"name": "grown", "inspect": "stats"},
+        {"name": "shrink", "control": "pool_shrink", "kwargs": {"n": 3}},
+        {"name": "shrunk", "inspect": "stats"},
+        {"name": "add", "control": "add_consumer", "args": [extra]},
+        {"sleep": 0.5},
+        {"name": "queues", "inspect": "active_queues"},
+    ]);
+    let seen = python.control(transport, &to, steps).await;
+    let answer = |step: &str| seen[step][&node].clone();
+    assert_eq!(
+        answer("rate"),
+        json!({"ok": "new rate limit set successfully"})
+    );
+    assert_eq!(answer("bad_rate"), json!({"error": "KeyError('y')"}));
+    assert_eq!(answer("unknown_task"), json!({"error": "unknown task"}));
+    assert!(
+        answer("registered")
+            .as_array()
+            .unwrap()
+            .contains(&json!("interop.add [rate_limit=1/s]")),
+        "{}",
+        answer("registered")
+    );
+    assert_eq!(
+        answer("time"),
+        json!({"ok": "time limits set successfully"})
+    );
+    assert_eq!(answer("grow"), json!({"ok": "pool will grow"}));
+    assert_eq!(answer("grown")["pool"]["max-concurrency"], 6);
+    assert_eq!(answer("grown")["prefetch_count"], 24);
+    assert_eq!(answer("shrink"), json!({"ok": "pool will shrink"}));
+    assert_eq!(answer("shrunk")["pool"]["max-concurrency"], 3);
+    assert_eq!(answer("shrunk")["prefetch_count"], 12);
+    assert_eq!(
+        answer("add"),
+        json!({"ok": format!("add consumer {extra}")})
+    );
+    let consumed: Vec<Value> = answer("queues")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].clone())
+        .collect();
+    assert_eq!(consumed, [json!(queue), json!(extra)]);
+
+    // One start a second under the new rate limit.
+    let started = tokio::time::Instant::now();
+    let mut sums = Vec::new();
+    for n in 0..3 {
+        sums.push(tasks.add(n, n).queue(&queue).await.unwrap());
+    }
+    for sum in sums {
+        sum.get(WAIT).await.unwrap();
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1800),
+        "three starts 1 s apart took {took:?}"
+    );
+    // The new hard time limit.
+    let limited = tasks.slow(3.0).queue(&queue).await.unwrap();
+    let limited = failure(limited.get(WAIT).await, "a task past its new time limit");
+    assert_eq!(limited.exc_type, "TimeLimitExceeded");
+    // The queue added is consumed.
+    let on_extra = tasks.add(20, 22).queue(&extra).await.unwrap();
+    assert_eq!(
+        on_extra.get(WAIT).await.unwrap(),
+        42,
+        "run from the queue added"
+    );
+
+    let steps = json!([
+        {"name": "unlimited", "control": "rate_limit", "args": ["interop.add", ""]},
+        {"name": "cancel", "control": "cancel_consumer", "args": [queue]},
+        {"name": "cancel_extra", "control": "cancel_consumer", "args": [extra]},
+        {"sleep": 0.5},
+        {"name": "queues", "inspect": "active_queues"},
+    ]);
+    let seen = python.control(transport, &to, steps).await;
+    let answer = |step: &str| seen[step][&node].clone();
+    assert_eq!(
+        answer("unlimited"),
+        json!({"ok": "rate limit disabled successfully"})
+    );
+    assert_eq!(
+        answer("cancel"),
+        json!({"ok": format!("no longer consuming from {queue}")})
+    );
+    assert_eq!(answer("queues"), json!([]), "the worker consumes nothing");
+    let waiting = tasks.add(1, 2).queue(&queue).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        waiting.state().await.unwrap(),
+        TaskState::Pending,
+        "nothing is taken from a queue no longer consumed"
+    );
+    let seen = python
+        .control(
+            transport,
+            &to,
+            json!([{"name": "add", "control": "add_consumer", "args": [queue]}]),
+        )
+        .await;
+    assert_eq!(
+        seen["add"][&node],
+        json!({"ok": format!("add consumer {queue}")})
+    );
+    assert_eq!(waiting.get(WAIT).await.unwrap(), 3, "consumed again");
+
+    let requested = worker.shutdown_requested();
+    python
+        .control(
+            transport,
+            &to,
+            json!([{"name": "shutdown", "control": "shutdown", "reply": false}]),
+        )
+        .await;
+    tokio::time::timeout(WAIT, requested)
+        .await
+        .expect("`shutdown` reaches the worker, which stops as on SIGTERM");
+    worker.shutdown().await;
+}
+
+/// `AsyncResult.revoke(terminate=True)` from Python stops a task running on a Celerity
+/// worker: its future is dropped where it waits (its `Drop` guards run, and the rest of
+/// it never does), Python sees REVOKED with `TaskRevokedError('terminated')`, and the
+/// worker runs the next task as usual.
+pub async fn celery_terminates_a_celerity_task(transport: &Transport, python: &Python) {
+    let queue = unique_queue("terminate");
+    let app = transport.app().await;
+    let worker = rust_worker::start(&app, &queue).await;
+    let calls = [Call::send_task("long", "interop.slow")
+        .args(json!([30.0]))
+        .terminate_when_started()];
+    let started = tokio::time::Instant::now();
+    let seen = python.drive(transport, &queue, &calls, WAIT).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopped long before its 30 s"
+    );
+    let long = seen.get("long");
+    assert_eq!(
+        long.states.last().map(String::as_str),
+        Some("REVOKED"),
+        "{long:?}"
+    );
+    assert!(
+        went_through(&long.states, &["STARTED", "REVOKED"]),
+        "{long:?}"
+    );
+    let revoked = seen.exception("long");
+    assert_eq!(
+        (revoked.type_name.as_str(), revoked.module.as_str()),
+        ("TaskRevokedError", "celery.exceptions")
+    );
+    assert_eq!(revoked.args, [json!("terminated")]);
+    let tallies = worker
+        .singleton::<rust_worker::Tallies>()
+        .expect("the Celerity worker's tallies");
+    assert_eq!(
+        (
+            tallies.runs(&format!("slow-ended:{}", long.id)),
+            tallies.runs(&format!("slow-finished:{}", long.id))
+        ),
+        (1, 0),
+        "the task's future was dropped mid-sleep"
+    );
+    let next = TasksRegistry::new(app.client())
+        .add(2, 2)
+        .queue(&queue)
+        .await
+        .unwrap();
+    assert_eq!(next.get(WAIT).await.unwrap(), 4, "the next task runs");
+    worker.shutdown().await;
+}
+
 /// `AsyncResult::revoke` reaches Python workers: a task held for its countdown by a
 /// Python worker is discarded and recorded REVOKED.
 pub async fn celerity_revoke_reaches_python(transport: &Transport, python: &Python) {

@@ -121,6 +121,26 @@ impl Python {
         }
     }
 
+    /// Runs `steps` of Celery's inspect and control commands (`control.py`), each sent to
+    /// the nodes in `destination` and awaiting their answers, and returns every step's
+    /// answers by step name: `{"<step>": {"<node>": <answer>}}`.
+    pub async fn control(
+        &self,
+        transport: &Transport,
+        destination: &[&str],
+        steps: Value,
+    ) -> Value {
+        let plan = json!({"timeout": 5, "destination": destination, "steps": steps});
+        let mut command = self.command(transport, "celery");
+        command.arg("control.py");
+        let output = tokio::task::spawn_blocking(move || run(command, &plan.to_string()))
+            .await
+            .expect("the control thread");
+        serde_json::from_str(&output).unwrap_or_else(|e| {
+            panic!("control.py printed something that is not JSON ({e}):\n{output}")
+        })
+    }
+
     /// Runs Celery's command line (`celery -A interop_app <args>`) and returns its
     /// standard output.
     pub async fn celery(&self, transport: &Transport, args: &[&str]) -> String {
@@ -256,6 +276,8 @@ pub struct Call {
     kwargs: Map<String, Value>,
     options: Map<String, Value>,
     revoke: bool,
+    /// Revoked with `terminate=True` once it is STARTED.
+    terminate: bool,
     /// The steps of a chain: `{"task", "args", "immutable", "options"}`.
     steps: Vec<Value>,
     /// The workflow of a canvas call (see [`Call::canvas`]).
@@ -275,6 +297,7 @@ impl Call {
             kwargs: Map::new(),
             options: Map::new(),
             revoke: false,
+            terminate: false,
             steps: Vec::new(),
             canvas: Value::Null,
             group_id: None,
@@ -356,11 +379,19 @@ impl Call {
         self
     }
 
+    /// Revokes the task with `terminate=True` (`AsyncResult.revoke(terminate=True)`) once
+    /// Python sees it STARTED: the worker running it stops it. The task must track its
+    /// start.
+    pub fn terminate_when_started(mut self) -> Call {
+        self.terminate = true;
+        self
+    }
+
     fn to_json(&self) -> Value {
         json!({
             "name": self.name, "task": self.task, "via": self.via,
             "args": self.args, "kwargs": self.kwargs, "options": self.options,
-            "revoke": self.revoke, "steps": self.steps, "canvas": self.canvas,
+            "revoke": self.revoke, "terminate": self.terminate, "steps": self.steps, "canvas": self.canvas,
             "group_id": self.group_id,
         })
     }

@@ -29,6 +29,15 @@ impl Tallies {
     }
 }
 
+/// Records a run under its key when dropped.
+struct OnDrop(Arc<Tallies>, String);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        self.0.record(std::mem::take(&mut self.1));
+    }
+}
+
 /// Runs every interop task.
 pub struct RustInterop {
     tallies: Arc<Tallies>,
@@ -113,8 +122,13 @@ impl Interop for RustInterop {
         Ok(ctx.retries)
     }
 
-    async fn slow(&self, _ctx: &TaskContext, seconds: f64) -> TaskResult<String> {
+    /// Records `slow-ended:<id>` when its future is dropped, however it ends, and
+    /// `slow-finished:<id>` when the sleep ran to its end: a task stopped by a revoke that
+    /// terminates has the first and not the second.
+    async fn slow(&self, ctx: &TaskContext, seconds: f64) -> TaskResult<String> {
+        let _ended = OnDrop(self.tallies.clone(), format!("slow-ended:{}", ctx.id));
         tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+        self.tallies.record(format!("slow-finished:{}", ctx.id));
         Ok("rust".into())
     }
 

@@ -27,6 +27,9 @@ Values tagged {"$date": "2024-01-02"} and {"$datetime": "..."} are sent as Pytho
 and datetime objects (kombu wraps them in its {"__type__": ...} envelope), and
 {"$signature": {...}} (in options too: link, link_error) as a Celery signature.
 
+A call marked "terminate" is revoked with AsyncResult.revoke(terminate=True) as soon as
+its state is STARTED (the task must track it): the worker running it stops it.
+
 Sends every call, revokes those marked "revoke" (AsyncResult.revoke(), a broadcast to
 every worker), then polls each AsyncResult's state until all are ready, and prints
 
@@ -168,6 +171,8 @@ def main():
             state = state_of(result)
             if not seen or seen[-1] != state:
                 seen.append(state)
+                if state == states.STARTED and entry[0].get("terminate"):
+                    result.revoke(terminate=True)
             if state in states.READY_STATES:
                 waiting.remove(entry)
         time.sleep(0.02)
