@@ -315,7 +315,15 @@ async fn execute(
         if expired || shared.is_revoked(&id) {
             let reason = if expired { "expired" } else { "revoked" };
             log::discarded(spec.name, &id, reason);
-            revoked(&shared, spec.name, &message, &request, reason, ignore_result).await;
+            revoked(
+                &shared,
+                spec.name,
+                &message,
+                &request,
+                reason,
+                ignore_result,
+            )
+            .await;
             settle(acker, Settle::Ack).await;
             return;
         }
