@@ -144,7 +144,10 @@ impl Transport {
     /// Deletes `queue` with what waits in it.
     async fn delete(&self, queue: &str) {
         match &self.queues {
-            Queues::Memory(_) => {}
+            // The embedded broker's queues go with it.
+            Queues::Memory(_) => {
+                let _ = queue;
+            }
             #[cfg(feature = "redis")]
             Queues::Redis(raw) => {
                 let _: () = ::redis::AsyncCommands::del(&mut raw.clone(), queue)
