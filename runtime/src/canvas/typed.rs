@@ -109,7 +109,7 @@ impl<I, R> std::fmt::Debug for Sig<I, R> {
 
 /// One argument as it travels, for generated partial signatures.
 #[doc(hidden)]
-pub fn arg<T: Serialize>(value: &T) -> Result<Value> {
+pub fn arg<T: Serialize>(value: T) -> Result<Value> {
     serde_json::to_value(value).map_err(|error| {
         Error::new(ErrorKind::Encode, "could not encode a signature argument").with_source(error)
     })
@@ -196,6 +196,13 @@ impl<I, R> Sig<I, R> {
             self = self.expires_at(at);
         }
         self
+    }
+
+    /// A signature of the task `spec` with `args` and no per-call options: what the
+    /// generated `<task>_s(…)` methods build.
+    #[doc(hidden)]
+    pub fn partial(spec: &'static TaskSpec, args: impl IntoIterator<Item = Result<Value>>) -> Self {
+        Sig::of_task(spec, args, Map::new(), &SendOptions::default())
     }
 
     /// A signature of any task, typed by the caller: for tasks outside the schema (a
