@@ -147,6 +147,15 @@ fn a_broker_url_it_cannot_use_stops_the_worker_with_status_1() {
     );
 }
 
+/// The node name in a scrape's `celery_worker_up` line.
+fn scraped_hostname(metrics: &str) -> String {
+    let line = metrics
+        .lines()
+        .find(|line| line.starts_with("celery_worker_up{"))
+        .unwrap_or_else(|| panic!("no celery_worker_up in:\n{metrics}"));
+    line.split('"').nth(1).unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn the_worker_example_runs_tasks_reports_health_and_drains_on_sigterm() {
     let Some(url) = redis_url() else { return };
@@ -165,6 +174,7 @@ async fn the_worker_example_runs_tasks_reports_health_and_drains_on_sigterm() {
         ready_file.to_str().expect("a UTF-8 path"),
         "--health-addr",
         "127.0.0.1:0",
+        "--metrics",
     ]);
 
     // The banner names the health endpoint, with the port the system chose.
@@ -186,6 +196,26 @@ async fn the_worker_example_runs_tasks_reports_health_and_drains_on_sigterm() {
     let ping = tasks.ping().queue(&queue).await.unwrap();
     assert_eq!(ping.get(Duration::from_secs(20)).await.unwrap(), "pong");
     let id = ping.id().to_owned();
+    assert!(
+        worker
+            .stdout_line_containing(".> metrics:")
+            .ends_with(&format!("http://{addr}/metrics")),
+        "the banner names the metrics endpoint"
+    );
+    let (status, metrics) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    let hostname = scraped_hostname(&metrics);
+    for expected in [
+        format!(
+            r#"celery_task_succeeded_total{{name="tasks.ping",hostname="{hostname}",queue_name="{queue}"}} 1"#
+        ),
+        format!(r#"celery_worker_up{{hostname="{hostname}"}} 1"#),
+    ] {
+        assert!(
+            metrics.lines().any(|line| line == expected),
+            "no `{expected}` in:\n{metrics}"
+        );
+    }
     // A batch in flight as the signal arrives: whatever the worker took, it finishes.
     let batch = app
         .client()

@@ -8,7 +8,7 @@ use celerity::App;
 use celerity::cli::{LogFormat, WorkerArgs};
 use clap::Parser;
 
-const VARIABLES: [&str; 15] = [
+const VARIABLES: [&str; 16] = [
     "CELERITY_BROKER_URL",
     "CELERITY_RESULT_BACKEND",
     "CELERITY_QUEUES",
@@ -24,6 +24,7 @@ const VARIABLES: [&str; 15] = [
     "CELERITY_READY_FILE",
     "CELERITY_WORKER_MAX_HELD_ETA",
     "CELERITY_RESULT_EXTENDED",
+    "CELERITY_WORKER_METRICS",
 ];
 
 fn parse(args: &[&str]) -> Result<WorkerArgs, clap::Error> {
@@ -59,6 +60,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert_eq!(defaults.ready_file, None);
     assert_eq!(defaults.max_held_eta, celerity::DEFAULT_MAX_HELD_ETA);
     assert!(!defaults.result_extended, "off by default, as in Celery");
+    assert!(!defaults.metrics);
 
     set("CELERITY_BROKER_URL", "redis://127.0.0.1:6379/0");
     set("CELERITY_RESULT_BACKEND", "redis://127.0.0.1:6379/1");
@@ -75,6 +77,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     set("CELERITY_READY_FILE", "/tmp/celerity.ready");
     set("CELERITY_WORKER_MAX_HELD_ETA", "1000");
     set("CELERITY_RESULT_EXTENDED", "false");
+    set("CELERITY_WORKER_METRICS", "yes");
     let from_env = parse(&[]).unwrap();
     assert_eq!(from_env.broker_url, "redis://127.0.0.1:6379/0");
     assert_eq!(from_env.result_backend, "redis://127.0.0.1:6379/1");
@@ -100,6 +103,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     );
     assert_eq!(from_env.max_held_eta, 1000);
     assert!(!from_env.result_extended);
+    assert!(from_env.metrics);
 
     let flags = parse(&[
         "-b",
@@ -178,6 +182,11 @@ fn flags_win_over_variables_which_win_over_defaults() {
         format.contains("[possible values: human, json]"),
         "{format}"
     );
+    // Metrics are served on the health endpoint, so they need its address.
+    // SAFETY: as in `set`.
+    unsafe { std::env::remove_var("CELERITY_HEALTH_ADDR") }
+    let no_address = parse(&["--metrics"]).unwrap_err().to_string();
+    assert!(no_address.contains("--health-addr"), "{no_address}");
     set("CELERITY_CONCURRENCY", "many");
     let bad_env = parse(&[]).unwrap_err().to_string();
     assert!(bad_env.contains("--concurrency"), "{bad_env}");

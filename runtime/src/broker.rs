@@ -284,3 +284,39 @@ pub trait Acknowledger: Send + Sync {
         Box::pin(async { Ok(None) })
     }
 }
+
+/// A transport whose lost connections are counted (the worker's metrics report them).
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(
+    not(all(feature = "redis", feature = "amqp")),
+    allow(dead_code, reason = "each transport counts its own")
+)]
+pub(crate) enum Transport {
+    Redis,
+    Amqp,
+}
+
+/// Connections to Redis or RabbitMQ re-established after a loss in this process, by any
+/// broker, result backend or mailbox: one count per [`Transport`].
+static RECONNECTS: [std::sync::atomic::AtomicU64; 2] = [
+    std::sync::atomic::AtomicU64::new(0),
+    std::sync::atomic::AtomicU64::new(0),
+];
+
+/// Counts a connection of `transport` re-established after a loss.
+#[cfg_attr(
+    not(any(feature = "redis", feature = "amqp")),
+    expect(dead_code, reason = "only network transports reconnect")
+)]
+pub(crate) fn reconnected(transport: Transport) {
+    RECONNECTS[transport as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The counts of [`reconnected`], by transport name.
+pub(crate) fn reconnects() -> [(&'static str, u64); 2] {
+    let read = |t: Transport| RECONNECTS[t as usize].load(std::sync::atomic::Ordering::Relaxed);
+    [
+        ("redis", read(Transport::Redis)),
+        ("amqp", read(Transport::Amqp)),
+    ]
+}

@@ -71,7 +71,8 @@ pub use spec::{ArgSpec, Backoff, RateLimit, RetryPolicy, TaskSpec};
 pub use task::{TASK_ERROR_MODULE, TaskContext, TaskError, TaskResult};
 pub use values::Bytes;
 pub use worker::{
-    DEFAULT_MAX_HELD_ETA, Invoke, Worker, WorkerBuilder, WorkerSettings, WorkerStatus, decode_args,
+    DEFAULT_MAX_HELD_ETA, Invoke, Worker, WorkerBuilder, WorkerMetrics, WorkerSettings,
+    WorkerStatus, decode_args,
 };
 
 /// Date and time types: a schema's `datetime` is `chrono::DateTime<chrono::Utc>` and its

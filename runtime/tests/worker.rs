@@ -142,7 +142,18 @@ async fn harness(concurrency: usize, prefetch_multiplier: usize) -> Harness {
 
 /// A worker of every probe task on `app`'s broker, with a log of its own.
 async fn start_worker(app: &App, concurrency: usize, prefetch_multiplier: usize) -> Worker {
+    start_worker_with(app, concurrency, prefetch_multiplier, |_| {}).await
+}
+
+/// As [`start_worker`], with more settings made by `configure`.
+async fn start_worker_with(
+    app: &App,
+    concurrency: usize,
+    prefetch_multiplier: usize,
+    configure: impl FnOnce(&mut celerity::WorkerBuilder),
+) -> Worker {
     let mut builder = app.worker();
+    configure(&mut builder);
     builder
         .singleton(Log::default())
         .concurrency(concurrency)
@@ -613,4 +624,87 @@ async fn shutdown_lets_running_tasks_finish() {
         "not started: left on the broker"
     );
     assert_eq!(h.broker.len("celery"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_count_each_outcome_per_task_and_queue_and_show_what_is_held() {
+    let broker = MemoryBroker::new();
+    let app = App::new(broker.clone(), MemoryBackend::new());
+    let worker = start_worker_with(&app, 2, 4, |b| {
+        b.metrics(true);
+    })
+    .await;
+    let h = Harness {
+        log: worker.singleton::<Log>().expect("the log singleton"),
+        app,
+        broker,
+        worker,
+    };
+    for value in 1..=3 {
+        h.send(&ECHO, json!([value])).await.get(WAIT).await.unwrap();
+    }
+    let _ = h.send(&FAIL, json!([])).await.get(WAIT).await;
+    h.send(&RETRY_ONCE, json!([]))
+        .await
+        .get(WAIT)
+        .await
+        .unwrap();
+    let countdown = SendOptions {
+        countdown: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let revoked = h.send_with(&ECHO, json!([9]), countdown.clone()).await;
+    revoked.revoke().await.unwrap();
+    let _ = revoked.get(WAIT).await;
+    // Held now: one task running, one waiting for its countdown.
+    let _running = h.send(&SLEEP, json!([3600])).await;
+    let _held = h.send_with(&ECHO, json!([10]), countdown).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let text = h.worker.metrics().expect("metrics are on").render();
+    let host = h.worker.hostname();
+    let labels = |name: &str| format!(r#"name="{name}",hostname="{host}",queue_name="celery""#);
+    let expected = [
+        format!("celery_task_received_total{{{}}} 5", labels("t.echo")),
+        format!("celery_task_started_total{{{}}} 3", labels("t.echo")),
+        format!("celery_task_succeeded_total{{{}}} 3", labels("t.echo")),
+        format!("celery_task_revoked_total{{{}}} 1", labels("t.echo")),
+        format!("celery_task_runtime_count{{{}}} 3", labels("t.echo")),
+        format!(
+            "celery_task_queue_latency_seconds_count{{{}}} 3",
+            labels("t.echo")
+        ),
+        format!(
+            r#"celery_task_failed_total{{{},exception="KeyError"}} 1"#,
+            labels("t.fail")
+        ),
+        format!("celery_task_received_total{{{}}} 2", labels("t.retry_once")),
+        format!("celery_task_retried_total{{{}}} 1", labels("t.retry_once")),
+        format!(
+            "celery_task_succeeded_total{{{}}} 1",
+            labels("t.retry_once")
+        ),
+        format!(r#"celery_worker_up{{hostname="{host}"}} 1"#),
+        format!(r#"celery_worker_tasks_active{{hostname="{host}"}} 1"#),
+        format!(r#"celery_worker_tasks_scheduled{{hostname="{host}"}} 1"#),
+        format!(r#"celery_worker_tasks_reserved{{hostname="{host}"}} 0"#),
+        format!(r#"celery_worker_concurrency{{hostname="{host}"}} 2"#),
+        "# TYPE celery_task_runtime histogram".to_owned(),
+        r#"celerity_reconnects_total{transport="redis"} 0"#.to_owned(),
+    ];
+    for line in expected {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+    h.worker.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_are_off_unless_asked_for() {
+    let h = harness(1, 1).await;
+    assert!(h.worker.metrics().is_none());
+    h.worker.shutdown().await;
 }

@@ -141,6 +141,7 @@ impl Link {
             };
             if generation > 1 {
                 tracing::info!(purpose = self.purpose, broker = %endpoint.shown, "AMQP connection re-established");
+                crate::broker::reconnected(crate::broker::Transport::Amqp);
             } else if !failed.is_empty() {
                 tracing::info!(purpose = self.purpose, broker = %endpoint.shown, "AMQP connected to a later broker of the failover list");
             }

@@ -23,6 +23,7 @@ pub struct Banner {
     backend: String,
     visibility_timeout: Option<Duration>,
     health_url: Option<String>,
+    metrics_url: Option<String>,
     ready_file: Option<String>,
 }
 
@@ -36,6 +37,7 @@ impl Banner {
             backend: backend.to_owned(),
             visibility_timeout: None,
             health_url: None,
+            metrics_url: None,
             ready_file: None,
         }
     }
@@ -50,6 +52,12 @@ impl Banner {
     /// Shows the health endpoint.
     pub fn health_url(mut self, url: String) -> Self {
         self.health_url = Some(url);
+        self
+    }
+
+    /// Shows the Prometheus metrics endpoint.
+    pub fn metrics_url(mut self, url: String) -> Self {
+        self.metrics_url = Some(url);
         self
     }
 
@@ -89,6 +97,9 @@ impl fmt::Display for Banner {
         }
         if let Some(url) = &self.health_url {
             writeln!(f, ".> health:      {url}")?;
+        }
+        if let Some(url) = &self.metrics_url {
+            writeln!(f, ".> metrics:     {url}")?;
         }
         if let Some(path) = &self.ready_file {
             writeln!(f, ".> ready file:  {path}")?;

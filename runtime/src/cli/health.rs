@@ -2,7 +2,8 @@
 //! probes) and a ready file (`exec` probes, or anything that can look at a file).
 //!
 //! Both report the same fact: the worker's consumer is running. They turn unhealthy as
-//! soon as a shutdown begins, so no new work is routed to a draining worker.
+//! soon as a shutdown begins, so no new work is routed to a draining worker. The same
+//! endpoint serves Prometheus metrics at `/metrics` when they are on.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::worker::WorkerStatus;
+use crate::worker::{WorkerMetrics, WorkerStatus};
 
 /// How often the ready file is touched while the worker consumes.
 pub(crate) const READY_FILE_INTERVAL: Duration = Duration::from_secs(5);
@@ -44,14 +45,20 @@ impl HealthServer {
     }
 
     /// Answers probes until the runtime stops.
-    pub(crate) async fn serve(self, status: WorkerStatus, hostname: String) {
+    pub(crate) async fn serve(
+        self,
+        status: WorkerStatus,
+        hostname: String,
+        metrics: Option<WorkerMetrics>,
+    ) {
         loop {
             match self.listener.accept().await {
                 Ok((stream, _)) => {
                     let (status, hostname) = (status.clone(), hostname.clone());
+                    let metrics = metrics.clone();
                     tokio::spawn(async move {
                         // A slow or silent client must not hold a task forever.
-                        let answer = answer(stream, &status, &hostname);
+                        let answer = answer(stream, &status, &hostname, metrics.as_ref());
                         let _ = tokio::time::timeout(Duration::from_secs(5), answer).await;
                     });
                 }
@@ -64,7 +71,12 @@ impl HealthServer {
     }
 }
 
-async fn answer(mut stream: TcpStream, status: &WorkerStatus, hostname: &str) {
+async fn answer(
+    mut stream: TcpStream,
+    status: &WorkerStatus,
+    hostname: &str,
+    metrics: Option<&WorkerMetrics>,
+) {
     let mut request = Vec::with_capacity(512);
     let mut buffer = [0u8; 1024];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < MAX_REQUEST {
@@ -77,28 +89,33 @@ async fn answer(mut stream: TcpStream, status: &WorkerStatus, hostname: &str) {
     let mut words = request.split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or(path);
-    let (code, body) = match (method, path) {
+    let json = "application/json";
+    let (code, content_type, body) = match (method, path) {
         ("GET" | "HEAD", "/healthz") => {
             let consuming = status.is_consuming();
             let state = if consuming { "consuming" } else { "stopped" };
             let body = serde_json::json!({"status": state, "hostname": hostname}).to_string();
-            (
-                if consuming {
-                    "200 OK"
-                } else {
-                    "503 Service Unavailable"
-                },
-                body,
-            )
+            let code = if consuming {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            (code, json, body)
         }
-        ("GET" | "HEAD", _) => ("404 Not Found", r#"{"error":"not found"}"#.to_owned()),
+        ("GET" | "HEAD", "/metrics") if metrics.is_some() => (
+            "200 OK",
+            WorkerMetrics::CONTENT_TYPE,
+            metrics.map(WorkerMetrics::render).unwrap_or_default(),
+        ),
+        ("GET" | "HEAD", _) => ("404 Not Found", json, r#"{"error":"not found"}"#.to_owned()),
         _ => (
             "405 Method Not Allowed",
+            json,
             r#"{"error":"method not allowed"}"#.to_owned(),
         ),
     };
     let mut response = format!(
-        "HTTP/1.1 {code}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {code}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     );
     if method != "HEAD" {

@@ -142,6 +142,10 @@ pub struct WorkerArgs {
     #[arg(long, env = "CELERITY_HEALTH_ADDR", value_name = "HOST:PORT")]
     pub health_addr: Option<SocketAddr>,
 
+    /// Also serve Prometheus metrics at GET /metrics on the --health-addr address
+    #[arg(long, env = "CELERITY_WORKER_METRICS", value_parser = clap::builder::BoolishValueParser::new(), requires = "health_addr")]
+    pub metrics: bool,
+
     /// Keep this file while consuming: written at start, touched every 5 s, removed at shutdown
     #[arg(long, env = "CELERITY_READY_FILE", value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
@@ -225,6 +229,9 @@ impl WorkerArgs {
         }
         if let Some(health) = &health {
             banner = banner.health_url(format!("http://{}/healthz", health.local_addr()));
+            if self.metrics {
+                banner = banner.metrics_url(format!("http://{}/metrics", health.local_addr()));
+            }
         }
         if let Some(path) = &self.ready_file {
             banner = banner.ready_file(path.display().to_string());
@@ -232,7 +239,11 @@ impl WorkerArgs {
         println!("{banner}");
         let worker = builder.start().await?;
         if let Some(health) = health {
-            tokio::spawn(health.serve(worker.status(), worker.hostname().to_owned()));
+            tokio::spawn(health.serve(
+                worker.status(),
+                worker.hostname().to_owned(),
+                worker.metrics(),
+            ));
         }
         let ready_file = self
             .ready_file
@@ -267,7 +278,8 @@ impl WorkerArgs {
             .shutdown_timeout(self.shutdown_timeout)
             .max_message_size(self.max_message_size)
             .max_held_eta(self.max_held_eta)
-            .result_extended(self.result_extended);
+            .result_extended(self.result_extended)
+            .metrics(self.metrics);
     }
 }
 

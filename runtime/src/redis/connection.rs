@@ -168,6 +168,7 @@ impl RedisConnection {
                 Ok(value) => {
                     if attempts > 1 {
                         tracing::info!(action, attempts, "redis is reachable again");
+                        crate::broker::reconnected(crate::broker::Transport::Redis);
                     }
                     return Ok(value);
                 }
@@ -460,7 +461,10 @@ impl Subscription {
             }
             tracing::warn!(channels = ?self.channels, "redis subscription lost; subscribing again");
             match self.connect().await {
-                Ok(()) => failures = 0,
+                Ok(()) => {
+                    failures = 0;
+                    crate::broker::reconnected(crate::broker::Transport::Redis);
+                }
                 Err(error) => {
                     failures += 1;
                     tracing::warn!(%error, "could not subscribe; retrying");

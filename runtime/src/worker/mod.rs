@@ -10,6 +10,7 @@ mod inspect;
 mod limits;
 mod links;
 mod log;
+mod metrics;
 mod observe;
 mod panics;
 mod pool;
@@ -31,6 +32,7 @@ use tokio::task::JoinHandle;
 
 pub use args::decode_args;
 pub use dispatch::Invoke;
+pub use metrics::WorkerMetrics;
 use refuse::DEFAULT_MAX_MESSAGE_SIZE;
 
 use crate::client::Client;
@@ -65,6 +67,7 @@ pub struct WorkerBuilder {
     max_message_size: usize,
     max_held_eta: usize,
     result_extended: bool,
+    metrics: bool,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -92,6 +95,7 @@ impl WorkerBuilder {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_held_eta: DEFAULT_MAX_HELD_ETA,
             result_extended: false,
+            metrics: false,
         }
     }
 
@@ -191,6 +195,15 @@ impl WorkerBuilder {
     /// way, whenever the task has them.
     pub fn result_extended(&mut self, extended: bool) -> &mut Self {
         self.result_extended = extended;
+        self
+    }
+
+    /// Whether the worker keeps Prometheus metrics ([`Worker::metrics`]): tasks received,
+    /// started, succeeded, failed, retried and revoked per task name and queue, runtime
+    /// and queue-latency histograms, the tasks held now, and reconnects. Off by default:
+    /// when on, each step of a task's life updates a few atomic counters.
+    pub fn metrics(&mut self, metrics: bool) -> &mut Self {
+        self.metrics = metrics;
         self
     }
 
@@ -318,6 +331,7 @@ impl WorkerBuilder {
         tokio::sync::mpsc::UnboundedReceiver<queues::QueueChange>,
     ) {
         let (consumed, queue_changes) = queues::ConsumedQueues::new(queues);
+        let metrics = self.metrics.then(|| metrics::Metrics::new(&self.hostname));
         let shared = Shared {
             client: self.client,
             table: self.table,
@@ -332,6 +346,7 @@ impl WorkerBuilder {
             hostname: self.hostname,
             result_extended: self.result_extended,
             max_message_size: self.max_message_size,
+            metrics,
             state: Default::default(),
             started: std::time::Instant::now(),
             shutdown_requested: watch::channel(false).0,
@@ -442,6 +457,11 @@ impl Worker {
     /// This worker's node name, e.g. `celery@web-1`.
     pub fn hostname(&self) -> &str {
         &self.shared.hostname
+    }
+
+    /// The worker's Prometheus metrics, when [`WorkerBuilder::metrics`] turned them on.
+    pub fn metrics(&self) -> Option<WorkerMetrics> {
+        WorkerMetrics::new(self.shared.clone(), self.consuming.clone())
     }
 
     /// A handle telling whether this worker is consuming, for health checks.

@@ -61,6 +61,9 @@ pub(crate) enum Lifecycle<'a> {
 impl Shared {
     /// Records a step of a task's life everywhere the worker keeps track of it.
     pub(crate) fn observe(&self, step: Lifecycle<'_>) {
-        self.state.record(&step);
+        let moved = self.state.record(&step);
+        if let Some(metrics) = &self.metrics {
+            metrics.record(&step, moved.as_ref());
+        }
     }
 }

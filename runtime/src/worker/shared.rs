@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub result_extended: bool,
     /// Messages larger than this many bytes are refused before they are decoded.
     pub max_message_size: usize,
+    /// The Prometheus metrics, when turned on.
+    pub metrics: Option<super::metrics::Metrics>,
     /// The tasks held and run, for inspection.
     pub state: super::state::WorkerState,
     /// When the worker started (`inspect stats` reports its uptime).

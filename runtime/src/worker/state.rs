@@ -3,8 +3,8 @@
 //! (`active`), and how many of each task name it has started (`total`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -28,12 +28,24 @@ pub(crate) struct Held {
     pub name: String,
     pub args: Value,
     pub kwargs: Value,
-    pub queue: String,
+    pub queue: Arc<str>,
     pub priority: u8,
     pub eta: Option<String>,
     /// Seconds since the epoch when it started running.
     pub time_start: Option<f64>,
     pub phase: Phase,
+    /// Since when it has waited for a slot (received, or its ETA came), then since when it
+    /// has run.
+    pub since: Instant,
+}
+
+/// Where a task the worker held came from and how long its last phase lasted, as one
+/// step of its life moved it on: what the worker's metrics record.
+#[derive(Debug)]
+pub(crate) struct Moved {
+    pub queue: Arc<str>,
+    /// How long it waited for a slot (for `Started`) or ran (for the last step).
+    pub waited: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -68,7 +80,7 @@ impl Held {
             "acknowledged": self.phase == Phase::Active,
             "delivery_info": {
                 "exchange": "",
-                "routing_key": self.queue,
+                "routing_key": &*self.queue,
                 "priority": self.priority,
                 "redelivered": false,
             },
@@ -96,8 +108,9 @@ impl WorkerState {
         self.tasks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies one step of a task's life.
-    pub(crate) fn record(&self, step: &Lifecycle<'_>) {
+    /// Applies one step of a task's life; for a task it holds, says where it came from
+    /// and how long its phase before this step lasted.
+    pub(crate) fn record(&self, step: &Lifecycle<'_>) -> Option<Moved> {
         let mut tasks = self.lock();
         match step {
             Lifecycle::Received {
@@ -111,37 +124,67 @@ impl WorkerState {
                     name: headers.task.clone(),
                     args: Value::Array(message.args.clone()),
                     kwargs: Value::Object(message.kwargs.clone()),
-                    queue: (*queue).to_owned(),
+                    queue: Arc::from(*queue),
                     priority: message.properties.priority.unwrap_or(0),
                     eta: headers.eta.clone(),
                     time_start: None,
+                    since: Instant::now(),
                     phase: if *eta_held {
                         Phase::Scheduled
                     } else {
                         Phase::Reserved
                     },
                 };
+                let moved = Moved {
+                    queue: held.queue.clone(),
+                    waited: std::time::Duration::ZERO,
+                };
                 tasks.held.insert(held.id.clone(), held);
+                Some(moved)
             }
             Lifecycle::Due { id } => {
-                if let Some(held) = tasks.held.get_mut(*id) {
-                    held.phase = Phase::Reserved;
-                }
+                let held = tasks.held.get_mut(*id)?;
+                held.phase = Phase::Reserved;
+                held.since = Instant::now();
+                None
             }
             Lifecycle::Started { id, name } => {
                 *tasks.total.entry((*name).to_owned()).or_default() += 1;
-                if let Some(held) = tasks.held.get_mut(*id) {
-                    held.phase = Phase::Active;
-                    held.time_start = Some(now());
-                }
+                let held = tasks.held.get_mut(*id)?;
+                held.phase = Phase::Active;
+                held.time_start = Some(now());
+                let waited = held.since.elapsed();
+                held.since = Instant::now();
+                Some(Moved {
+                    queue: held.queue.clone(),
+                    waited,
+                })
             }
             Lifecycle::Succeeded { id, .. }
             | Lifecycle::Failed { id, .. }
             | Lifecycle::Retried { id, .. }
             | Lifecycle::Revoked { id, .. } => {
-                tasks.held.remove(*id);
+                let held = tasks.held.remove(*id)?;
+                Some(Moved {
+                    waited: held.since.elapsed(),
+                    queue: held.queue,
+                })
             }
         }
+    }
+
+    /// How many tasks are in each phase: (scheduled, reserved, active).
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
+        let tasks = self.lock();
+        let mut counts = (0, 0, 0);
+        for held in tasks.held.values() {
+            match held.phase {
+                Phase::Scheduled => counts.0 += 1,
+                Phase::Reserved => counts.1 += 1,
+                Phase::Active => counts.2 += 1,
+            }
+        }
+        counts
     }
 
     /// The tasks in `phase`, oldest start first for active ones.
