@@ -623,6 +623,7 @@ fn rust_scalar(scalar: Scalar) -> &'static str {
         // The crates behind these types are re-exported by the runtime, so users name the
         // same types at the same versions (`celerity::chrono::NaiveDate`).
         Scalar::Bytes => "::celerity::Bytes",
+        Scalar::Decimal => "::celerity::Decimal",
         Scalar::Uuid => "::celerity::uuid::Uuid",
         Scalar::DateTime => "::celerity::chrono::DateTime<::celerity::chrono::Utc>",
         Scalar::Date => "::celerity::chrono::NaiveDate",

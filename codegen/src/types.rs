@@ -10,6 +10,7 @@ pub(crate) const BUILTINS: &[(&str, Scalar)] = &[
     ("u32", Scalar::U32),
     ("u64", Scalar::U64),
     ("f64", Scalar::F64),
+    ("decimal", Scalar::Decimal),
     ("string", Scalar::String),
     ("bytes", Scalar::Bytes),
     ("uuid", Scalar::Uuid),
@@ -36,6 +37,9 @@ pub(crate) enum Scalar {
     U64,
     /// `f64`
     F64,
+    /// `decimal`: exact decimal numbers (money), Python's `Decimal`; kombu's
+    /// `{"__type__": "decimal", "__value__": "19.99"}` on the wire.
+    Decimal,
     /// `string`
     String,
     /// `bytes`: base64 on the wire, as Celery's JSON encoder writes bytes.

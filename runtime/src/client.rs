@@ -722,7 +722,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         match meta.status {
             // Results of Python tasks carry dates, times and UUIDs in kombu's envelopes.
             TaskState::Success => {
-                serde_json::from_value(crate::protocol::from_kombu_json(meta.result))
+                crate::protocol::decode_kombu(meta.result, serde_json::from_value)
                     .map_err(|e| ResultError::Decode(e.to_string()))
             }
             TaskState::Revoked => Err(ResultError::Revoked(TaskFailure::from_meta(&meta))),

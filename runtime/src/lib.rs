@@ -69,7 +69,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use protocol::TaskState;
 pub use spec::{ArgSpec, Backoff, RateLimit, RetryPolicy, TaskSpec};
 pub use task::{TASK_ERROR_MODULE, TaskContext, TaskError, TaskResult};
-pub use values::Bytes;
+pub use values::{Bytes, Decimal};
 pub use worker::{
     DEFAULT_MAX_HELD_ETA, Invoke, Worker, WorkerBuilder, WorkerMetrics, WorkerSettings,
     WorkerStatus, decode_args,
@@ -79,6 +79,9 @@ pub use worker::{
 /// `date` is `chrono::NaiveDate`. Re-exported so that code names the version the runtime
 /// uses without a `chrono` dependency of its own.
 pub use chrono;
+/// Exact decimals: a schema's `decimal` is [`Decimal`], a newtype of
+/// `rust_decimal::Decimal` with kombu's wire form.
+pub use rust_decimal;
 /// JSON values: a schema's `json` is `serde_json::Value`.
 pub use serde_json;
 /// UUIDs: a schema's `uuid` is `uuid::Uuid`.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use celerity::canvas::{Sig, Signature, Takes, chain, chord, group};
-use celerity::{AsyncResult, ResultError, TaskFailure, TaskState};
+use celerity::{AsyncResult, Decimal, ResultError, TaskFailure, TaskState};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde_json::{Value, json};
 
@@ -150,6 +150,17 @@ pub async fn rust_client_python_worker(transport: &Transport, python: &Python) {
         .await
         .unwrap();
     let quota = tasks.quota("acme".into(), 5).queue(&queue).await.unwrap();
+    let decimal = |text: &str| text.parse::<Decimal>().unwrap();
+    let tenths = tasks
+        .total(vec![decimal("0.1"), decimal("0.2")])
+        .queue(&queue)
+        .await
+        .unwrap();
+    let beyond_f64 = tasks
+        .total(vec![decimal("12345678901234567890.12"), decimal("0.01")])
+        .queue(&queue)
+        .await
+        .unwrap();
     let retried = tasks.flaky(2).queue(&queue).await.unwrap();
     let retry_states = tokio::spawn(states_until_ready(client.result(retried.id())));
     let exhausted = tasks.flaky(5).queue(&queue).await.unwrap();
@@ -225,6 +236,16 @@ pub async fn rust_client_python_worker(transport: &Transport, python: &Python) {
         quota.message, "('account acme over quota', 5)",
         "str(ValueError('account acme over quota', 5))"
     );
+    assert_eq!(
+        tenths.get(WAIT).await.unwrap(),
+        decimal("0.3"),
+        "Decimal('0.1') + Decimal('0.2') == Decimal('0.3') in Python, read back exactly"
+    );
+    assert_eq!(
+        beyond_f64.get(WAIT).await.unwrap().to_string(),
+        "12345678901234567890.13",
+        "more digits than a float holds"
+    );
 
     assert_eq!(
         retried.get(WAIT).await.unwrap(),
@@ -288,6 +309,13 @@ pub async fn python_client_rust_worker(transport: &Transport, python: &Python) {
         Call::send_task("declined", "interop.charge").args(json!(["4000000000000002", 500])),
         Call::apply_async("invalid", "interop.charge").args(json!(["4242424242424242", 0])),
         Call::send_task("started", "interop.slow").args(json!([1.0])),
+        Call::send_task("total", "interop.total")
+            .args(json!([[{"$decimal": "0.1"}, {"$decimal": "0.2"}]])),
+        Call::send_task("total-beyond-f64", "interop.total").args(json!([[
+            {"$decimal": "12345678901234567890.12"},
+            {"$decimal": "0.01"}
+        ]])),
+        Call::send_task("decimal-as-f64", "interop.slow").args(json!([{"$decimal": "0.5"}])),
         Call::apply_async("retried", "interop.flaky").args(json!([2])),
         Call::send_task("unknown", "interop.missing").args(json!([1])),
     ];
@@ -352,6 +380,20 @@ pub async fn python_client_rust_worker(transport: &Transport, python: &Python) {
     assert_eq!(invalid.message, "amount must be positive, got 0");
     assert_eq!(seen.get("invalid").states.last().unwrap(), "FAILURE");
 
+    assert_eq!(
+        seen.result("total"),
+        &json!({"$decimal": "0.3"}),
+        "Python's Decimals arrive exact, and Python reads a Decimal back"
+    );
+    assert_eq!(
+        seen.result("total-beyond-f64"),
+        &json!({"$decimal": "12345678901234567890.13"})
+    );
+    assert_eq!(
+        seen.result("decimal-as-f64"),
+        &json!("rust"),
+        "a Decimal sent to an f64 argument arrives as the nearest float"
+    );
     let started = seen.get("started");
     assert_eq!(seen.result("started"), &json!("rust"));
     assert!(

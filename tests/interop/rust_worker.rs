@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use celerity::{App, BuildError, Component, TaskContext, TaskError, TaskResult, Worker};
+use celerity::{App, BuildError, Component, Decimal, TaskContext, TaskError, TaskResult, Worker};
 use chrono::Utc;
 use serde_json::Value;
 
@@ -98,6 +98,10 @@ impl Interop for RustInterop {
         }
         let last_four = &card[card.len().saturating_sub(4)..];
         Ok(format!("charged {amount_cents} to card ending {last_four}"))
+    }
+
+    async fn total(&self, _ctx: &TaskContext, prices: Vec<Decimal>) -> TaskResult<Decimal> {
+        Ok(Decimal(prices.iter().map(|price| price.0).sum()))
     }
 
     async fn quota(&self, _ctx: &TaskContext, account: String, used: i64) -> TaskResult<String> {

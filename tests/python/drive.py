@@ -23,8 +23,9 @@ is the list of values.
 A call with "via": "restore_group" reads the group saved under "group_id" with
 `GroupResult.restore(group_id)`; its result is the restored group's get().
 
-Values tagged {"$date": "2024-01-02"} and {"$datetime": "..."} are sent as Python date
-and datetime objects (kombu wraps them in its {"__type__": ...} envelope), and
+Values tagged {"$date": "2024-01-02"}, {"$datetime": "..."} and {"$decimal": "0.1"} are
+sent as Python date, datetime and Decimal objects (kombu wraps them in its
+{"__type__": ...} envelope), and
 {"$signature": {...}} (in options too: link, link_error) as a Celery signature.
 
 A call marked "terminate" is revoked with AsyncResult.revoke(terminate=True) as soon as
@@ -43,7 +44,7 @@ where "meta" is what the AsyncResult reads from the stored result (its `tracebac
 and the fields `result_extended` adds; `group_id` and `parent_id` from the stored meta,
 `parent` the id of `AsyncResult.parent`), null for a group.
 
-where a date or datetime in a result is tagged the same way, so the tests can tell a
+where a date, datetime or Decimal in a result is tagged the same way, so the tests can tell a
 Python datetime from a string.
 """
 
@@ -51,6 +52,7 @@ import json
 import sys
 import time
 from datetime import date, datetime, timezone
+from decimal import Decimal
 
 from celery import chain, chord, group, states
 from celery.result import GroupResult, ResultSet
@@ -66,6 +68,8 @@ def decode(value):
             return date.fromisoformat(value["$date"])
         if set(value) == {"$datetime"}:
             return datetime.fromisoformat(value["$datetime"])
+        if set(value) == {"$decimal"}:
+            return Decimal(value["$decimal"])
         return {key: decode(item) for key, item in value.items()}
     if isinstance(value, list):
         return [decode(item) for item in value]
@@ -73,6 +77,8 @@ def decode(value):
 
 
 def encode(value):
+    if isinstance(value, Decimal):
+        return {"$decimal": str(value)}
     if isinstance(value, datetime):
         return {"$datetime": value.isoformat()}
     if isinstance(value, date):

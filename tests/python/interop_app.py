@@ -12,6 +12,7 @@ Configured from the environment, as the Rust tests start it:
 import os
 import time
 from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
 
 from celery import Celery
 
@@ -83,6 +84,14 @@ def charge(card, amount_cents):
     if card.endswith("0002"):
         raise PaymentDeclined(f"card {card} was declined")
     return f"charged {amount_cents} to card ending {card[-4:]}"
+
+
+@app.task(name="interop.total")
+def total(prices):
+    for price in prices:
+        if not isinstance(price, Decimal):
+            raise TypeError(f"expected a Decimal, got {price!r}")
+    return sum(prices, Decimal(0))
 
 
 @app.task(name="interop.quota")

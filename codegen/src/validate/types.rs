@@ -174,6 +174,7 @@ fn check_recursion(
 fn other_language_type(name: &str) -> Option<String> {
     let ours = match name.to_ascii_lowercase().as_str() {
         "float" | "double" | "number" | "f32" => "f64",
+        "money" | "numeric" | "bigdecimal" => "decimal",
         "int" | "integer" | "long" | "isize" | "i8" | "i16" => "i64",
         "uint" | "usize" | "u8" | "u16" => "u64",
         "str" | "text" | "char" => "string",

@@ -152,6 +152,10 @@ fn check_scalar(value: &Value, scalar: Scalar) -> Result<(), String> {
             Value::Number(_) => Ok(()),
             _ => Err(format!("expected a number, {found}")),
         },
+        Scalar::Decimal => match value {
+            Value::Number(_) => Ok(()),
+            _ => text("a decimal number (\"19.99\")", is_decimal),
+        },
         Scalar::String => value
             .as_str()
             .map(|_| ())
@@ -180,6 +184,15 @@ fn check_scalar(value: &Value, scalar: Scalar) -> Result<(), String> {
         }),
     }
 }
+/// `19.99`, `-0.5`, `100`: what Python's `Decimal` and the runtime's `Decimal` both read,
+/// within the runtime's 28 significant digits.
+fn is_decimal(s: &str) -> bool {
+    let unsigned = s.strip_prefix('-').unwrap_or(s);
+    let (whole, fraction) = unsigned.split_once('.').unwrap_or((unsigned, "0"));
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    digits(whole) && digits(fraction) && whole.len() + fraction.len() <= 28
+}
+
 fn is_date(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.iter().map(|p| p.len()).eq([4, 2, 2])
@@ -295,6 +308,12 @@ mod tests {
             "an offset is needed"
         );
         assert_eq!(fits("aGk=", "bytes", &none), Ok(()));
+        assert_eq!(fits("\"19.99\"", "decimal", &none), Ok(()));
+        assert_eq!(fits("19.99", "decimal", &none), Ok(()));
+        assert_eq!(
+            fits("\"19,99\"", "decimal", &none),
+            Err("`19,99` is not a decimal number (\"19.99\")".into())
+        );
         assert_eq!(fits("null", "string?", &none), Ok(()));
     }
 

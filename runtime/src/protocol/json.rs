@@ -82,23 +82,63 @@ impl Formatter for PythonFormatter {
 /// | `date`, `time` | the ISO 8601 text |
 /// | `uuid` (`{"hex": …}`) | the hyphenated text |
 /// | `bytes` (UTF-8 text), `base64` | base64 text, the wire form of `bytes` in a schema |
-/// | `decimal` | a number |
+/// | `decimal` | a number (the nearest `f64`) |
 ///
 /// Other objects, and envelopes of other types, are left as they are.
 pub fn from_kombu_json(mut value: Value) -> Value {
-    unwrap_kombu(&mut value);
+    unwrap_kombu(&mut value, Decimals::Number);
     value
+}
+
+/// How kombu's `decimal` envelopes are read: as their exact text, which
+/// [`Decimal`](crate::Decimal) reads, or as the nearest number, which `f64` reads.
+#[derive(Debug, Clone, Copy)]
+enum Decimals {
+    Text,
+    Number,
+}
+
+/// Decodes `value`, written with kombu's JSON envelopes, with `decode`: first with
+/// `decimal` envelopes as exact text, then, when that fails and the value held any, with
+/// them as numbers. So a Python `Decimal` reaches a `decimal` exactly and an `f64` as the
+/// nearest float. When both fail, the first error is returned.
+pub(crate) fn decode_kombu<T, E>(
+    value: Value,
+    decode: impl Fn(Value) -> Result<T, E>,
+) -> Result<T, E> {
+    let as_numbers = holds_decimal(&value).then(|| value.clone());
+    let mut exact = value;
+    unwrap_kombu(&mut exact, Decimals::Text);
+    decode(exact).or_else(|error| match as_numbers {
+        Some(mut value) => {
+            unwrap_kombu(&mut value, Decimals::Number);
+            decode(value).map_err(|_| error)
+        }
+        None => Err(error),
+    })
+}
+
+fn holds_decimal(value: &Value) -> bool {
+    match value {
+        Value::Array(items) => items.iter().any(holds_decimal),
+        Value::Object(map) if is_envelope(map) => {
+            map.get("__type__").and_then(Value::as_str) == Some("decimal")
+                || map.get("__value__").is_some_and(holds_decimal)
+        }
+        Value::Object(map) => map.values().any(holds_decimal),
+        _ => false,
+    }
 }
 
 /// [`from_kombu_json`] in place: only envelopes are replaced, so a value without any
 /// (the common case) is walked but not rebuilt.
-fn unwrap_kombu(value: &mut Value) {
+fn unwrap_kombu(value: &mut Value, decimals: Decimals) {
     match value {
-        Value::Array(items) => items.iter_mut().for_each(unwrap_kombu),
+        Value::Array(items) => items.iter_mut().for_each(|v| unwrap_kombu(v, decimals)),
         Value::Object(map) if is_envelope(map) => {
-            *value = unwrap_envelope(std::mem::take(map));
+            *value = unwrap_envelope(std::mem::take(map), decimals);
         }
-        Value::Object(map) => map.values_mut().for_each(unwrap_kombu),
+        Value::Object(map) => map.values_mut().for_each(|v| unwrap_kombu(v, decimals)),
         _ => {}
     }
 }
@@ -107,7 +147,7 @@ fn is_envelope(map: &Map<String, Value>) -> bool {
     map.len() == 2 && map.contains_key("__type__") && map.contains_key("__value__")
 }
 
-fn unwrap_envelope(mut map: Map<String, Value>) -> Value {
+fn unwrap_envelope(mut map: Map<String, Value>, decimals: Decimals) -> Value {
     use base64::Engine;
     let kind = map
         .get("__type__")
@@ -126,15 +166,21 @@ fn unwrap_envelope(mut map: Map<String, Value>) -> Value {
             .and_then(Value::as_str)
             .and_then(|hex| uuid::Uuid::parse_str(hex).ok())
             .map(|id| Value::String(id.hyphenated().to_string())),
-        ("decimal", Some(Value::String(text))) => text
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map(Value::Number),
+        ("decimal", Some(Value::String(text))) => match decimals {
+            Decimals::Text => Some(Value::String(text.clone())),
+            Decimals::Number => text
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number),
+        },
         _ => None,
     };
     plain.unwrap_or_else(|| {
-        let value = map.remove("__value__").map(from_kombu_json);
+        let value = map.remove("__value__").map(|mut value| {
+            unwrap_kombu(&mut value, decimals);
+            value
+        });
         map.insert("__value__".into(), value.unwrap_or(Value::Null));
         Value::Object(map)
     })

@@ -8,6 +8,7 @@ mod message;
 mod repr;
 mod result;
 
+pub(crate) use json::decode_kombu;
 pub use json::{args_repr, from_kombu_json, kwargs_repr, to_python_json};
 pub use message::{Embed, Headers, MessageError, Properties, RawMessage, TaskMessage};
 pub(crate) use repr::{REPR_MAXSIZE, bounded, short};

@@ -4,7 +4,8 @@
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use crate::protocol::{from_kombu_json, short};
+use crate::protocol::decode_kombu;
+use crate::protocol::short;
 use crate::spec::TaskSpec;
 use crate::task::TaskError;
 
@@ -73,7 +74,7 @@ pub fn decode_args<A: DeserializeOwned>(
     }
     // Python clients send dates, times and UUIDs in kombu's envelopes; the message
     // itself keeps them, so a retry republishes exactly what the client sent.
-    serde_path_to_error::deserialize(from_kombu_json(Value::Object(bound))).map_err(|error| {
+    decode_kombu(Value::Object(bound), serde_path_to_error::deserialize).map_err(|error| {
         let path = error.path().to_string();
         let argument = path.split(['.', '[']).next().unwrap_or(&path).to_owned();
         let inner = error.into_inner();
@@ -208,5 +209,41 @@ mod tests {
         assert_eq!(visit.at.to_rfc3339(), "2024-01-02T03:04:05.500+00:00");
         assert_eq!(visit.on.to_string(), "2024-01-02");
         assert_eq!(visit.by.to_string(), "12345678-1234-5678-1234-567812345678");
+    }
+
+    #[test]
+    fn python_decimals_reach_a_decimal_exactly_and_an_f64_as_the_nearest_float() {
+        static PRICED: TaskSpec = TaskSpec::new(
+            "tasks.priced",
+            &[ArgSpec::new("price", true), ArgSpec::new("weight", true)],
+        );
+        #[derive(Debug, Deserialize)]
+        struct Exact {
+            price: crate::Decimal,
+        }
+        #[derive(Debug, Deserialize)]
+        struct Mixed {
+            price: crate::Decimal,
+            weight: f64,
+        }
+        static EXACT: TaskSpec = TaskSpec::new("tasks.exact", &[ArgSpec::new("price", true)]);
+        let envelope = |text: &str| json!({"__type__": "decimal", "__value__": text});
+        let exact: Exact = decode_args(
+            &EXACT,
+            vec![envelope("12345678901234567890.12")],
+            Map::new(),
+        )
+        .unwrap();
+        assert_eq!(exact.price.to_string(), "12345678901234567890.12");
+        let mixed: Mixed = decode_args(
+            &PRICED,
+            vec![envelope("19.99"), envelope("0.25")],
+            Map::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            (mixed.price.to_string(), mixed.weight),
+            ("19.99".into(), 0.25)
+        );
     }
 }
