@@ -170,7 +170,8 @@ async fn producer_and_worker_ride_out_a_redis_restart() {
     builder
         .register::<Doubler, DoubleArgs>(&DOUBLE)
         .queues([queue.clone()])
-        .concurrency(4);
+        .concurrency(4)
+        .metrics(true);
     let worker = builder.start().await.unwrap();
 
     const TASKS: i64 = 300;
@@ -208,5 +209,12 @@ async fn producer_and_worker_ride_out_a_redis_restart() {
         Vec::<String>::new(),
         "every task completes with its result"
     );
+    let metrics = worker.metrics().unwrap().render();
+    let reconnects: u64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(r#"celerity_reconnects_total{transport="redis"} "#))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no Redis reconnect count in:\n{metrics}"));
+    assert!(reconnects >= 1, "the restart shows in the metrics: {reconnects}");
     worker.shutdown().await;
 }
