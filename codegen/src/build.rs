@@ -4,7 +4,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::checked::Schema;
 use crate::diagnostic::Diagnostics;
+use crate::model::Model;
 use crate::report::Reporter;
 use crate::{lower, parse, render, validate};
 
@@ -267,26 +269,71 @@ fn write_if_changed(path: &Path, content: &str) -> Result<bool, Error> {
 /// Generates Rust source from the text of a schema. `file` names the schema in
 /// diagnostics and in the generated header.
 pub fn generate_str(source: &str, file: &str) -> Result<String, Error> {
-    let name = Path::new(file)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| file.to_owned());
-    generate_named(source, file, &name).map_err(|failure| match failure {
-        Failure::Schema(error) => error,
-        Failure::Render(error) => Error::Internal {
-            schema: file.to_owned(),
-            message: error.message,
-            raw: None,
-        },
-    })
+    generate_named(source, file, &file_name(file)).map_err(|failure| failure.into_error(file))
 }
 
-enum Failure {
+/// Checks the text of a schema as the build does: `Ok` when it generates, else every
+/// mistake the build would report, rustc-style, with `file` naming the schema.
+pub fn check_str(source: &str, file: &str) -> Result<(), Error> {
+    analyse(source, file, &file_name(file), |_, _, _| ())
+        .map_err(|failure| failure.into_error(file))
+}
+
+/// Generates the Python module of a schema from its text: dataclasses and enums for its
+/// types, a typed client sending each task through a Celery app, typed results and
+/// signatures, and a worker registering Python implementations of the tasks. A schema the
+/// build rejects is rejected with the same diagnostics, and with those of the names only
+/// Python sees.
+pub fn generate_python_str(source: &str, file: &str) -> Result<String, Error> {
+    let name = file_name(file);
+    let module = analyse(source, file, &name, |reporter, schema, _| {
+        crate::python::lower(reporter, &schema, &name)
+    })
+    .map_err(|failure| failure.into_error(file))?;
+    crate::python::render(&module).map_err(|error| Failure::Render(error).into_error(file))
+}
+
+/// The file name of `file`, for generated headers (no directories: output must not
+/// depend on where the project is checked out).
+fn file_name(file: &str) -> String {
+    Path::new(file)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| file.to_owned())
+}
+
+pub(crate) enum Failure {
     Schema(Error),
     Render(render::RenderError),
 }
 
+impl Failure {
+    fn into_error(self, file: &str) -> Error {
+        match self {
+            Failure::Schema(error) => error,
+            Failure::Render(error) => Error::Internal {
+                schema: file.to_owned(),
+                message: error.message,
+                raw: None,
+            },
+        }
+    }
+}
+
 fn generate_named(source: &str, display: &str, file_name: &str) -> Result<String, Failure> {
+    let model = analyse(source, display, file_name, |_, _, model| model)?;
+    render::render(&model).map_err(Failure::Render)
+}
+
+/// Parses, validates and lowers a schema, then runs `then` on the result with the same
+/// reporter, so that what it reports joins the schema's other mistakes. Every mistake
+/// found by any stage is returned together, in file order.
+pub(crate) fn analyse<T>(
+    source: &str,
+    display: &str,
+    file_name: &str,
+    then: impl FnOnce(&mut Reporter<'_>, Schema, Model) -> T,
+) -> Result<T, Failure> {
     let diagnostics = |items| {
         Failure::Schema(Error::Schema(vec![Diagnostics {
             file: display.to_owned(),
@@ -298,11 +345,12 @@ fn generate_named(source: &str, display: &str, file_name: &str) -> Result<String
     let mut reporter = Reporter::new(source);
     let schema = validate::validate(&mut reporter, &root);
     let model = lower::lower(&mut reporter, &schema, file_name);
+    let output = then(&mut reporter, schema, model);
     let items = reporter.finish();
     if !items.is_empty() {
         return Err(diagnostics(items));
     }
-    render::render(&model).map_err(Failure::Render)
+    Ok(output)
 }
 
 /// The one call a `build.rs` needs: generates code for `schema` into `$OUT_DIR/celerity`

@@ -31,13 +31,17 @@ mod lower;
 mod model;
 mod names;
 mod parse;
+mod python;
 mod render;
 mod report;
 mod schema;
 mod types;
 mod validate;
 
-pub use build::{Error, GeneratedFile, Generator, compile, compile_all, generate_str};
+pub use build::{
+    Error, GeneratedFile, Generator, check_str, compile, compile_all, generate_python_str,
+    generate_str,
+};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use locate::Position;
 pub use schema::{

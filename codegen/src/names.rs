@@ -147,6 +147,62 @@ pub(crate) fn unescapable_keyword(ident: &str) -> Option<&'static str> {
     NOT_RAW.iter().copied().find(|keyword| *keyword == stem)
 }
 
+/// Python's keywords, and the builtin types the generated Python module names in
+/// annotations: a field or method spelled like one would shadow it inside its class.
+const PYTHON_RESERVED: &[&str] = &[
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue",
+    "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import",
+    "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while",
+    "with", "yield", "self", "bool", "int", "float", "str", "bytes", "list", "dict", "object",
+];
+
+/// The names the generated Python module defines besides the schema's types: no type may
+/// take one.
+pub(crate) const PYTHON_MODULE_NAMES: &[&str] = &[
+    "TasksRegistry",
+    "TasksWorker",
+    "TaskResult",
+    "GroupResult",
+    "Sig",
+    "PartialSig",
+    "GroupSig",
+    "JsonValue",
+];
+
+/// The Python client's own methods, beside those of each task.
+pub(crate) const PYTHON_CLIENT_METHODS: &[&str] = &["options"];
+
+/// A Python identifier for a schema name, in snake case: `unit-price` → `unit_price`;
+/// keywords and the builtin types the module names get a trailing underscore (`from` →
+/// `from_`, `list` → `list_`), as PEP 8 suggests.
+pub(crate) fn python_snake_case(name: &str) -> Result<String, NameError> {
+    let words = words(name)?;
+    let joined = words
+        .iter()
+        .map(|w| w.to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join("_");
+    Ok(python_escape(joined))
+}
+
+/// An enum member's Python name: `in-progress` → `IN_PROGRESS`.
+pub(crate) fn python_constant_case(name: &str) -> Result<String, NameError> {
+    let words = words(name)?;
+    Ok(words
+        .iter()
+        .map(|w| w.to_ascii_uppercase())
+        .collect::<Vec<_>>()
+        .join("_"))
+}
+
+fn python_escape(ident: String) -> String {
+    if PYTHON_RESERVED.contains(&ident.as_str()) {
+        format!("{ident}_")
+    } else {
+        ident
+    }
+}
+
 /// A component's worker trait name: `Mailer`, `email-worker` or `email_worker` →
 /// `EmailWorker`.
 ///
@@ -187,6 +243,17 @@ mod tests {
         assert_eq!(pascal_case("HTTPError").unwrap(), "HTTPError");
         assert_eq!(pascal_case("self").unwrap(), "Self_");
         assert_eq!(shouty_snake_case("type").unwrap(), "TYPE");
+    }
+
+    #[test]
+    fn python_names_escape_keywords_and_the_builtin_types_annotations_name() {
+        assert_eq!(python_snake_case("unit-price").unwrap(), "unit_price");
+        assert_eq!(python_snake_case("from").unwrap(), "from_");
+        assert_eq!(python_snake_case("list").unwrap(), "list_");
+        assert_eq!(python_snake_case("type").unwrap(), "type");
+        assert_eq!(python_snake_case("camelCase").unwrap(), "camel_case");
+        assert_eq!(python_constant_case("in-progress").unwrap(), "IN_PROGRESS");
+        assert_eq!(python_constant_case("on hold").unwrap(), "ON_HOLD");
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! `print!`, `eprint!` and panics only (`std::io::set_output_capture`), and shows it for
 //! failed tests alone, so a skip said with `eprintln!` passes as `ok` in 0.00 s.
 //!
-//! Every test that skips, in both packages, goes through this file: `runtime/tests/support`
+//! Every test that skips, in every package, goes through this file: `runtime/tests/support`
 //! declares it, the reference application's `tests/support` includes it by path (its
-//! interop suites reach it through `tests/support` too), and the measuring examples
+//! interop suites reach it through `tests/support` too), the generator's Python tests
+//! (`codegen/tests/python.rs`) find mypy and ruff with it, and the measuring examples
 //! (`examples/support`) find Python Celery with it. It is included, not a crate of its
 //! own, because a skip names the test binary it runs in (`CARGO_CRATE_NAME`, expanded in
 //! the including crate). It uses `std` alone, so any test binary can include it whatever
@@ -146,11 +147,31 @@ pub fn python_with_celery() -> Option<PathBuf> {
 /// A Python that imports Celery and its Redis client (`CELERITY_PYTHON`, else the
 /// workspace's `.venv/bin/python`), or why there is none and how to make one.
 pub fn find_celery_python() -> Result<PathBuf, String> {
+    find_python("celery, redis", "Python Celery", "'celery[redis]>=5.3,<6'")
+}
+
+/// A Python with Celery that also runs mypy and ruff, for the tests of the generated
+/// Python module (`CELERITY_PYTHON`, else the workspace's `.venv/bin/python`), or `None`
+/// after skipping.
+pub fn python_with_type_checkers() -> Option<PathBuf> {
+    match find_python(
+        "celery, redis, mypy, ruff",
+        "Python Celery with mypy and ruff",
+        "'celery[redis]>=5.3,<6' mypy ruff",
+    ) {
+        Ok(interpreter) => Some(interpreter),
+        Err(why) => skip(why),
+    }
+}
+
+/// `CELERITY_PYTHON`, else the workspace's `.venv/bin/python`, when it imports `modules`;
+/// else why not (`what` is not importable) and how to make one (`packages` to install).
+fn find_python(modules: &str, what: &str, packages: &str) -> Result<PathBuf, String> {
     let chosen = std::env::var_os("CELERITY_PYTHON").map(PathBuf::from);
     let venv = chosen.is_none();
     let interpreter = chosen.unwrap_or_else(|| workspace().join(".venv/bin/python"));
     let imports = Command::new(&interpreter)
-        .args(["-c", "import celery, redis"])
+        .args(["-c", &format!("import {modules}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -159,13 +180,15 @@ pub fn find_celery_python() -> Result<PathBuf, String> {
         return Ok(interpreter);
     }
     let how = if venv {
-        "set CELERITY_PYTHON, or make the default with \
-         `python3 -m venv .venv && .venv/bin/pip install 'celery[redis]>=5.3,<6'`"
+        format!(
+            "set CELERITY_PYTHON, or make the default with \
+             `python3 -m venv .venv && .venv/bin/pip install {packages}`"
+        )
     } else {
-        "CELERITY_PYTHON"
+        "CELERITY_PYTHON".to_owned()
     };
     Err(format!(
-        "Python Celery is not importable from {} ({how})",
+        "{what} is not importable from {} ({how})",
         interpreter.display()
     ))
 }
