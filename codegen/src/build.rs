@@ -293,6 +293,17 @@ pub fn generate_python_str(source: &str, file: &str) -> Result<String, Error> {
     crate::python::render(&module).map_err(|error| Failure::Render(error).into_error(file))
 }
 
+/// The JSON Schema of a schema's tasks, from its text: each named type, and each task's
+/// arguments (by position and by name) and result as they travel. A schema the build
+/// rejects is rejected with the same diagnostics.
+pub fn tasks_json_schema_str(source: &str, file: &str) -> Result<String, Error> {
+    let name = file_name(file);
+    analyse(source, file, &name, |_, schema, _| {
+        crate::wire_schema::tasks_json_schema(&schema, &name)
+    })
+    .map_err(|failure| failure.into_error(file))
+}
+
 /// The file name of `file`, for generated headers (no directories: output must not
 /// depend on where the project is checked out).
 fn file_name(file: &str) -> String {

@@ -37,10 +37,11 @@ mod report;
 mod schema;
 mod types;
 mod validate;
+mod wire_schema;
 
 pub use build::{
     Error, GeneratedFile, Generator, check_str, compile, compile_all, generate_python_str,
-    generate_str,
+    generate_str, tasks_json_schema_str,
 };
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use locate::Position;

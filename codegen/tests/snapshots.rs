@@ -224,3 +224,19 @@ fn the_json_schema_describes_every_key_of_the_reference_schema() {
         serde_json::json!(false)
     );
 }
+
+#[test]
+fn the_json_schema_of_the_reference_schemas_tasks() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/tasks.yaml");
+    let source = std::fs::read_to_string(&path).expect("a readable schema");
+    let schema = celerity_codegen::tasks_json_schema_str(&source, "schemas/tasks.yaml")
+        .expect("the reference schema is sound");
+    let value: serde_json::Value = serde_json::from_str(&schema).expect("valid JSON");
+    let defs = value["$defs"].as_object().expect("definitions");
+    assert!(defs.contains_key("tasks.send_email.args"));
+    assert_eq!(
+        defs["tasks.send_email.args"]["prefixItems"][0]["$ref"],
+        "#/$defs/EmailAddress"
+    );
+    insta::assert_snapshot!("tasks_json_schema__shop", schema);
+}
