@@ -52,30 +52,85 @@ impl Diagnostic {
 
     /// Renders the diagnostic against the file it came from.
     pub fn render(&self, file: &str, source: &str) -> String {
-        let mut out = String::new();
-        let Position { line, column } = self.position;
-        let number = line.to_string();
-        let gutter = " ".repeat(number.len());
-        out.push_str(&format!("error: {}\n", self.message));
-        out.push_str(&format!("{gutter}--> {file}:{line}:{column}\n"));
-        if let Some(text) = source.lines().nth(line.saturating_sub(1)) {
-            let width = token_width(text, column);
-            out.push_str(&format!("{gutter} |\n"));
-            out.push_str(&format!("{number} | {text}\n"));
-            let pad: String = text
-                .chars()
-                .take(column.saturating_sub(1))
-                .map(|c| if c == '\t' { '\t' } else { ' ' })
-                .collect();
-            out.push_str(&format!("{gutter} | {pad}{}\n", "^".repeat(width)));
+        Report {
+            headline: format!("error: {}", self.message),
+            primary: Snippet {
+                file,
+                source,
+                position: self.position,
+            },
+            path: &self.path,
+            secondary: None,
+            help: self.help.as_deref(),
         }
+        .render()
+    }
+}
+
+/// A place in a file, for a report to quote.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Snippet<'a> {
+    /// The file as reports name it.
+    pub file: &'a str,
+    /// Its text.
+    pub source: &'a str,
+    pub position: Position,
+}
+
+/// A rustc-style report: a headline, the place it is about (`-->`) with its key path,
+/// optionally a second place in another file (`:::`), and a hint.
+pub(crate) struct Report<'a> {
+    /// `error: …`, `warning[RULE]: …`.
+    pub headline: String,
+    pub primary: Snippet<'a>,
+    /// The key path of the primary place; empty for none.
+    pub path: &'a str,
+    pub secondary: Option<Snippet<'a>>,
+    pub help: Option<&'a str>,
+}
+
+impl Report<'_> {
+    pub(crate) fn render(&self) -> String {
+        let width = [Some(self.primary), self.secondary]
+            .iter()
+            .flatten()
+            .map(|snippet| snippet.position.line.to_string().len())
+            .max()
+            .unwrap_or(1);
+        let gutter = " ".repeat(width);
+        let mut out = format!("{}\n", self.headline);
+        quote(&mut out, &gutter, "-->", &self.primary);
         if !self.path.is_empty() {
             out.push_str(&format!("{gutter} = note: at {}\n", self.path));
         }
-        if let Some(help) = &self.help {
+        if let Some(secondary) = &self.secondary {
+            quote(&mut out, &gutter, ":::", secondary);
+        }
+        if let Some(help) = self.help {
             out.push_str(&format!("{gutter} = help: {help}\n"));
         }
         out
+    }
+}
+
+/// `--> file:line:column`, then the line with a caret under the token at the position.
+fn quote(out: &mut String, gutter: &str, arrow: &str, snippet: &Snippet<'_>) {
+    let Position { line, column } = snippet.position;
+    out.push_str(&format!(
+        "{gutter}{arrow} {}:{line}:{column}\n",
+        snippet.file
+    ));
+    if let Some(text) = snippet.source.lines().nth(line.saturating_sub(1)) {
+        let width = token_width(text, column);
+        let number = format!("{line:>width$}", width = gutter.len());
+        out.push_str(&format!("{gutter} |\n"));
+        out.push_str(&format!("{number} | {text}\n"));
+        let pad: String = text
+            .chars()
+            .take(column.saturating_sub(1))
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        out.push_str(&format!("{gutter} | {pad}{}\n", "^".repeat(width)));
     }
 }
 

@@ -23,6 +23,7 @@
 
 #![deny(missing_docs, unreachable_pub)]
 
+mod breaking;
 mod build;
 mod checked;
 mod diagnostic;
@@ -39,6 +40,7 @@ mod types;
 mod validate;
 mod wire_schema;
 
+pub use breaking::{Change, Changes, Severity, breaking_changes};
 pub use build::{
     Error, GeneratedFile, Generator, check_str, compile, compile_all, generate_python_str,
     generate_str, tasks_json_schema_str,

@@ -101,6 +101,11 @@ impl Locations {
         self.lookup(path, false)
     }
 
+    /// Position of the value at exactly `path`, when the document has one there.
+    pub(crate) fn exact_value(&self, path: &[Segment]) -> Option<Position> {
+        self.values.get(path).copied()
+    }
+
     fn lookup(&self, path: &[Segment], key_first: bool) -> Position {
         let mut path = path.to_vec();
         loop {
