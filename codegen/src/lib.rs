@@ -20,6 +20,20 @@
 //! A mistake in the schema fails the build with every problem listed rustc-style: file
 //! (relative to the workspace root), line, column, key path and, where it can, the fix.
 //! With several schema files, [`compile_all`] reports the mistakes of all of them at once.
+//!
+//! The schema is also a contract beyond the Rust build. [`generate_python_str`] writes a
+//! typed Python module for services written with Celery; [`breaking_changes`] compares two
+//! versions of a schema for changes that break senders or workers still on the old one;
+//! [`tasks_json_schema_str`] and [`json_schema`] describe the tasks and the language in
+//! JSON Schema. The `celerity-codegen` command line (`cargo install --path codegen`) runs
+//! each of them, and [`check_str`] as the build checks:
+//!
+//! ```text
+//! celerity-codegen check schemas/tasks.yaml
+//! celerity-codegen python schemas/tasks.yaml -o shop_tasks.py
+//! celerity-codegen breaking --against origin/main schemas/tasks.yaml
+//! celerity-codegen json-schema --tasks schemas/tasks.yaml -o tasks.schema.json
+//! ```
 
 #![deny(missing_docs, unreachable_pub)]
 
