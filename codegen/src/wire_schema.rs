@@ -119,6 +119,15 @@ fn scalar_schema(scalar: Scalar) -> Value {
         Scalar::U32 => json!({"type": "integer", "minimum": 0, "maximum": u32::MAX}),
         Scalar::U64 => json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
         Scalar::F64 => json!({"type": "number"}),
+        // kombu's envelope, as the runtime writes it (`celerity::Decimal`).
+        Scalar::Decimal => json!({
+            "type": "object",
+            "properties": {
+                "__type__": {"const": "decimal"},
+                "__value__": {"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?$"},
+            },
+            "required": ["__type__", "__value__"],
+        }),
         Scalar::String => json!({"type": "string"}),
         Scalar::Bytes => json!({"type": "string", "contentEncoding": "base64"}),
         Scalar::Uuid => json!({"type": "string", "format": "uuid"}),

@@ -37,6 +37,11 @@ fn python_scalar(scalar: Scalar) -> PyScalar {
         Scalar::Bool => row("bool", "_bool_value", None),
         Scalar::I32 | Scalar::I64 | Scalar::U32 | Scalar::U64 => row("int", "_int_value", None),
         Scalar::F64 => row("float", "_float_value", None),
+        Scalar::Decimal => row(
+            "_decimal.Decimal",
+            "_decimal_value",
+            Some("_decimal.Decimal"),
+        ),
         Scalar::String => row("str", "_str_value", None),
         Scalar::Bytes => row("bytes", "_bytes_value", Some("_base64.b64decode")),
         Scalar::Uuid => row("_uuid.UUID", "_uuid_value", Some("_uuid.UUID")),
@@ -404,6 +409,11 @@ fn scalar_literal(value: &Value, scalar: Scalar) -> (String, bool) {
         (Some(constructor), Value::String(text)) => {
             (format!("{constructor}({})", python_str(text)), true)
         }
+        // A decimal written as a YAML number: its digits, not the float's binary value.
+        (Some(constructor), Value::Number(n)) => (
+            format!("{constructor}({})", python_str(&n.to_string())),
+            true,
+        ),
         (_, Value::Number(n)) if scalar == Scalar::F64 => {
             let float = n.as_f64().unwrap_or_default();
             (format!("{float:?}"), false)
