@@ -215,6 +215,9 @@ async fn producer_and_worker_ride_out_a_redis_restart() {
         .find_map(|line| line.strip_prefix(r#"celerity_reconnects_total{transport="redis"} "#))
         .and_then(|count| count.parse().ok())
         .unwrap_or_else(|| panic!("no Redis reconnect count in:\n{metrics}"));
-    assert!(reconnects >= 1, "the restart shows in the metrics: {reconnects}");
+    assert!(
+        reconnects >= 1,
+        "the restart shows in the metrics: {reconnects}"
+    );
     worker.shutdown().await;
 }
