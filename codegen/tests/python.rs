@@ -88,19 +88,24 @@ fn names_only_python_reserves_are_reported_where_they_are_written() {
     assert!(celerity_codegen::check_str(source, "names.yaml").is_ok());
 }
 
-/// A directory holding every generated module, and the user scripts of `tests/python`.
+/// A directory holding every generated module, and the services written with the shop's.
 fn modules() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("a temporary directory");
     for (module, path) in schemas() {
         std::fs::write(dir.path().join(format!("{module}.py")), generate(&path))
             .expect("a writable temporary directory");
     }
-    for script in ["uses_shop.py", "misuses_shop.py"] {
-        std::fs::copy(
-            manifest_dir().join("tests/python").join(script),
-            dir.path().join(script),
-        )
-        .expect("a copied script");
+    // The reference application's Python worker and client, which its contract tests
+    // run against Celerity, are services written with the module too.
+    for script in [
+        "tests/python/uses_shop.py",
+        "tests/python/misuses_shop.py",
+        "../tests/python/shop_worker.py",
+        "../tests/python/shop_client.py",
+    ] {
+        let from = manifest_dir().join(script);
+        let name = from.file_name().expect("a file name");
+        std::fs::copy(&from, dir.path().join(name)).expect("a copied script");
     }
     dir
 }
@@ -176,9 +181,17 @@ fn mypy_accepts_a_service_using_the_module_and_refuses_wrong_types() {
     let good = python(
         &interpreter,
         dir.path(),
-        &["-m", "mypy", "--strict", "uses_shop.py", "shop_tasks.py"],
+        &[
+            "-m",
+            "mypy",
+            "--strict",
+            "uses_shop.py",
+            "shop_worker.py",
+            "shop_client.py",
+            "shop_tasks.py",
+        ],
     );
-    assert!(good.status.success(), "uses_shop.py:\n{}", text(&good));
+    assert!(good.status.success(), "mypy --strict:\n{}", text(&good));
 
     let bad = python(
         &interpreter,

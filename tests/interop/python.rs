@@ -55,18 +55,25 @@ impl Python {
 
     /// Starts a Python Celery worker consuming `queue`, and waits until it is ready.
     pub async fn worker(&self, transport: &Transport, queue: &str) -> PythonWorker {
+        self.worker_of("interop_app", None, transport, queue).await
+    }
+
+    /// Starts a Python Celery worker of the app module `app` of `tests/python` consuming
+    /// `queue`, with the modules of `modules` importable too, and waits until it is ready.
+    pub async fn worker_of(
+        &self,
+        app: &str,
+        modules: Option<&Path>,
+        transport: &Transport,
+        queue: &str,
+    ) -> PythonWorker {
         let node = format!("py-{}@%h", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let mut command = self.command(transport, queue);
+        if let Some(modules) = modules {
+            command.env("PYTHONPATH", modules);
+        }
         command
-            .args([
-                "-m",
-                "celery",
-                "-A",
-                "interop_app",
-                "worker",
-                "--pool",
-                "threads",
-            ])
+            .args(["-m", "celery", "-A", app, "worker", "--pool", "threads"])
             .args([
                 "--concurrency",
                 "4",
@@ -139,6 +146,22 @@ impl Python {
         serde_json::from_str(&output).unwrap_or_else(|e| {
             panic!("control.py printed something that is not JSON ({e}):\n{output}")
         })
+    }
+
+    /// Runs the script `script` of `tests/python`, with the modules of `modules`
+    /// importable, and returns its standard output; panics with its output if it fails.
+    pub async fn script(
+        &self,
+        script: &str,
+        modules: &Path,
+        transport: &Transport,
+        queue: &str,
+    ) -> String {
+        let mut command = self.command(transport, queue);
+        command.env("PYTHONPATH", modules).arg(script);
+        tokio::task::spawn_blocking(move || run(command, ""))
+            .await
+            .expect("the script's thread")
     }
 
     /// Runs Celery's command line (`celery -A interop_app <args>`) and returns its
