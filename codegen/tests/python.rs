@@ -100,6 +100,7 @@ fn modules() -> tempfile::TempDir {
     for script in [
         "tests/python/uses_shop.py",
         "tests/python/misuses_shop.py",
+        "tests/python/wire_forms.py",
         "../tests/python/shop_worker.py",
         "../tests/python/shop_client.py",
     ] {
@@ -212,4 +213,15 @@ fn mypy_accepts_a_service_using_the_module_and_refuses_wrong_types() {
         );
     }
     assert!(report.contains("Found 4 errors in 1 file"), "{report}");
+}
+
+#[test]
+fn the_module_reads_every_scalar_as_either_side_writes_it() {
+    let Some(interpreter) = skip::python_with_type_checkers() else {
+        return;
+    };
+    let dir = modules();
+    let output = python(&interpreter, dir.path(), &["wire_forms.py"]);
+    assert!(output.status.success(), "wire_forms.py:\n{}", text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "ok\n");
 }
