@@ -700,7 +700,7 @@ fn send_doc(task: &Task, params: &[PyParam]) -> Vec<String> {
                 .and_then(|value| serde_json::to_string(value).ok())
                 .unwrap_or_default();
             let sep = if text.is_empty() { "" } else { " " };
-            text.push_str(&format!("{sep}(default: `{default}`)"));
+            text.push_str(&format!("{sep}Defaults to `{default}`."));
         }
         if !text.is_empty() {
             args.push(format!("    {}: {text}", param.name));
