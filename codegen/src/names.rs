@@ -104,13 +104,18 @@ fn escape_keyword(ident: String) -> String {
 
 /// `send-email`, `sendEmail`, `send_email` → `send_email`; `type` → `r#type`.
 pub(crate) fn snake_case(name: &str) -> Result<String, NameError> {
+    lower_words(name).map(escape_keyword)
+}
+
+/// The words of `name` in lower case, joined by `_`: a snake-case name before keywords
+/// are escaped, which Rust and Python do differently.
+fn lower_words(name: &str) -> Result<String, NameError> {
     let words = words(name)?;
-    let joined = words
+    Ok(words
         .iter()
         .map(|w| w.to_ascii_lowercase())
         .collect::<Vec<_>>()
-        .join("_");
-    Ok(escape_keyword(joined))
+        .join("_"))
 }
 
 /// `email_result`, `email-result`, `EmailResult` → `EmailResult`.
@@ -176,13 +181,7 @@ pub(crate) const PYTHON_CLIENT_METHODS: &[&str] = &["options"];
 /// keywords and the builtin types the module names get a trailing underscore (`from` →
 /// `from_`, `list` → `list_`), as PEP 8 suggests.
 pub(crate) fn python_snake_case(name: &str) -> Result<String, NameError> {
-    let words = words(name)?;
-    let joined = words
-        .iter()
-        .map(|w| w.to_ascii_lowercase())
-        .collect::<Vec<_>>()
-        .join("_");
-    Ok(python_escape(joined))
+    lower_words(name).map(python_escape)
 }
 
 /// An enum member's Python name: `in-progress` → `IN_PROGRESS`.
