@@ -152,6 +152,10 @@ async fn decode(
     };
     let Some(registered) = shared.table.get(message.task()).cloned() else {
         log::unregistered(message.task(), message.id(), queue);
+        shared.observe(Lifecycle::Unregistered {
+            id: message.id(),
+            name: message.task(),
+        });
         // Celery records NotRegistered so a waiting client fails instead of hanging.
         let name = short(message.task());
         let exception = ExceptionInfo::new("NotRegistered", CELERY_EXCEPTIONS, name);
@@ -317,7 +321,6 @@ async fn execute(
             log::discarded(spec.name, &id, reason);
             revoked(
                 &shared,
-                spec.name,
                 &message,
                 &request,
                 reason,
@@ -401,7 +404,6 @@ async fn execute(
                 log::terminated(spec.name, &id, elapsed);
                 revoked(
                     &shared,
-                    spec.name,
                     &message,
                     &request,
                     "terminated",
@@ -439,7 +441,6 @@ async fn execute(
                 log::succeeded(spec.name, &id, elapsed, &value);
                 shared.observe(Lifecycle::Succeeded {
                     id: &id,
-                    name: spec.name,
                     runtime: elapsed,
                     result: &value,
                 });
@@ -463,7 +464,7 @@ async fn execute(
                         id: &id,
                         name: spec.name,
                         exception: &exception,
-                        traceback: None,
+                        traceback: retry_traceback(&error),
                     });
                     retry(&shared, &raw, &message, &request, &queue, &error, countdown).await;
                 }
@@ -473,10 +474,8 @@ async fn execute(
                     log::failed(spec.name, &id, elapsed, &exception);
                     shared.observe(Lifecycle::Failed {
                         id: &id,
-                        name: spec.name,
-                        runtime: elapsed,
                         exception: &exception,
-                        traceback: Some(&traceback),
+                        traceback: &traceback,
                     });
                     if !ignore_result {
                         stored = store_result(
@@ -517,7 +516,15 @@ async fn execute(
             // `reject_on_worker_lost`: the task runs again, which a late-acked task must
             // allow (at least once). Only after the backend's whole retry window, so a
             // backend that stays down does not make it run in a tight loop.
-            let how = if stored { Settle::Ack } else { Settle::Requeue };
+            let how = if stored {
+                Settle::Ack
+            } else {
+                shared.observe(Lifecycle::Rejected {
+                    id: &id,
+                    requeue: true,
+                });
+                Settle::Requeue
+            };
             settle(acker, how).await;
         }
     }
@@ -531,14 +538,13 @@ async fn execute(
 /// (`Backend.mark_as_revoked`).
 async fn revoked(
     shared: &Shared,
-    name: &'static str,
     message: &TaskMessage,
     request: &RequestMeta,
     reason: &str,
     ignore_result: bool,
 ) {
     let id = message.id();
-    shared.observe(Lifecycle::Revoked { id, name, reason });
+    shared.observe(Lifecycle::Revoked { id, reason });
     tracing::Span::current().record("outcome", "revoked");
     let exception = ExceptionInfo::new("TaskRevokedError", CELERY_EXCEPTIONS, reason);
     if !ignore_result {
@@ -681,6 +687,18 @@ async fn retry(
             .with_request(request),
     )
     .await;
+}
+
+/// Where a retried task's cause happened, else where the retry was asked for.
+fn retry_traceback(error: &TaskError) -> &Traceback {
+    match &*error.kind {
+        TaskErrorKind::Retry {
+            cause: Some((_, traceback)),
+            ..
+        }
+        | TaskErrorKind::Retry { traceback, .. }
+        | TaskErrorKind::Failure { traceback, .. } => traceback,
+    }
 }
 
 /// What a retried task's RETRY state records: its cause, else Celery's `Retry`.

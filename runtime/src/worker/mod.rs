@@ -36,6 +36,7 @@ use refuse::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::client::Client;
 use crate::container::{Component, ContainerBuilder, Singleton};
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::{EventDispatcher, WORKER_HEARTBEAT, WORKER_OFFLINE, WORKER_ONLINE};
 use crate::spec::TaskSpec;
 use dispatch::TaskTable;
 use shared::Shared;
@@ -65,6 +66,7 @@ pub struct WorkerBuilder {
     max_message_size: usize,
     max_held_eta: usize,
     result_extended: bool,
+    task_events: bool,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -92,6 +94,7 @@ impl WorkerBuilder {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_held_eta: DEFAULT_MAX_HELD_ETA,
             result_extended: false,
+            task_events: false,
         }
     }
 
@@ -194,6 +197,18 @@ impl WorkerBuilder {
         self
     }
 
+    /// Whether the worker sends task events (`task-received`, `task-started`,
+    /// `task-succeeded`, …) for monitors such as Flower and `celery events`: Celery's `-E`
+    /// and `worker_send_task_events`, off by default as in Celery. Worker events
+    /// (`worker-online`, a `worker-heartbeat` every two seconds, `worker-offline`) are sent
+    /// either way. Remote control turns task events on and off while the worker runs
+    /// (Celery's `enable_events` and `disable_events`, which Flower sends), as does
+    /// [`Worker::set_task_events`]. See [`events`](crate::events).
+    pub fn task_events(&mut self, enabled: bool) -> &mut Self {
+        self.task_events = enabled;
+        self
+    }
+
     /// What the worker will do once started: its name, limits, queues and tasks.
     pub fn settings(&self) -> WorkerSettings {
         let mut tasks: Vec<_> = self.table.specs().collect();
@@ -208,6 +223,7 @@ impl WorkerBuilder {
             max_message_size: self.max_message_size,
             max_held_eta: self.max_held_eta,
             result_extended: self.result_extended,
+            task_events: self.task_events,
         }
     }
 
@@ -274,6 +290,15 @@ impl WorkerBuilder {
         let listener =
             control.map(|control| tokio::spawn(execute::listen(shared.clone(), control)));
         let mailbox = mailbox.map(|mailbox| tokio::spawn(control::answer(shared.clone(), mailbox)));
+        let publisher = tokio::spawn(crate::events::publish(
+            shared.events.outbox().clone(),
+            shared.client.broker().clone(),
+        ));
+        shared.announce(WORKER_ONLINE);
+        let heart = tokio::spawn({
+            let shared = shared.clone();
+            async move { crate::events::heartbeats(|| shared.announce(WORKER_HEARTBEAT)).await }
+        });
         tracing::info!(queues = ?queues, concurrency, prefetch, "{} ready.", shared.hostname);
         let timer = tokio::spawn({
             let shared = shared.clone();
@@ -299,6 +324,8 @@ impl WorkerBuilder {
             timer,
             listener,
             mailbox,
+            heart,
+            publisher,
             shared,
             queues,
             consuming,
@@ -318,6 +345,7 @@ impl WorkerBuilder {
         tokio::sync::mpsc::UnboundedReceiver<queues::QueueChange>,
     ) {
         let (consumed, queue_changes) = queues::ConsumedQueues::new(queues);
+        let events = EventDispatcher::new(&self.hostname, self.task_events);
         let shared = Shared {
             client: self.client,
             table: self.table,
@@ -335,6 +363,7 @@ impl WorkerBuilder {
             state: Default::default(),
             started: std::time::Instant::now(),
             shutdown_requested: watch::channel(false).0,
+            events,
         };
         (Arc::new(shared), queue_changes)
     }
@@ -380,6 +409,8 @@ pub struct WorkerSettings {
     pub max_held_eta: usize,
     /// Whether results record the task's name, arguments, worker, retries and queue.
     pub result_extended: bool,
+    /// Whether the worker sends task events at start.
+    pub task_events: bool,
 }
 
 /// A running worker.
@@ -392,6 +423,10 @@ pub struct Worker {
     listener: Option<JoinHandle<()>>,
     /// Answers Celery's remote-control commands, where the broker has a mailbox.
     mailbox: Option<JoinHandle<()>>,
+    /// Sends the worker's heartbeats.
+    heart: JoinHandle<()>,
+    /// Publishes the worker's events.
+    publisher: JoinHandle<()>,
     shared: Arc<Shared>,
     queues: Vec<String>,
     consuming: watch::Receiver<bool>,
@@ -444,6 +479,17 @@ impl Worker {
         &self.shared.hostname
     }
 
+    /// Turns task events on or off while the worker runs, as Celery's `enable_events` and
+    /// `disable_events` commands do (see [`WorkerBuilder::task_events`]).
+    pub fn set_task_events(&self, enabled: bool) {
+        self.shared.events.set_task_events(enabled);
+    }
+
+    /// Whether the worker sends task events now.
+    pub fn task_events(&self) -> bool {
+        self.shared.events.task_events()
+    }
+
     /// A handle telling whether this worker is consuming, for health checks.
     pub fn status(&self) -> WorkerStatus {
         WorkerStatus {
@@ -472,6 +518,18 @@ impl Worker {
             }
         }
         pool.prefetch.close();
+        // Heartbeats until every task is done: the worker is alive while it drains.
+        self.heart.abort();
+        self.shared.announce(WORKER_OFFLINE);
+        self.shared.events.outbox().close();
+        let mut publisher = self.publisher;
+        if tokio::time::timeout(EVENTS_FLUSH_TIMEOUT, &mut publisher)
+            .await
+            .is_err()
+        {
+            publisher.abort();
+            tracing::warn!(timeout = ?EVENTS_FLUSH_TIMEOUT, "stopped without publishing every monitoring event");
+        }
         // Closed only now, so running tasks could still acknowledge on its channel: an
         // AMQP channel closed earlier would have requeued them and they would run twice.
         drop(consumer);
@@ -525,6 +583,10 @@ impl Worker {
         }
     }
 }
+
+/// How long a stopping worker waits for its last events (`worker-offline` among them) to
+/// reach the broker.
+const EVENTS_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Celery's default node name.
 pub(crate) const DEFAULT_HOSTNAME: &str = "celery@%h";

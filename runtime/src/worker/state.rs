@@ -138,9 +138,11 @@ impl WorkerState {
             Lifecycle::Succeeded { id, .. }
             | Lifecycle::Failed { id, .. }
             | Lifecycle::Retried { id, .. }
-            | Lifecycle::Revoked { id, .. } => {
+            | Lifecycle::Revoked { id, .. }
+            | Lifecycle::Rejected { id, .. } => {
                 tasks.held.remove(*id);
             }
+            Lifecycle::Unregistered { .. } => {}
         }
     }
 
@@ -166,25 +168,21 @@ impl WorkerState {
         self.lock().held.get(id).cloned()
     }
 
-    /// How many tasks are running.
-    #[cfg_attr(not(test), expect(dead_code, reason = "read by heartbeats"))]
-    pub(crate) fn active_count(&self) -> usize {
-        self.lock()
+    /// How many tasks are running, and how many were started so far, in all: what
+    /// heartbeats report (`active`, `processed`).
+    pub(crate) fn counts(&self) -> (usize, u64) {
+        let tasks = self.lock();
+        let active = tasks
             .held
             .values()
             .filter(|h| h.phase == Phase::Active)
-            .count()
+            .count();
+        (active, tasks.total.values().sum())
     }
 
     /// Tasks started so far, per name.
     pub(crate) fn totals(&self) -> BTreeMap<String, u64> {
         self.lock().total.clone()
-    }
-
-    /// Tasks started so far, in all.
-    #[cfg_attr(not(test), expect(dead_code, reason = "read by heartbeats"))]
-    pub(crate) fn processed(&self) -> u64 {
-        self.lock().total.values().sum()
     }
 }
 
@@ -226,17 +224,15 @@ mod tests {
             id: "a",
             name: "t.add",
         });
-        assert_eq!(state.active_count(), 1);
+        assert_eq!(state.counts(), (1, 1));
         assert!(state.get("a").unwrap().time_start.is_some());
         state.record(&Lifecycle::Succeeded {
             id: "a",
-            name: "t.add",
             runtime: std::time::Duration::ZERO,
             result: &Value::Null,
         });
-        assert_eq!(state.active_count(), 0);
         assert!(state.get("a").is_none());
         assert_eq!(state.totals().get("t.add"), Some(&1));
-        assert_eq!(state.processed(), 1);
+        assert_eq!(state.counts(), (0, 1));
     }
 }
