@@ -29,3 +29,8 @@ pub(crate) use dispatcher::{EventDispatcher, WORKER_HEARTBEAT, WORKER_OFFLINE, W
 pub(crate) use event::TaskDetail;
 pub(crate) use heart::heartbeats;
 pub(crate) use outbox::publish;
+
+/// The exchange events are published to (Celery's `event_exchange` setting, default
+/// `celeryev`).
+#[cfg(feature = "redis")]
+pub(crate) const EXCHANGE: &str = "celeryev";
