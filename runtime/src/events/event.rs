@@ -226,7 +226,7 @@ impl Event {
 
     /// The event as `EventDispatcher.publish` sends it: JSON, transient, with the header
     /// `{"hostname": …}`.
-    #[cfg(feature = "redis")]
+    #[cfg(any(feature = "redis", feature = "amqp"))]
     pub(crate) fn message(&self) -> crate::protocol::RawMessage {
         use crate::protocol::{Properties, RawMessage, to_python_json};
         let mut headers = Map::new();

@@ -32,5 +32,5 @@ pub(crate) use outbox::publish;
 
 /// The exchange events are published to (Celery's `event_exchange` setting, default
 /// `celeryev`).
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "amqp"))]
 pub(crate) const EXCHANGE: &str = "celeryev";
