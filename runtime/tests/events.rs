@@ -167,7 +167,10 @@ async fn a_task_that_succeeds_is_received_started_and_succeeded_between_online_a
     assert_stamped(online);
     let fields = online.fields();
     assert_eq!(fields["freq"], 2.0);
-    assert_eq!((&fields["active"], &fields["processed"]), (&json!(0), &json!(0)));
+    assert_eq!(
+        (&fields["active"], &fields["processed"]),
+        (&json!(0), &json!(0))
+    );
     assert_eq!(fields["sw_ident"], "celerity");
     assert_eq!(fields["sw_ver"], env!("CARGO_PKG_VERSION"));
     if cfg!(target_os = "linux") {
@@ -199,7 +202,10 @@ async fn a_task_that_succeeds_is_received_started_and_succeeded_between_online_a
     assert_eq!(received["root_id"], sum.id());
     assert_eq!(received["parent_id"], Value::Null);
     assert_eq!(received["retries"], 0);
-    assert_eq!((&received["eta"], &received["expires"]), (&Value::Null, &Value::Null));
+    assert_eq!(
+        (&received["eta"], &received["expires"]),
+        (&Value::Null, &Value::Null)
+    );
     let succeeded = of("task-succeeded").fields();
     assert_eq!(succeeded["result"], "5", "the result's repr");
     let runtime = succeeded["runtime"].as_f64().unwrap();
@@ -278,7 +284,10 @@ async fn failures_retries_revokes_and_unknown_tasks_are_reported_as_celery_repor
         "{retried:?}"
     );
     let received = about("task-received");
-    assert_eq!((&received[0]["retries"], &received[1]["retries"]), (&json!(0), &json!(1)));
+    assert_eq!(
+        (&received[0]["retries"], &received[1]["retries"]),
+        (&json!(0), &json!(1))
+    );
     assert_eq!(received[1]["parent_id"], flaky.id(), "the retry's parent");
     assert!(received[1]["eta"].is_string(), "a retry has an ETA");
     assert_eq!(about("task-succeeded")[0]["result"], "1");
@@ -295,7 +304,11 @@ async fn failures_retries_revokes_and_unknown_tasks_are_reported_as_celery_repor
     );
     let revoked = seen.last().unwrap().fields();
     assert_eq!(
-        (&revoked["terminated"], &revoked["signum"], &revoked["expired"]),
+        (
+            &revoked["terminated"],
+            &revoked["signum"],
+            &revoked["expired"]
+        ),
         (&json!(false), &Value::Null, &json!(true))
     );
     assert!(seen[seen.len() - 2].get("expires").unwrap().is_string());
@@ -311,7 +324,11 @@ async fn failures_retries_revokes_and_unknown_tasks_are_reported_as_celery_repor
     assert_eq!(task_kinds(&seen, later.id()), ["task-revoked"]);
     let revoked = seen.last().unwrap().fields();
     assert_eq!(
-        (&revoked["terminated"], &revoked["signum"], &revoked["expired"]),
+        (
+            &revoked["terminated"],
+            &revoked["signum"],
+            &revoked["expired"]
+        ),
         (&json!(false), &Value::Null, &json!(false))
     );
 
@@ -366,7 +383,11 @@ async fn a_message_requeued_because_its_result_was_not_stored_is_rejected() {
     let mut events = broker.subscribe_events();
     let app = App::new(broker, FailsOnce::default());
     let worker = worker(&app, true).await;
-    let late = app.client().send_task::<Value>(&LATE, vec![]).await.unwrap();
+    let late = app
+        .client()
+        .send_task::<Value>(&LATE, vec![])
+        .await
+        .unwrap();
     assert_eq!(late.get(WAIT).await.unwrap(), "late");
     let mut seen = until(&mut events, is("task-rejected", late.id())).await;
     seen.extend(until(&mut events, is("task-succeeded", late.id())).await);
@@ -470,7 +491,11 @@ struct SlowEvents {
 }
 
 impl Broker for SlowEvents {
-    fn publish<'a>(&'a self, queue: &'a str, message: RawMessage) -> BoxFuture<'a, celerity::Result<()>> {
+    fn publish<'a>(
+        &'a self,
+        queue: &'a str,
+        message: RawMessage,
+    ) -> BoxFuture<'a, celerity::Result<()>> {
         self.inner.publish(queue, message)
     }
     fn publish_batch<'a>(

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::heart::HEARTBEAT_INTERVAL;
 use super::event::{Event, Fields, TaskDetail, WorkerFields, load_average, utcoffset};
+use super::heart::HEARTBEAT_INTERVAL;
 use super::outbox::{MAX_BYTES, MAX_EVENTS, Outbox};
 use crate::pidbox::clock_forward;
 

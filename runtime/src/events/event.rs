@@ -85,7 +85,10 @@ pub(crate) enum TaskDetail {
         traceback: Option<String>,
     },
     /// `task-retried`: the cause's repr and traceback.
-    Retried { exception: String, traceback: String },
+    Retried {
+        exception: String,
+        traceback: String,
+    },
     /// `task-revoked`: discarded (`expired` or revoked) or stopped while running
     /// (`terminated`, with the signal's number).
     Revoked {

@@ -21,4 +21,3 @@ pub(crate) async fn heartbeats(send: impl Fn()) {
         send();
     }
 }
-

@@ -155,11 +155,7 @@ impl Broker for MemoryBroker {
     }
 
     fn publish_events<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<()>> {
-        let mut subscribers = self
-            .shared
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut subscribers = self.shared.events.lock().unwrap_or_else(|p| p.into_inner());
         // A subscription dropped is forgotten at the next publish.
         subscribers.retain(|subscriber| {
             events

@@ -8,9 +8,9 @@ mod message;
 mod repr;
 mod result;
 
+pub(crate) use json::value_repr;
 pub use json::{args_repr, from_kombu_json, kwargs_repr, to_python_json};
 pub use message::{Embed, Headers, MessageError, Properties, RawMessage, TaskMessage};
-pub(crate) use json::value_repr;
 pub(crate) use repr::{REPR_MAXSIZE, bounded, short};
 pub use result::{ExceptionInfo, ResultMeta, TaskState, celery_time, parse_celery_time};
 pub(crate) use result::{ExtendedMeta, RequestMeta};

@@ -50,7 +50,10 @@ mod tests {
 
     #[test]
     fn events_go_to_the_channel_of_their_routing_key() {
-        assert_eq!(channel(0, "worker.heartbeat"), "/0.celeryev/worker.heartbeat");
+        assert_eq!(
+            channel(0, "worker.heartbeat"),
+            "/0.celeryev/worker.heartbeat"
+        );
         assert_eq!(channel(15, "task.succeeded"), "/15.celeryev/task.succeeded");
     }
 }

@@ -319,14 +319,7 @@ async fn execute(
         if expired || shared.is_revoked(&id) {
             let reason = if expired { "expired" } else { "revoked" };
             log::discarded(spec.name, &id, reason);
-            revoked(
-                &shared,
-                &message,
-                &request,
-                reason,
-                ignore_result,
-            )
-            .await;
+            revoked(&shared, &message, &request, reason, ignore_result).await;
             settle(acker, Settle::Ack).await;
             return;
         }
@@ -402,14 +395,7 @@ async fn execute(
                 // Celery's `Request.terminate`: REVOKED `terminated`, and the message is
                 // settled (acknowledged before the run, or now when late).
                 log::terminated(spec.name, &id, elapsed);
-                revoked(
-                    &shared,
-                    &message,
-                    &request,
-                    "terminated",
-                    ignore_result,
-                )
-                .await;
+                revoked(&shared, &message, &request, "terminated", ignore_result).await;
                 if let Some(acker) = late_acker {
                     settle(acker, Settle::Ack).await;
                 }
