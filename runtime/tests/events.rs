@@ -588,3 +588,19 @@ async fn events_the_broker_cannot_take_in_time_are_dropped_oldest_first() {
     until(&mut events, is("task-succeeded", after.id())).await;
     worker.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_dropped_without_shutdown_stops_beating() {
+    let (app, mut events) = app();
+    let worker = worker(&app, false).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    drop(worker);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut seen = Vec::new();
+    while let Some(event) = events.try_next() {
+        seen.push(event);
+    }
+    assert_eq!(kinds(&seen), "worker-online, worker-heartbeat");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(events.try_next().is_none(), "no heartbeat once dropped");
+}

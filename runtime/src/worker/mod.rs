@@ -297,7 +297,17 @@ impl WorkerBuilder {
         shared.announce(WORKER_ONLINE);
         let heart = tokio::spawn({
             let shared = shared.clone();
-            async move { crate::events::heartbeats(|| shared.announce(WORKER_HEARTBEAT)).await }
+            let mut dropped = stopped.clone();
+            async move {
+                let beating = crate::events::heartbeats(|| shared.announce(WORKER_HEARTBEAT));
+                // A worker dropped without `shutdown` stops consuming (its stop signal is
+                // gone); it stops beating too, and its last events are published.
+                let worker_dropped = async { while dropped.changed().await.is_ok() {} };
+                tokio::select! {
+                    () = beating => {}
+                    () = worker_dropped => shared.events.outbox().close(),
+                }
+            }
         });
         tracing::info!(queues = ?queues, concurrency, prefetch, "{} ready.", shared.hostname);
         let timer = tokio::spawn({
