@@ -70,8 +70,8 @@ pub trait Broker: Send + Sync + 'static {
         Box::pin(async { Ok(None) })
     }
 
-    /// Publishes monitoring `events` (Celery's `celeryev` exchange, see
-    /// [`events`](crate::events)), in order, each with its type as routing key. Events are
+    /// Publishes monitoring `events` in order to Celery's `celeryev` exchange, in the
+    /// messages a Celery worker sends them in (see [`events`](crate::events)). Events are
     /// transient and fire-and-forget: no monitor listening is not an error. The default
     /// drops them, for a transport monitors cannot reach.
     fn publish_events<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<()>> {

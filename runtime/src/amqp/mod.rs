@@ -329,13 +329,10 @@ impl Broker for AmqpBroker {
 
     /// To the durable topic exchange `celeryev`, as Celery's `EventDispatcher` publishes
     /// (`celery/events/event.py`: `Exchange('celeryev', type='topic')`), pipelined like a
-    /// batch of tasks; monitors bind their queues with `#` or the types they want.
+    /// batch of tasks; monitors bind their queues with `#` or the routing keys they want.
     fn publish_events<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let messages: Vec<(String, RawMessage)> = events
-                .iter()
-                .map(|event| (event.routing_key(), event.message()))
-                .collect();
+            let messages = events::messages(events);
             let routed: Vec<(&str, &RawMessage)> =
                 messages.iter().map(|(key, m)| (key.as_str(), m)).collect();
             let declare = Declare::DurableExchange(events::EXCHANGE, ExchangeType::Topic);

@@ -226,26 +226,6 @@ impl Event {
                 }
             }
     }
-
-    /// The event as `EventDispatcher.publish` sends it: JSON, transient, with the header
-    /// `{"hostname": …}`.
-    #[cfg(any(feature = "redis", feature = "amqp"))]
-    pub(crate) fn message(&self) -> crate::protocol::RawMessage {
-        use crate::protocol::{Properties, RawMessage, to_python_json};
-        let mut headers = Map::new();
-        headers.insert("hostname".into(), Value::from(&*self.hostname));
-        RawMessage {
-            headers,
-            properties: Properties {
-                delivery_mode: Some(1),
-                priority: Some(0),
-                ..Properties::default()
-            },
-            content_type: "application/json".into(),
-            content_encoding: "utf-8".into(),
-            body: to_python_json(self).unwrap_or_default(),
-        }
-    }
 }
 
 impl Serialize for Event {

@@ -10,10 +10,13 @@
 //!
 //! Every event carries `hostname`, `utcoffset`, `pid`, `clock` (the process's Lamport
 //! clock, which mailbox commands and answers move too), `timestamp` and `type`. They
-//! travel as kombu sends them: on RabbitMQ to the durable topic exchange `celeryev` with
-//! the type as routing key (`task.succeeded`); on Redis, where kombu turns that exchange
-//! into pub/sub, `PUBLISH`ed on `/<db>.celeryev/<routing key>`; on the memory broker to
-//! [`MemoryBroker::subscribe_events`](crate::broker::MemoryBroker::subscribe_events).
+//! travel as a Celery worker sends them: each worker event routed by its type
+//! (`worker.heartbeat`), task events in lists on `task.multi` as Celery's prefork worker
+//! sends them; on RabbitMQ to the durable topic exchange `celeryev`; on Redis, where kombu
+//! turns that exchange into pub/sub, `PUBLISH`ed on `/<db>.celeryev/<routing key>`; on the
+//! memory broker to
+//! [`MemoryBroker::subscribe_events`](crate::broker::MemoryBroker::subscribe_events), one
+//! by one.
 //!
 //! Making an event costs the task a few copied strings: events go to a bounded outbox
 //! that one background task publishes in batches.
@@ -21,6 +24,8 @@
 mod dispatcher;
 mod event;
 mod heart;
+#[cfg(any(feature = "redis", feature = "amqp"))]
+mod message;
 mod outbox;
 
 pub use event::Event;
@@ -28,6 +33,8 @@ pub use event::Event;
 pub(crate) use dispatcher::{EventDispatcher, WORKER_HEARTBEAT, WORKER_OFFLINE, WORKER_ONLINE};
 pub(crate) use event::TaskDetail;
 pub(crate) use heart::heartbeats;
+#[cfg(any(feature = "redis", feature = "amqp"))]
+pub(crate) use message::messages;
 pub(crate) use outbox::publish;
 
 /// The exchange events are published to (Celery's `event_exchange` setting, default

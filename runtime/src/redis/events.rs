@@ -1,6 +1,6 @@
 //! Monitoring events on Redis (`kombu/transport/redis.py`). Celery makes its `celeryev`
 //! exchange a fanout one on Redis (`celery/events/event.py::get_exchange`), which kombu
-//! turns into pub/sub: each event is `PUBLISH`ed in kombu's envelope on
+//! turns into pub/sub: each message of events is `PUBLISH`ed in kombu's envelope on
 //! `<keyprefix_fanout><exchange>/<routing key>`, `/0.celeryev/worker.heartbeat` in
 //! database 0 (`Channel._get_publish_topic`, `fanout_patterns` on by default). Monitors
 //! `PSUBSCRIBE /0.celeryev/*`; an event nobody listens to is lost, as in Celery.
@@ -8,33 +8,26 @@
 use super::connection::RedisConnection;
 use super::kombu::{self, DeliveryInfo};
 use crate::error::Result;
-use crate::events::{EXCHANGE, Event};
+use crate::events::{EXCHANGE, Event, messages};
 
 /// The pub/sub channel of events routed with `routing_key` in database `db`.
 pub(crate) fn channel(db: i64, routing_key: &str) -> String {
     format!("/{db}.{EXCHANGE}/{routing_key}")
 }
 
-/// `event` in kombu's envelope, as `Channel._put_fanout` publishes it.
-fn envelope(event: &Event, routing_key: String) -> Vec<u8> {
-    let info = DeliveryInfo {
-        exchange: EXCHANGE.to_owned(),
-        routing_key,
-    };
-    kombu::wrap(&event.message(), &info, &uuid::Uuid::new_v4().to_string())
-}
-
-/// Publishes `events` in one pipeline on `connection`.
+/// Publishes `events` in one pipeline on `connection`, each message in kombu's envelope
+/// as `Channel._put_fanout` publishes it.
 pub(crate) async fn publish(connection: &RedisConnection, events: &[Event]) -> Result<()> {
     let db = connection.db();
     let mut pipeline = redis::pipe();
-    for event in events {
-        let routing_key = event.routing_key();
-        pipeline
-            .cmd("PUBLISH")
-            .arg(channel(db, &routing_key))
-            .arg(envelope(event, routing_key))
-            .ignore();
+    for (routing_key, message) in messages(events) {
+        let channel = channel(db, &routing_key);
+        let info = DeliveryInfo {
+            exchange: EXCHANGE.to_owned(),
+            routing_key,
+        };
+        let envelope = kombu::wrap(&message, &info, &uuid::Uuid::new_v4().to_string());
+        pipeline.cmd("PUBLISH").arg(channel).arg(envelope).ignore();
     }
     connection
         .run("publish monitoring events", |mut c| {
