@@ -65,6 +65,7 @@ fn measure(url: &str, count: usize) -> Result<(), Failure> {
         max_held_eta: std::env::var("CELERITY_WORKER_MAX_HELD_ETA")
             .ok()
             .and_then(|v| v.parse().ok()),
+        ..WorkerLimits::default()
     };
     let worker = WorkerProcess::spawn(url, url, &queue, limits, None)?;
     std::thread::sleep(std::time::Duration::from_secs(2));

@@ -42,6 +42,7 @@ celery@shop-1 v{version} (celerity)
 .> results:     redis://127.0.0.1:6379/0
 .> concurrency: 8 (prefetch 32)
 .> shutdown:    waits 30s
+.> task events: OFF (enable -E to monitor tasks in this worker)
 .> visibility:  unacked tasks return after 600s
 .> health:      http://127.0.0.1:9100/healthz
 .> ready file:  /tmp/celerity.ready

@@ -8,7 +8,7 @@ use celerity::App;
 use celerity::cli::{LogFormat, WorkerArgs};
 use clap::Parser;
 
-const VARIABLES: [&str; 16] = [
+const VARIABLES: [&str; 17] = [
     "CELERITY_BROKER_URL",
     "CELERITY_RESULT_BACKEND",
     "CELERITY_QUEUES",
@@ -25,6 +25,7 @@ const VARIABLES: [&str; 16] = [
     "CELERITY_WORKER_MAX_HELD_ETA",
     "CELERITY_RESULT_EXTENDED",
     "CELERITY_WORKER_METRICS",
+    "CELERITY_WORKER_SEND_TASK_EVENTS",
 ];
 
 fn parse(args: &[&str]) -> Result<WorkerArgs, clap::Error> {
@@ -61,6 +62,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert_eq!(defaults.max_held_eta, celerity::DEFAULT_MAX_HELD_ETA);
     assert!(!defaults.result_extended, "off by default, as in Celery");
     assert!(!defaults.metrics);
+    assert!(!defaults.task_events, "off by default, as in Celery");
 
     set("CELERITY_BROKER_URL", "redis://127.0.0.1:6379/0");
     set("CELERITY_RESULT_BACKEND", "redis://127.0.0.1:6379/1");
@@ -78,6 +80,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     set("CELERITY_WORKER_MAX_HELD_ETA", "1000");
     set("CELERITY_RESULT_EXTENDED", "false");
     set("CELERITY_WORKER_METRICS", "yes");
+    set("CELERITY_WORKER_SEND_TASK_EVENTS", "yes");
     let from_env = parse(&[]).unwrap();
     assert_eq!(from_env.broker_url, "redis://127.0.0.1:6379/0");
     assert_eq!(from_env.result_backend, "redis://127.0.0.1:6379/1");
@@ -104,6 +107,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert_eq!(from_env.max_held_eta, 1000);
     assert!(!from_env.result_extended);
     assert!(from_env.metrics);
+    assert!(from_env.task_events);
 
     let flags = parse(&[
         "-b",
@@ -127,6 +131,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
         "--max-held-eta",
         "20",
         "--result-extended",
+        "-E",
     ])
     .unwrap();
     assert_eq!(flags.broker_url, "amqp://guest:guest@127.0.0.1:5672//");
@@ -140,6 +145,7 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert_eq!(flags.result_retry_window, Some(Duration::from_secs(120)));
     assert_eq!(flags.max_held_eta, 20);
     assert!(flags.result_extended);
+    assert!(flags.task_events);
     // Not given as flags: still from the environment.
     assert_eq!(flags.result_backend, "redis://127.0.0.1:6379/1");
     assert_eq!(flags.prefetch_multiplier, 1);
@@ -157,6 +163,10 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert_eq!(settings.shutdown_timeout, Duration::from_millis(500));
     assert_eq!(settings.max_held_eta, 20);
     assert!(settings.result_extended);
+    assert!(settings.task_events);
+    set("CELERITY_WORKER_SEND_TASK_EVENTS", "off");
+    assert!(!parse(&[]).unwrap().task_events);
+    assert!(parse(&["--task-events"]).unwrap().task_events);
     set("CELERITY_RESULT_EXTENDED", "1");
     assert!(parse(&[]).unwrap().result_extended);
 

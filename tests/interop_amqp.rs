@@ -21,16 +21,20 @@ fn amqp_redis() -> Option<(Transport, Python)> {
     Some((Transport::amqp_redis()?, Python::find()?))
 }
 
-/// One test per case, on the transport `$transport()` finds.
+/// One test per case of `cases` (or of the module named), on the transport
+/// `$transport()` finds.
 macro_rules! interop_tests {
     ($transport:ident: $($case:ident),+) => {
+        interop_tests!($transport, cases: $($case),+);
+    };
+    ($transport:ident, $module:ident: $($case:ident),+) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let Some((transport, python)) = super::$transport() else {
                     return;
                 };
-                cases::$case(&transport, &python).await;
+                $module::$case(&transport, &python).await;
             }
         )+
     };
@@ -76,5 +80,17 @@ mod redis_backend {
         rust_builds_canvas_over_python_tasks,
         chord_split_across_python_and_celerity,
         python_restores_a_celerity_group
+    );
+}
+
+/// Celery's monitors watching Celerity workers: events travel on the broker alone, so one
+/// result backend is enough.
+mod monitoring {
+    use super::interop::events;
+
+    interop_tests!(
+        amqp_rpc,
+        events: celery_sees_celerity_events,
+        celery_sees_both_workers_of_a_mixed_fleet
     );
 }

@@ -148,3 +148,19 @@ async fn a_celerity_revoke_reaches_a_python_worker() {
     };
     cases::celerity_revoke_reaches_python(&transport, &python).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celery_sees_a_celerity_workers_events() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    interop::events::celery_sees_celerity_events(&transport, &python).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celery_sees_both_workers_of_a_mixed_fleet() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    interop::events::celery_sees_both_workers_of_a_mixed_fleet(&transport, &python).await;
+}

@@ -93,10 +93,12 @@ pub async fn bench_remote(options: &Options, broker: Broker) -> BenchResult<Figu
         let (broker_url, backend_url, queue) =
             (broker_url.clone(), backend_url.clone(), queue.clone());
         let (concurrency, prefix) = (options.concurrency, options.worker_prefix.clone());
+        let task_events = options.task_events;
         move || {
             let limits = WorkerLimits {
                 concurrency,
-                max_held_eta: None,
+                task_events,
+                ..WorkerLimits::default()
             };
             WorkerProcess::spawn(&broker_url, &backend_url, &queue, limits, prefix.as_deref())
         }
@@ -169,6 +171,7 @@ pub async fn bench_held(options: &Options) -> BenchResult<Figures> {
         let limits = WorkerLimits {
             concurrency: options.concurrency,
             max_held_eta: Some(count),
+            ..WorkerLimits::default()
         };
         move || WorkerProcess::spawn(&url, &url, &queue, limits, None)
     };
@@ -198,7 +201,7 @@ pub async fn bench_chord(options: &Options, concurrency: usize) -> BenchResult<F
         let (url, queue) = (url.clone(), queue.clone());
         let limits = WorkerLimits {
             concurrency: Some(concurrency),
-            max_held_eta: None,
+            ..WorkerLimits::default()
         };
         let prefix = options.worker_prefix.clone();
         move || WorkerProcess::spawn(&url, &url, &queue, limits, prefix.as_deref())

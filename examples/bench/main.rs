@@ -263,11 +263,12 @@ fn render(
     writeln!(
         out,
         "Measured {}{} on {}; load average {load_at_start} at the start, {} at the end. \
-         Redis {redis_version}; Celerity worker concurrency {concurrency}; {}.\n",
+         Redis {redis_version}; Celerity worker concurrency {concurrency}, task events {}; {}.\n",
         started_at.format("%Y-%m-%d %H:%M UTC"),
         report::revision().map_or_else(String::new, |r| format!(" at {r}")),
         report::machine(),
         report::load_average(),
+        if options.task_events { "on" } else { "off" },
         python.map_or("Python Celery not run".to_owned(), |p| format!(
             "Python {}, Celery {}, prefork worker with concurrency {}",
             p.python.as_deref().unwrap_or("?"),

@@ -8,6 +8,8 @@ usage: cargo run --release --example bench -- [options]
   --publish-tasks N         tasks per publish-rate loop (default 20000; a loop stops at 10 s)
   --latency-samples N       sequential round trips (default 2000)
   --concurrency N           the Celerity worker's concurrency (default: its own)
+  --task-events             the Celerity worker of the end-to-end rows sends task events
+                            (Celery's -E; off by default, as in Celery)
   --publishers N            concurrent batch senders in the end-to-end run (default 4)
   --python / --no-python    run Python Celery too (default: when a Python with Celery is found)
   --python-tasks N          end-to-end tasks for Python (default 10000)
@@ -54,6 +56,7 @@ pub struct Options {
     pub publish_tasks: usize,
     pub latency_samples: usize,
     pub concurrency: Option<usize>,
+    pub task_events: bool,
     pub publishers: usize,
     pub python: Option<bool>,
     pub python_tasks: usize,
@@ -81,6 +84,7 @@ impl Options {
             publish_tasks: 20_000,
             latency_samples: 2_000,
             concurrency: None,
+            task_events: false,
             publishers: 4,
             python: None,
             python_tasks: 10_000,
@@ -115,6 +119,7 @@ impl Options {
                 "--python-latency-samples" => {
                     options.python_latency_samples = positive(flag, value()?)?
                 }
+                "--task-events" => options.task_events = true,
                 "--python" => options.python = Some(true),
                 "--no-python" => options.python = Some(false),
                 "--no-generator" => options.generator = false,

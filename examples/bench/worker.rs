@@ -40,7 +40,7 @@ pub async fn connect(
 }
 
 /// `bench worker --broker URL --backend URL --queue NAME [--concurrency N]
-/// [--max-held-eta N]`: runs the shop's worker on one queue, prints `ready` once consuming,
+/// [--max-held-eta N] [--task-events]`: runs the shop's worker on one queue, prints `ready` once consuming,
 /// and shuts down gracefully when its standard input closes.
 pub fn main(args: &[String]) -> ExitCode {
     let value = |flag: &str| {
@@ -52,12 +52,13 @@ pub fn main(args: &[String]) -> ExitCode {
         (value("--broker"), value("--backend"), value("--queue"))
     else {
         eprintln!(
-            "usage: bench worker --broker URL --backend URL --queue NAME [--concurrency N] [--max-held-eta N]"
+            "usage: bench worker --broker URL --backend URL --queue NAME [--concurrency N] [--max-held-eta N] [--task-events]"
         );
         return ExitCode::from(2);
     };
     let concurrency = value("--concurrency").and_then(|n| n.parse::<usize>().ok());
     let max_held_eta = value("--max-held-eta").and_then(|n| n.parse::<usize>().ok());
+    let task_events = args.iter().any(|arg| arg == "--task-events");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -74,6 +75,7 @@ pub fn main(args: &[String]) -> ExitCode {
         if let Some(cap) = max_held_eta {
             builder.max_held_eta(cap);
         }
+        builder.task_events(task_events);
         let worker = builder.start().await?;
         println!("ready");
         let (closed, stdin_closed) = tokio::sync::oneshot::channel();
@@ -101,6 +103,8 @@ pub struct WorkerLimits {
     pub concurrency: Option<usize>,
     /// Tasks held for their ETA outside the prefetch window.
     pub max_held_eta: Option<usize>,
+    /// Whether it sends task events (Celery's `-E`).
+    pub task_events: bool,
 }
 
 /// A worker process started by [`WorkerProcess::spawn`].
@@ -142,6 +146,9 @@ impl WorkerProcess {
         }
         if let Some(n) = limits.max_held_eta {
             words.extend(["--max-held-eta".to_owned(), n.to_string()]);
+        }
+        if limits.task_events {
+            words.push("--task-events".to_owned());
         }
         let mut child = Command::new(&words[0])
             .args(&words[1..])

@@ -9,13 +9,14 @@ use futures::future::BoxFuture;
 #[cfg(feature = "amqp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "amqp")))]
 pub use crate::amqp::{AmqpBroker, AmqpOptions, AmqpQueue, ExchangeType};
-pub use crate::memory::MemoryBroker;
+pub use crate::memory::{MemoryBroker, MemoryEvents};
 pub use crate::pidbox::{Mailbox, MailboxCommand, ReplyTo};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use crate::redis::RedisBroker;
 
 use crate::error::Result;
+use crate::events::Event;
 use crate::protocol::RawMessage;
 
 /// A message transport.
@@ -67,6 +68,15 @@ pub trait Broker: Send + Sync + 'static {
     fn mailbox<'a>(&'a self, node: &'a str) -> BoxFuture<'a, Result<Option<Box<dyn Mailbox>>>> {
         let _ = node;
         Box::pin(async { Ok(None) })
+    }
+
+    /// Publishes monitoring `events` in order to Celery's `celeryev` exchange, in the
+    /// messages a Celery worker sends them in (see [`events`](crate::events)). Events are
+    /// transient and fire-and-forget: no monitor listening is not an error. The default
+    /// drops them, for a transport monitors cannot reach.
+    fn publish_events<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<()>> {
+        let _ = events;
+        Box::pin(async { Ok(()) })
     }
 
     /// How `queue` is declared when consumed, for `celery inspect active_queues`. The

@@ -44,6 +44,7 @@ pub mod cli;
 mod client;
 mod container;
 mod error;
+pub mod events;
 mod host;
 mod memory;
 mod pidbox;

@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses part of this
 
 pub mod cases;
+pub mod events;
 pub mod python;
 pub mod rust_worker;
 pub mod transport;

@@ -41,7 +41,7 @@ impl Python {
 
     /// A command running this interpreter in `tests/python`, configured for `transport`
     /// and `queue`.
-    fn command(&self, transport: &Transport, queue: &str) -> Command {
+    pub(super) fn command(&self, transport: &Transport, queue: &str) -> Command {
         let mut command = Command::new(&self.interpreter);
         command
             .current_dir(app_dir())
@@ -55,7 +55,21 @@ impl Python {
 
     /// Starts a Python Celery worker consuming `queue`, and waits until it is ready.
     pub async fn worker(&self, transport: &Transport, queue: &str) -> PythonWorker {
-        self.worker_of("interop_app", None, transport, queue).await
+        self.worker_with(
+            "interop_app",
+            None,
+            transport,
+            queue,
+            &["--without-heartbeat"],
+        )
+        .await
+    }
+
+    /// Starts a Python Celery worker consuming `queue` that sends heartbeats and task
+    /// events (`-E`), as a monitored worker does, and waits until it is ready.
+    pub async fn worker_sending_events(&self, transport: &Transport, queue: &str) -> PythonWorker {
+        self.worker_with("interop_app", None, transport, queue, &["-E"])
+            .await
     }
 
     /// Starts a Python Celery worker of the app module `app` of `tests/python` consuming
@@ -66,6 +80,20 @@ impl Python {
         modules: Option<&Path>,
         transport: &Transport,
         queue: &str,
+    ) -> PythonWorker {
+        self.worker_with(app, modules, transport, queue, &["--without-heartbeat"])
+            .await
+    }
+
+    /// Starts a Python Celery worker of `app` consuming `queue`, without gossip and
+    /// mingle, with `flags` besides.
+    async fn worker_with(
+        &self,
+        app: &str,
+        modules: Option<&Path>,
+        transport: &Transport,
+        queue: &str,
+        flags: &[&str],
     ) -> PythonWorker {
         let node = format!("py-{}@%h", &uuid::Uuid::new_v4().simple().to_string()[..8]);
         let mut command = self.command(transport, queue);
@@ -83,11 +111,8 @@ impl Python {
                 queue,
             ])
             .args(["--hostname", &node])
-            .args([
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-            ])
+            .args(["--without-gossip", "--without-mingle"])
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

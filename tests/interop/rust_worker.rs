@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use celerity::{App, BuildError, Component, Decimal, TaskContext, TaskError, TaskResult, Worker};
+use celerity::{
+    App, BuildError, Component, Decimal, TaskContext, TaskError, TaskResult, Worker, WorkerBuilder,
+};
 use chrono::Utc;
 use serde_json::Value;
 
@@ -177,23 +179,40 @@ pub async fn start(app: &App, queue: &str) -> Worker {
 
 /// Starts a Celerity worker named `node` running the interop tasks from `queue`.
 pub async fn start_as(app: &App, queue: &str, node: &str) -> Worker {
-    start_with(app, queue, node, false).await
+    start_with(app, queue, node, |_| {}).await
 }
 
 /// Starts a Celerity worker named `node` running the interop tasks from `queue`, its
 /// results extended as Celery's `result_extended` extends them.
 pub async fn start_extended(app: &App, queue: &str, node: &str) -> Worker {
-    start_with(app, queue, node, true).await
+    start_with(app, queue, node, |builder| {
+        builder.result_extended(true);
+    })
+    .await
 }
 
-async fn start_with(app: &App, queue: &str, node: &str, result_extended: bool) -> Worker {
+/// Starts a Celerity worker named `node` running the interop tasks from `queue`, sending
+/// task events as Celery's `-E` makes a worker send them.
+pub async fn start_with_task_events(app: &App, queue: &str, node: &str) -> Worker {
+    start_with(app, queue, node, |builder| {
+        builder.task_events(true);
+    })
+    .await
+}
+
+async fn start_with(
+    app: &App,
+    queue: &str,
+    node: &str,
+    configure: impl FnOnce(&mut WorkerBuilder),
+) -> Worker {
     let mut builder = app.worker();
     tasks::register_interop::<RustInterop>(&mut builder);
     builder
         .singleton(Tallies::default())
         .queues([queue])
         .concurrency(4)
-        .hostname(node)
-        .result_extended(result_extended);
+        .hostname(node);
+    configure(&mut builder);
     builder.start().await.expect("the Celerity worker starts")
 }

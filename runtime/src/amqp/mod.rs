@@ -44,6 +44,7 @@ pub use topology::{AmqpQueue, ExchangeType};
 use crate::backoff::Backoff;
 use crate::broker::{Broker, Consumer, Control, ControlStream};
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::{self, Event};
 use crate::protocol::RawMessage;
 use link::Link;
 use options::parse_urls;
@@ -202,6 +203,24 @@ impl AmqpBroker {
         self.shared.consuming.close().await;
     }
 
+    /// Publishes `messages` to `exchange`, each with its routing key, a chunk at a time
+    /// (sent, then its confirms awaited).
+    async fn publish_chunked(
+        &self,
+        exchange: &str,
+        declare: &Declare<'_>,
+        messages: &[(&str, &RawMessage)],
+    ) -> Result<()> {
+        for chunk in messages.chunks(BATCH_CHUNK) {
+            let encoded: Vec<(&str, BasicProperties, &[u8])> = chunk
+                .iter()
+                .map(|(key, m)| (*key, wire::basic_properties(m), m.body.as_slice()))
+                .collect();
+            self.publish_all(exchange, declare, &encoded).await?;
+        }
+        Ok(())
+    }
+
     /// Whether [`close`](Self::close) was called: lost connections are then expected.
     pub(crate) fn is_closed(&self) -> bool {
         self.shared.consuming.is_closed()
@@ -301,19 +320,24 @@ impl Broker for AmqpBroker {
         Box::pin(async move {
             let declaration = self.queue_declaration(queue);
             let (exchange, routing_key) = declaration.route();
-            let route = Route {
-                exchange,
-                routing_key,
-                declare: Declare::Queue(&declaration),
-            };
-            for chunk in messages.chunks(BATCH_CHUNK) {
-                let encoded: Vec<(BasicProperties, &[u8])> = chunk
-                    .iter()
-                    .map(|m| (wire::basic_properties(m), m.body.as_slice()))
-                    .collect();
-                self.publish_all(&route, &encoded).await?;
-            }
-            Ok(())
+            let routed: Vec<(&str, &RawMessage)> =
+                messages.iter().map(|m| (routing_key, m)).collect();
+            self.publish_chunked(exchange, &Declare::Queue(&declaration), &routed)
+                .await
+        })
+    }
+
+    /// To the durable topic exchange `celeryev`, as Celery's `EventDispatcher` publishes
+    /// (`celery/events/event.py`: `Exchange('celeryev', type='topic')`), pipelined like a
+    /// batch of tasks; monitors bind their queues with `#` or the routing keys they want.
+    fn publish_events<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let messages = events::messages(events);
+            let routed: Vec<(&str, &RawMessage)> =
+                messages.iter().map(|(key, m)| (key.as_str(), m)).collect();
+            let declare = Declare::DurableExchange(events::EXCHANGE, ExchangeType::Topic);
+            self.publish_chunked(events::EXCHANGE, &declare, &routed)
+                .await
         })
     }
 

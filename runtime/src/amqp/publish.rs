@@ -21,29 +21,6 @@ pub(crate) struct Route<'a> {
     pub declare: Declare<'a>,
 }
 
-impl Route<'_> {
-    /// Declares what the route needs, once per connection.
-    async fn declare(&self, publisher: &Publisher, max_priority: Option<u8>) -> lapin::Result<()> {
-        match self.declare {
-            Declare::Nothing => {}
-            Declare::Queue(queue) => {
-                if !publisher.has_declared(&queue.name) {
-                    queue.declare(&publisher.channel, max_priority).await?;
-                    publisher.remember(&queue.name);
-                }
-            }
-            Declare::TransientExchange(name, kind) => {
-                let key = format!("exchange {name}");
-                if !publisher.has_declared(&key) {
-                    topology::declare_exchange(&publisher.channel, name, kind, false).await?;
-                    publisher.remember(&key);
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 /// What a publish declares first.
 pub(crate) enum Declare<'a> {
     /// Nothing: the default exchange routes by queue name (results, replies).
@@ -52,6 +29,32 @@ pub(crate) enum Declare<'a> {
     Queue(&'a AmqpQueue),
     /// A non-durable exchange (the pidbox fanout).
     TransientExchange(&'a str, ExchangeType),
+    /// A durable exchange (the events' `celeryev`).
+    DurableExchange(&'a str, ExchangeType),
+}
+
+impl Declare<'_> {
+    /// Declares what a route needs, once per connection.
+    async fn declare(&self, publisher: &Publisher, max_priority: Option<u8>) -> lapin::Result<()> {
+        match *self {
+            Declare::Nothing => {}
+            Declare::Queue(queue) => {
+                if !publisher.has_declared(&queue.name) {
+                    queue.declare(&publisher.channel, max_priority).await?;
+                    publisher.remember(&queue.name);
+                }
+            }
+            Declare::TransientExchange(name, kind) | Declare::DurableExchange(name, kind) => {
+                let key = format!("exchange {name}");
+                if !publisher.has_declared(&key) {
+                    let durable = matches!(self, Declare::DurableExchange(..));
+                    topology::declare_exchange(&publisher.channel, name, kind, durable).await?;
+                    publisher.remember(&key);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The publishing channel, in confirm mode, with the queues declared on its connection
@@ -94,30 +97,34 @@ impl AmqpBroker {
         properties: BasicProperties,
         body: &[u8],
     ) -> Result<()> {
-        self.publish_all(&route, &[(properties, body)]).await
+        let message = (route.routing_key, properties, body);
+        self.publish_all(route.exchange, &route.declare, &[message])
+            .await
     }
 
-    /// Publishes `messages` in order, pipelined: all are sent, then their confirms are
-    /// awaited. After a reconnection it resumes with the first message not confirmed.
+    /// Publishes `messages` to `exchange`, each with its routing key, in order and
+    /// pipelined: all are sent, then their confirms are awaited. After a reconnection it
+    /// resumes with the first message not confirmed.
     pub(super) async fn publish_all(
         &self,
-        route: &Route<'_>,
-        messages: &[(BasicProperties, &[u8])],
+        exchange: &str,
+        declare: &Declare<'_>,
+        messages: &[(&str, BasicProperties, &[u8])],
     ) -> Result<()> {
         let max_priority = self.shared.options.max_priority;
         let confirmed = std::sync::atomic::AtomicUsize::new(0);
         let confirmed = &confirmed;
         let all_acked = self
             .retrying("publish a message", |publisher| async move {
-                route.declare(&publisher, max_priority).await?;
+                declare.declare(&publisher, max_priority).await?;
                 let start = confirmed.load(std::sync::atomic::Ordering::SeqCst);
                 let mut confirms = Vec::with_capacity(messages.len() - start);
-                for (properties, body) in &messages[start..] {
+                for (routing_key, properties, body) in &messages[start..] {
                     let confirm = publisher
                         .channel
                         .basic_publish(
-                            route.exchange,
-                            route.routing_key,
+                            exchange,
+                            routing_key,
                             BasicPublishOptions::default(),
                             body,
                             properties.clone(),

@@ -88,6 +88,15 @@ impl fmt::Display for Banner {
             s.concurrency.saturating_mul(s.prefetch_multiplier)
         )?;
         writeln!(f, ".> shutdown:    waits {}", seconds(s.shutdown_timeout))?;
+        // Celery's wording.
+        if s.task_events {
+            writeln!(f, ".> task events: ON")?;
+        } else {
+            writeln!(
+                f,
+                ".> task events: OFF (enable -E to monitor tasks in this worker)"
+            )?;
+        }
         if let Some(timeout) = self.visibility_timeout {
             writeln!(
                 f,

@@ -138,6 +138,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "CELERITY_RESULT_EXTENDED", value_parser = clap::builder::BoolishValueParser::new())]
     pub result_extended: bool,
 
+    /// Send task events (task-received, task-started, task-succeeded, …) for monitors such as Flower and `celery events`, as Celery's -E does; worker events and heartbeats are sent either way
+    // The variable reads true/false, 1/0, yes/no and on/off.
+    #[arg(short = 'E', long, env = "CELERITY_WORKER_SEND_TASK_EVENTS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub task_events: bool,
+
     /// Serve GET /healthz on this address: 200 while consuming, 503 otherwise
     #[arg(long, env = "CELERITY_HEALTH_ADDR", value_name = "HOST:PORT")]
     pub health_addr: Option<SocketAddr>,
@@ -279,7 +284,8 @@ impl WorkerArgs {
             .max_message_size(self.max_message_size)
             .max_held_eta(self.max_held_eta)
             .result_extended(self.result_extended)
-            .metrics(self.metrics);
+            .metrics(self.metrics)
+            .task_events(self.task_events);
     }
 }
 

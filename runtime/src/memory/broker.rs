@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, mpsc};
 
 use crate::broker::{Acknowledger, Broker, Consumer, Control, ControlStream, Delivery};
 use crate::error::Result;
+use crate::events::Event;
 use crate::protocol::RawMessage;
 
 /// An in-memory broker; clones share the same queues.
@@ -26,6 +27,8 @@ struct Shared {
     /// Deliveries handed out and not yet settled.
     unacked: AtomicUsize,
     control: broadcast::Sender<Control>,
+    /// The subscribers to monitoring events.
+    events: Mutex<Vec<mpsc::UnboundedSender<Event>>>,
 }
 
 impl Default for Shared {
@@ -35,6 +38,7 @@ impl Default for Shared {
             published: Notify::new(),
             unacked: AtomicUsize::new(0),
             control: broadcast::channel(1024).0,
+            events: Mutex::default(),
         }
     }
 }
@@ -63,6 +67,29 @@ impl MemoryBroker {
     /// Whether `queue` has no waiting messages.
     pub fn is_empty(&self, queue: &str) -> bool {
         self.len(queue) == 0
+    }
+
+    /// The monitoring events workers on this broker publish from now on (worker events,
+    /// and task events where enabled), in the order each worker sends them: what Celery's
+    /// `app.events.Receiver` reads on Redis or RabbitMQ, for tests. Each subscription gets
+    /// every event and keeps those it has not read yet.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let broker = celerity::broker::MemoryBroker::new();
+    /// let mut events = broker.subscribe_events();
+    /// assert!(events.try_next().is_none());
+    /// # }
+    /// ```
+    pub fn subscribe_events(&self) -> MemoryEvents {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.shared
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(sender);
+        MemoryEvents { receiver }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<Entry>>> {
@@ -125,6 +152,36 @@ impl Broker for MemoryBroker {
     fn control<'a>(&'a self) -> BoxFuture<'a, Result<Box<dyn ControlStream>>> {
         let receiver = self.shared.control.subscribe();
         Box::pin(async move { Ok(Box::new(MemoryControl { receiver }) as Box<dyn ControlStream>) })
+    }
+
+    fn publish_events<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<()>> {
+        let mut subscribers = self.shared.events.lock().unwrap_or_else(|p| p.into_inner());
+        // A subscription dropped is forgotten at the next publish.
+        subscribers.retain(|subscriber| {
+            events
+                .iter()
+                .all(|event| subscriber.send(event.clone()).is_ok())
+        });
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The monitoring events a [`MemoryBroker`] carries, as one subscription receives them
+/// ([`MemoryBroker::subscribe_events`]).
+#[derive(Debug)]
+pub struct MemoryEvents {
+    receiver: mpsc::UnboundedReceiver<Event>,
+}
+
+impl MemoryEvents {
+    /// The next event, waiting for it; `None` once the broker and all its clones are gone.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.receiver.recv().await
+    }
+
+    /// The next event if one has arrived.
+    pub fn try_next(&mut self) -> Option<Event> {
+        self.receiver.try_recv().ok()
     }
 }
 

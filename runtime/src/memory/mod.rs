@@ -5,4 +5,4 @@ mod backend;
 mod broker;
 
 pub use backend::MemoryBackend;
-pub use broker::MemoryBroker;
+pub use broker::{MemoryBroker, MemoryEvents};

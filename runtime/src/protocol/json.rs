@@ -233,6 +233,15 @@ pub fn kwargs_repr(kwargs: &Map<String, Value>) -> String {
     truncate(out)
 }
 
+/// Python's `repr` of one JSON value, `'text'`, `True`, `None`, `[1, 'a']`, truncated at
+/// 1024 characters as Celery's `saferepr` truncates a task's result in its events and logs
+/// (`celery/app/task.py`: `resultrepr_maxsize`).
+pub(crate) fn value_repr(value: &Value) -> String {
+    let mut out = String::new();
+    repr_into(value, &mut out);
+    truncate(out)
+}
+
 fn truncate(out: String) -> String {
     if out.chars().count() > 1024 {
         out.chars().take(1021).collect::<String>() + "..."

@@ -9,6 +9,7 @@ mod repr;
 mod result;
 
 pub(crate) use json::decode_kombu;
+pub(crate) use json::value_repr;
 pub use json::{args_repr, from_kombu_json, kwargs_repr, to_python_json};
 pub use message::{Embed, Headers, MessageError, Properties, RawMessage, TaskMessage};
 pub(crate) use repr::{REPR_MAXSIZE, bounded, short};

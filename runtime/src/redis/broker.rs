@@ -30,6 +30,7 @@ use super::kombu::{self, DeliveryInfo};
 use super::scripts::{FETCH_SCRIPT, REQUEUE_SCRIPT, RESTORE_SCRIPT};
 use crate::broker::{Broker, Consumer, Control};
 use crate::error::{ErrorKind, Result};
+use crate::events::Event;
 use crate::protocol::RawMessage;
 
 /// kombu's default `visibility_timeout`.
@@ -67,6 +68,9 @@ pub(super) struct Shared {
     /// The list keys acknowledgers requeue to, one of each, shared by them all: a worker
     /// holding 100,000 tasks for their ETA otherwise holds as many copies.
     pub(super) queue_keys: Arc<Mutex<HashSet<Arc<str>>>>,
+    /// The connection monitoring events go out on, opened at the first: a burst of events
+    /// then never delays a fetch or an acknowledgement.
+    pub(super) events: Arc<tokio::sync::OnceCell<RedisConnection>>,
 }
 
 impl Shared {
@@ -130,6 +134,7 @@ impl RedisBroker {
                 restore: redis::Script::new(RESTORE_SCRIPT),
                 outstanding: Default::default(),
                 queue_keys: Default::default(),
+                events: Default::default(),
             }),
             visibility_timeout,
         })
@@ -309,6 +314,17 @@ impl Broker for RedisBroker {
                 })
                 .await?;
             Ok(())
+        })
+    }
+
+    fn publish_events<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let connection = self
+                .shared
+                .events
+                .get_or_try_init(|| self.shared.connection.separate())
+                .await?;
+            super::events::publish(connection, events).await
         })
     }
 

@@ -54,13 +54,26 @@ pub(crate) struct RedisConnection {
 
 /// What every clone of a connection shares: where it may go, and where it is.
 struct Link {
-    endpoints: Endpoints,
+    /// Shared with the connections [`separate`](RedisConnection::separate) opens.
+    endpoints: Arc<Endpoints>,
     display: String,
     current: Mutex<Arc<Current>>,
     /// Held while searching for another server, with when the last search began.
     search: tokio::sync::Mutex<Option<Instant>>,
     /// How many replicas the master had when last counted, and when (Sentinel only).
     replicas: Mutex<Option<(usize, Instant)>>,
+}
+
+impl Link {
+    fn new(endpoints: Arc<Endpoints>, display: String, current: Current) -> Link {
+        Link {
+            endpoints,
+            display,
+            current: Mutex::new(Arc::new(current)),
+            search: tokio::sync::Mutex::new(Some(Instant::now())),
+            replicas: Mutex::new(None),
+        }
+    }
 }
 
 /// The server in use.
@@ -98,16 +111,43 @@ impl RedisConnection {
             manager,
             generation: 0,
         };
+        let link = Link::new(Arc::new(endpoints), display, current);
         Ok(RedisConnection {
-            link: Arc::new(Link {
-                endpoints,
-                display,
-                current: Mutex::new(Arc::new(current)),
-                search: tokio::sync::Mutex::new(Some(Instant::now())),
-                replicas: Mutex::new(None),
-            }),
+            link: Arc::new(link),
             kind,
             retry_window: DEFAULT_RETRY_WINDOW,
+        })
+    }
+
+    /// A new connection of its own to the server in use, which moves between servers as
+    /// this one does: for traffic that should neither wait behind this connection's
+    /// operations nor hold them up (monitoring events).
+    pub(crate) async fn separate(&self) -> Result<RedisConnection> {
+        let current = self.current();
+        let manager = manager_for(&current.client, &self.link.endpoints)
+            .await
+            .map_err(|e| {
+                Error::new(
+                    self.kind,
+                    format!("redis: could not connect to {}", self.link.display),
+                )
+                .with_source(e)
+            })?;
+        let current = Current {
+            endpoint: current.endpoint,
+            address: current.address.clone(),
+            client: current.client.clone(),
+            manager,
+            generation: 0,
+        };
+        let link = Link::new(
+            self.link.endpoints.clone(),
+            self.link.display.clone(),
+            current,
+        );
+        Ok(RedisConnection {
+            link: Arc::new(link),
+            ..self.clone()
         })
     }
 

@@ -8,6 +8,7 @@ mod chord;
 mod connection;
 mod consumer;
 mod endpoints;
+mod events;
 pub mod kombu;
 mod listener;
 mod mailbox;

@@ -18,6 +18,7 @@ use super::shared::Shared;
 use super::state::Phase;
 use super::stats;
 use crate::broker::{Mailbox, MailboxCommand};
+use crate::events::WORKER_HEARTBEAT;
 use crate::pidbox::{clock_forward, task_ids as ids};
 
 /// Runs the commands addressed to this worker until the mailbox closes.
@@ -44,10 +45,7 @@ pub(crate) async fn answer(shared: Arc<Shared>, mut mailbox: Box<dyn Mailbox>) {
 /// Commands of Celery's `Panel` a Celerity worker does not carry out.
 const NOT_IMPLEMENTED: &[&str] = &[
     "autoscale",
-    "disable_events",
     "election",
-    "enable_events",
-    "heartbeat",
     "memdump",
     "memsample",
     "objgraph",
@@ -112,6 +110,29 @@ fn handle(shared: &Shared, command: &MailboxCommand) -> Option<Value> {
                 "Can't shrink pool: it runs {concurrency} tasks at once and keeps at least one"
             )),
         },
+        "enable_events" => {
+            if shared.events.set_task_events(true) {
+                ok("task events already enabled")
+            } else {
+                tracing::info!("Events of group {{task}} enabled by remote.");
+                ok("task events enabled")
+            }
+        }
+        "disable_events" => {
+            if shared.events.set_task_events(false) {
+                tracing::info!("Events of group {{task}} disabled by remote.");
+                ok("task events disabled")
+            } else {
+                ok("task events already disabled")
+            }
+        }
+        // Monitors ask for one at once when they start (`EventReceiver.wakeup_workers`);
+        // Celery's handler returns nothing, so the answer is `null`.
+        "heartbeat" => {
+            tracing::debug!("Heartbeat requested by remote.");
+            shared.announce(WORKER_HEARTBEAT);
+            Value::Null
+        }
         "shutdown" => {
             let message = text(arguments, "msg").unwrap_or("Got shutdown from remote");
             tracing::warn!("{message}");

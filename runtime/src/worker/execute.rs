@@ -152,6 +152,10 @@ async fn decode(
     };
     let Some(registered) = shared.table.get(message.task()).cloned() else {
         log::unregistered(message.task(), message.id(), queue);
+        shared.observe(Lifecycle::Unregistered {
+            id: message.id(),
+            name: message.task(),
+        });
         // Celery records NotRegistered so a waiting client fails instead of hanging.
         let name = short(message.task());
         let exception = ExceptionInfo::new("NotRegistered", CELERY_EXCEPTIONS, name);
@@ -315,15 +319,7 @@ async fn execute(
         if expired || shared.is_revoked(&id) {
             let reason = if expired { "expired" } else { "revoked" };
             log::discarded(spec.name, &id, reason);
-            revoked(
-                &shared,
-                spec.name,
-                &message,
-                &request,
-                reason,
-                ignore_result,
-            )
-            .await;
+            revoked(&shared, &message, &request, reason, ignore_result).await;
             settle(acker, Settle::Ack).await;
             return;
         }
@@ -399,15 +395,7 @@ async fn execute(
                 // Celery's `Request.terminate`: REVOKED `terminated`, and the message is
                 // settled (acknowledged before the run, or now when late).
                 log::terminated(spec.name, &id, elapsed);
-                revoked(
-                    &shared,
-                    spec.name,
-                    &message,
-                    &request,
-                    "terminated",
-                    ignore_result,
-                )
-                .await;
+                revoked(&shared, &message, &request, "terminated", ignore_result).await;
                 if let Some(acker) = late_acker {
                     settle(acker, Settle::Ack).await;
                 }
@@ -439,7 +427,6 @@ async fn execute(
                 log::succeeded(spec.name, &id, elapsed, &value);
                 shared.observe(Lifecycle::Succeeded {
                     id: &id,
-                    name: spec.name,
                     runtime: elapsed,
                     result: &value,
                 });
@@ -463,7 +450,7 @@ async fn execute(
                         id: &id,
                         name: spec.name,
                         exception: &exception,
-                        traceback: None,
+                        traceback: retry_traceback(&error),
                     });
                     retry(&shared, &raw, &message, &request, &queue, &error, countdown).await;
                 }
@@ -473,10 +460,8 @@ async fn execute(
                     log::failed(spec.name, &id, elapsed, &exception);
                     shared.observe(Lifecycle::Failed {
                         id: &id,
-                        name: spec.name,
-                        runtime: elapsed,
                         exception: &exception,
-                        traceback: Some(&traceback),
+                        traceback: &traceback,
                     });
                     if !ignore_result {
                         stored = store_result(
@@ -517,7 +502,15 @@ async fn execute(
             // `reject_on_worker_lost`: the task runs again, which a late-acked task must
             // allow (at least once). Only after the backend's whole retry window, so a
             // backend that stays down does not make it run in a tight loop.
-            let how = if stored { Settle::Ack } else { Settle::Requeue };
+            let how = if stored {
+                Settle::Ack
+            } else {
+                shared.observe(Lifecycle::Rejected {
+                    id: &id,
+                    requeue: true,
+                });
+                Settle::Requeue
+            };
             settle(acker, how).await;
         }
     }
@@ -531,14 +524,13 @@ async fn execute(
 /// (`Backend.mark_as_revoked`).
 async fn revoked(
     shared: &Shared,
-    name: &'static str,
     message: &TaskMessage,
     request: &RequestMeta,
     reason: &str,
     ignore_result: bool,
 ) {
     let id = message.id();
-    shared.observe(Lifecycle::Revoked { id, name, reason });
+    shared.observe(Lifecycle::Revoked { id, reason });
     tracing::Span::current().record("outcome", "revoked");
     let exception = ExceptionInfo::new("TaskRevokedError", CELERY_EXCEPTIONS, reason);
     if !ignore_result {
@@ -681,6 +673,18 @@ async fn retry(
             .with_request(request),
     )
     .await;
+}
+
+/// Where a retried task's cause happened, else where the retry was asked for.
+fn retry_traceback(error: &TaskError) -> &Traceback {
+    match &*error.kind {
+        TaskErrorKind::Retry {
+            cause: Some((_, traceback)),
+            ..
+        }
+        | TaskErrorKind::Retry { traceback, .. }
+        | TaskErrorKind::Failure { traceback, .. } => traceback,
+    }
 }
 
 /// What a retried task's RETRY state records: its cause, else Celery's `Retry`.

@@ -240,30 +240,26 @@ impl Metrics {
     /// Counts one step of a task's life; `moved` is what the worker's state said of it.
     pub(crate) fn record(&self, step: &Lifecycle<'_>, moved: Option<&Moved>) {
         let Some(moved) = moved else { return };
+        let queue = &moved.queue;
+        let finished = moved.name.as_deref().unwrap_or_default();
         match step {
             Lifecycle::Received { message, .. } => {
-                self.series(&message.headers.task, &moved.queue)
-                    .received
-                    .inc();
+                self.series(&message.headers.task, queue).received.inc();
             }
-            Lifecycle::Due { .. } => {}
+            Lifecycle::Due { .. } | Lifecycle::Unregistered { .. } | Lifecycle::Rejected { .. } => {
+            }
             Lifecycle::Started { name, .. } => {
-                let series = self.series(name, &moved.queue);
+                let series = self.series(name, queue);
                 series.started.inc();
                 series.waited.observe(moved.waited.as_secs_f64());
             }
-            Lifecycle::Succeeded { name, runtime, .. } => {
-                let series = self.series(name, &moved.queue);
+            Lifecycle::Succeeded { runtime, .. } => {
+                let series = self.series(finished, queue);
                 series.succeeded.inc();
                 series.runtime.observe(runtime.as_secs_f64());
             }
-            Lifecycle::Failed {
-                name,
-                runtime,
-                exception,
-                ..
-            } => {
-                let labels = self.labels(name, &moved.queue);
+            Lifecycle::Failed { exception, .. } => {
+                let labels = self.labels(finished, queue);
                 let failed = FailedLabels {
                     name: labels.name,
                     hostname: labels.hostname,
@@ -271,15 +267,16 @@ impl Metrics {
                     exception: exception.exc_type.clone(),
                 };
                 self.families.failed.get_or_create(&failed).inc();
-                self.series(name, &moved.queue)
+                // Since it started: its runtime.
+                self.series(finished, queue)
                     .runtime
-                    .observe(runtime.as_secs_f64());
+                    .observe(moved.waited.as_secs_f64());
             }
             Lifecycle::Retried { name, .. } => {
-                self.series(name, &moved.queue).retried.inc();
+                self.series(name, queue).retried.inc();
             }
-            Lifecycle::Revoked { name, .. } => {
-                self.series(name, &moved.queue).revoked.inc();
+            Lifecycle::Revoked { .. } => {
+                self.series(finished, queue).revoked.inc();
             }
         }
     }
@@ -290,7 +287,7 @@ impl Metrics {
             hostname: self.hostname.clone(),
         };
         let f = &self.families;
-        let (scheduled, reserved, active) = shared.state.counts();
+        let (scheduled, reserved, active) = shared.state.phases();
         let gauges = [
             (&f.up, usize::from(consuming)),
             (&f.active, active),

@@ -38,6 +38,7 @@ use refuse::DEFAULT_MAX_MESSAGE_SIZE;
 use crate::client::Client;
 use crate::container::{Component, ContainerBuilder, Singleton};
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::{EventDispatcher, WORKER_HEARTBEAT, WORKER_OFFLINE, WORKER_ONLINE};
 use crate::spec::TaskSpec;
 use dispatch::TaskTable;
 use shared::Shared;
@@ -68,6 +69,7 @@ pub struct WorkerBuilder {
     max_held_eta: usize,
     result_extended: bool,
     metrics: bool,
+    task_events: bool,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -96,6 +98,7 @@ impl WorkerBuilder {
             max_held_eta: DEFAULT_MAX_HELD_ETA,
             result_extended: false,
             metrics: false,
+            task_events: false,
         }
     }
 
@@ -207,6 +210,18 @@ impl WorkerBuilder {
         self
     }
 
+    /// Whether the worker sends task events (`task-received`, `task-started`,
+    /// `task-succeeded`, …) for monitors such as Flower and `celery events`: Celery's `-E`
+    /// and `worker_send_task_events`, off by default as in Celery. Worker events
+    /// (`worker-online`, a `worker-heartbeat` every two seconds, `worker-offline`) are sent
+    /// either way. Remote control turns task events on and off while the worker runs
+    /// (Celery's `enable_events` and `disable_events`, which Flower sends), as does
+    /// [`Worker::set_task_events`]. See [`events`](crate::events).
+    pub fn task_events(&mut self, enabled: bool) -> &mut Self {
+        self.task_events = enabled;
+        self
+    }
+
     /// What the worker will do once started: its name, limits, queues and tasks.
     pub fn settings(&self) -> WorkerSettings {
         let mut tasks: Vec<_> = self.table.specs().collect();
@@ -221,6 +236,7 @@ impl WorkerBuilder {
             max_message_size: self.max_message_size,
             max_held_eta: self.max_held_eta,
             result_extended: self.result_extended,
+            task_events: self.task_events,
         }
     }
 
@@ -287,6 +303,25 @@ impl WorkerBuilder {
         let listener =
             control.map(|control| tokio::spawn(execute::listen(shared.clone(), control)));
         let mailbox = mailbox.map(|mailbox| tokio::spawn(control::answer(shared.clone(), mailbox)));
+        let publisher = tokio::spawn(crate::events::publish(
+            shared.events.outbox().clone(),
+            shared.client.broker().clone(),
+        ));
+        shared.announce(WORKER_ONLINE);
+        let heart = tokio::spawn({
+            let shared = shared.clone();
+            let mut dropped = stopped.clone();
+            async move {
+                let beating = crate::events::heartbeats(|| shared.announce(WORKER_HEARTBEAT));
+                // A worker dropped without `shutdown` stops consuming (its stop signal is
+                // gone); it stops beating too, and its last events are published.
+                let worker_dropped = async { while dropped.changed().await.is_ok() {} };
+                tokio::select! {
+                    () = beating => {}
+                    () = worker_dropped => shared.events.outbox().close(),
+                }
+            }
+        });
         tracing::info!(queues = ?queues, concurrency, prefetch, "{} ready.", shared.hostname);
         let timer = tokio::spawn({
             let shared = shared.clone();
@@ -312,6 +347,8 @@ impl WorkerBuilder {
             timer,
             listener,
             mailbox,
+            heart,
+            publisher,
             shared,
             queues,
             consuming,
@@ -332,6 +369,7 @@ impl WorkerBuilder {
     ) {
         let (consumed, queue_changes) = queues::ConsumedQueues::new(queues);
         let metrics = self.metrics.then(|| metrics::Metrics::new(&self.hostname));
+        let events = EventDispatcher::new(&self.hostname, self.task_events);
         let shared = Shared {
             client: self.client,
             table: self.table,
@@ -350,6 +388,7 @@ impl WorkerBuilder {
             state: Default::default(),
             started: std::time::Instant::now(),
             shutdown_requested: watch::channel(false).0,
+            events,
         };
         (Arc::new(shared), queue_changes)
     }
@@ -395,6 +434,8 @@ pub struct WorkerSettings {
     pub max_held_eta: usize,
     /// Whether results record the task's name, arguments, worker, retries and queue.
     pub result_extended: bool,
+    /// Whether the worker sends task events at start.
+    pub task_events: bool,
 }
 
 /// A running worker.
@@ -407,6 +448,10 @@ pub struct Worker {
     listener: Option<JoinHandle<()>>,
     /// Answers Celery's remote-control commands, where the broker has a mailbox.
     mailbox: Option<JoinHandle<()>>,
+    /// Sends the worker's heartbeats.
+    heart: JoinHandle<()>,
+    /// Publishes the worker's events.
+    publisher: JoinHandle<()>,
     shared: Arc<Shared>,
     queues: Vec<String>,
     consuming: watch::Receiver<bool>,
@@ -464,6 +509,17 @@ impl Worker {
         WorkerMetrics::new(self.shared.clone(), self.consuming.clone())
     }
 
+    /// Turns task events on or off while the worker runs, as Celery's `enable_events` and
+    /// `disable_events` commands do (see [`WorkerBuilder::task_events`]).
+    pub fn set_task_events(&self, enabled: bool) {
+        self.shared.events.set_task_events(enabled);
+    }
+
+    /// Whether the worker sends task events now.
+    pub fn task_events(&self) -> bool {
+        self.shared.events.task_events()
+    }
+
     /// A handle telling whether this worker is consuming, for health checks.
     pub fn status(&self) -> WorkerStatus {
         WorkerStatus {
@@ -492,6 +548,18 @@ impl Worker {
             }
         }
         pool.prefetch.close();
+        // Heartbeats until every task is done: the worker is alive while it drains.
+        self.heart.abort();
+        self.shared.announce(WORKER_OFFLINE);
+        self.shared.events.outbox().close();
+        let mut publisher = self.publisher;
+        if tokio::time::timeout(EVENTS_FLUSH_TIMEOUT, &mut publisher)
+            .await
+            .is_err()
+        {
+            publisher.abort();
+            tracing::warn!(timeout = ?EVENTS_FLUSH_TIMEOUT, "stopped without publishing every monitoring event");
+        }
         // Closed only now, so running tasks could still acknowledge on its channel: an
         // AMQP channel closed earlier would have requeued them and they would run twice.
         drop(consumer);
@@ -545,6 +613,10 @@ impl Worker {
         }
     }
 }
+
+/// How long a stopping worker waits for its last events (`worker-offline` among them) to
+/// reach the broker.
+const EVENTS_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Celery's default node name.
 pub(crate) const DEFAULT_HOSTNAME: &str = "celery@%h";

@@ -15,6 +15,7 @@ use super::queues::ConsumedQueues;
 use super::terminate::RunningTasks;
 use crate::client::Client;
 use crate::container::Container;
+use crate::events::EventDispatcher;
 
 pub(crate) struct Shared {
     pub client: Client,
@@ -50,6 +51,8 @@ pub(crate) struct Shared {
     pub started: Instant,
     /// Turns true when remote control asks the worker to shut down.
     pub shutdown_requested: watch::Sender<bool>,
+    /// The worker's monitoring events; remote control turns its task events on and off.
+    pub events: EventDispatcher,
 }
 
 /// Revoked task ids, bounded like Celery's `LimitedSet` (`worker_state.revoked`, 50,000

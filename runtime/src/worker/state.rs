@@ -44,6 +44,8 @@ pub(crate) struct Held {
 #[derive(Debug)]
 pub(crate) struct Moved {
     pub queue: Arc<str>,
+    /// The task's name, once it leaves the worker's hands.
+    pub name: Option<String>,
     /// How long it waited for a slot (for `Started`) or ran (for the last step).
     pub waited: std::time::Duration,
 }
@@ -137,6 +139,7 @@ impl WorkerState {
                 };
                 let moved = Moved {
                     queue: held.queue.clone(),
+                    name: None,
                     waited: std::time::Duration::ZERO,
                 };
                 tasks.held.insert(held.id.clone(), held);
@@ -157,24 +160,28 @@ impl WorkerState {
                 held.since = Instant::now();
                 Some(Moved {
                     queue: held.queue.clone(),
+                    name: None,
                     waited,
                 })
             }
             Lifecycle::Succeeded { id, .. }
             | Lifecycle::Failed { id, .. }
             | Lifecycle::Retried { id, .. }
-            | Lifecycle::Revoked { id, .. } => {
+            | Lifecycle::Revoked { id, .. }
+            | Lifecycle::Rejected { id, .. } => {
                 let held = tasks.held.remove(*id)?;
                 Some(Moved {
                     waited: held.since.elapsed(),
                     queue: held.queue,
+                    name: Some(held.name),
                 })
             }
+            Lifecycle::Unregistered { .. } => None,
         }
     }
 
     /// How many tasks are in each phase: (scheduled, reserved, active).
-    pub(crate) fn counts(&self) -> (usize, usize, usize) {
+    pub(crate) fn phases(&self) -> (usize, usize, usize) {
         let tasks = self.lock();
         let mut counts = (0, 0, 0);
         for held in tasks.held.values() {
@@ -209,25 +216,21 @@ impl WorkerState {
         self.lock().held.get(id).cloned()
     }
 
-    /// How many tasks are running.
-    #[cfg_attr(not(test), expect(dead_code, reason = "read by heartbeats"))]
-    pub(crate) fn active_count(&self) -> usize {
-        self.lock()
+    /// How many tasks are running, and how many were started so far, in all: what
+    /// heartbeats report (`active`, `processed`).
+    pub(crate) fn counts(&self) -> (usize, u64) {
+        let tasks = self.lock();
+        let active = tasks
             .held
             .values()
             .filter(|h| h.phase == Phase::Active)
-            .count()
+            .count();
+        (active, tasks.total.values().sum())
     }
 
     /// Tasks started so far, per name.
     pub(crate) fn totals(&self) -> BTreeMap<String, u64> {
         self.lock().total.clone()
-    }
-
-    /// Tasks started so far, in all.
-    #[cfg_attr(not(test), expect(dead_code, reason = "read by heartbeats"))]
-    pub(crate) fn processed(&self) -> u64 {
-        self.lock().total.values().sum()
     }
 }
 
@@ -269,17 +272,15 @@ mod tests {
             id: "a",
             name: "t.add",
         });
-        assert_eq!(state.active_count(), 1);
+        assert_eq!(state.counts(), (1, 1));
         assert!(state.get("a").unwrap().time_start.is_some());
         state.record(&Lifecycle::Succeeded {
             id: "a",
-            name: "t.add",
             runtime: std::time::Duration::ZERO,
             result: &Value::Null,
         });
-        assert_eq!(state.active_count(), 0);
         assert!(state.get("a").is_none());
         assert_eq!(state.totals().get("t.add"), Some(&1));
-        assert_eq!(state.processed(), 1);
+        assert_eq!(state.counts(), (0, 1));
     }
 }

@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 use super::shared::Shared;
 use crate::app::url_list;
 use crate::pidbox::clock_value;
+use crate::protocol::value_repr;
 
 /// The pool's name in `stats`: tasks are futures on the worker's tokio runtime.
 const POOL_IMPLEMENTATION: &str = "celerity:tokio";
@@ -217,17 +218,10 @@ pub(super) fn report(shared: &Shared) -> Value {
     );
     if let Value::Object(settings) = settings {
         for (name, value) in settings {
-            text.push_str(&format!("{name}: {}\n", python_repr(&value)));
+            text.push_str(&format!("{name}: {}\n", value_repr(&value)));
         }
     }
     json!({ "ok": text })
-}
-
-/// Python's `repr` of one JSON value: `'text'`, `True`, `None`, `['json']`.
-fn python_repr(value: &Value) -> String {
-    // `args_repr` writes a one-element tuple, `(<repr>,)`.
-    let tuple = crate::protocol::args_repr(std::slice::from_ref(value));
-    tuple[1..tuple.len() - 2].to_owned()
 }
 
 #[cfg(test)]
@@ -287,10 +281,10 @@ mod tests {
 
     #[test]
     fn settings_print_as_python_reprs() {
-        assert_eq!(python_repr(&json!("redis://h/0")), "'redis://h/0'");
-        assert_eq!(python_repr(&json!(true)), "True");
-        assert_eq!(python_repr(&json!(["json"])), "['json']");
-        assert_eq!(python_repr(&json!(4)), "4");
+        assert_eq!(value_repr(&json!("redis://h/0")), "'redis://h/0'");
+        assert_eq!(value_repr(&json!(true)), "True");
+        assert_eq!(value_repr(&json!(["json"])), "['json']");
+        assert_eq!(value_repr(&json!(4)), "4");
     }
 
     #[test]

@@ -342,3 +342,34 @@ async fn revoke_with_terminate_stops_the_running_copy_and_names_it() {
         json!({"ok": "tasks {'r'} flagged as revoked"})
     );
 }
+
+#[tokio::test]
+async fn task_events_are_switched_as_celery_answers_and_a_heartbeat_goes_out_at_once() {
+    let worker = worker().await;
+    let events = &worker.shared.events;
+    assert!(!events.task_events());
+    assert_eq!(
+        worker.answer("enable_events", json!({})),
+        json!({"ok": "task events enabled"})
+    );
+    assert!(events.task_events());
+    assert_eq!(
+        worker.answer("enable_events", json!({})),
+        json!({"ok": "task events already enabled"})
+    );
+    assert_eq!(
+        worker.answer("disable_events", json!({})),
+        json!({"ok": "task events disabled"})
+    );
+    assert!(!events.task_events());
+    assert_eq!(
+        worker.answer("disable_events", json!({})),
+        json!({"ok": "task events already disabled"})
+    );
+    // Celery's `heartbeat` handler returns nothing: the answer is `{node: null}`.
+    assert_eq!(worker.answer("heartbeat", json!({})), Value::Null);
+    let sent = events.outbox().take();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].kind(), "worker-heartbeat");
+    assert_eq!(sent[0].hostname(), "w1@test");
+}
