@@ -545,3 +545,162 @@ impl Observations {
         self.calls.values()
     }
 }
+
+/// A Flower server (`celery -A interop_app flower`) on a loopback port, killed when
+/// dropped.
+pub struct Flower {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    /// `127.0.0.1:<port>`.
+    pub address: String,
+}
+
+impl Python {
+    /// Starts Flower against `transport`'s broker on a free loopback port, its HTTP API
+    /// open (`FLOWER_UNAUTHENTICATED_API`), and waits until it answers; `None` after a
+    /// skip when Flower is not installed.
+    pub async fn flower(&self, transport: &Transport) -> Option<Flower> {
+        let imports = Command::new(&self.interpreter)
+            .args(["-c", "import flower"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !imports {
+            return crate::support::skip(format!(
+                "Flower is not importable from {} (pip install 'flower>=2,<3')",
+                self.interpreter.display()
+            ));
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut command = self.command(transport, "celery");
+        command
+            .args(["-m", "celery", "-A", "interop_app", "flower"])
+            .args(["--address=127.0.0.1", &format!("--port={port}")])
+            .env("FLOWER_UNAUTHENTICATED_API", "true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start Flower ({command:?}): {e}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        let streams: [Box<dyn Read + Send>; 2] = [
+            Box::new(child.stdout.take().expect("piped stdout")),
+            Box::new(child.stderr.take().expect("piped stderr")),
+        ];
+        for stream in streams {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        let mut flower = Flower {
+            child,
+            log,
+            address: format!("127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + WORKER_START;
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(&flower.address).is_ok() {
+                return Some(flower);
+            }
+            if let Ok(Some(status)) = flower.child.try_wait() {
+                panic!(
+                    "Flower exited ({status}) before it answered:\n{}",
+                    flower.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "Flower did not answer within {WORKER_START:?}:\n{}",
+            flower.log()
+        );
+    }
+}
+
+impl Flower {
+    /// Everything Flower printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `GET path`: the status and the body read as JSON (`null` when it is not JSON).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.request("GET", path, "").await
+    }
+
+    /// `POST path` with a form body: the status and the body read as JSON.
+    pub async fn post(&self, path: &str, form: &str) -> (u16, Value) {
+        self.request("POST", path, form).await
+    }
+
+    async fn request(&self, method: &str, path: &str, form: &str) -> (u16, Value) {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            self.address,
+            form.len()
+        );
+        let address = self.address.clone();
+        let response = tokio::task::spawn_blocking(move || {
+            let mut stream = std::net::TcpStream::connect(&address).expect("Flower accepts");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            stream.write_all(request.as_bytes()).expect("a request");
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response);
+            String::from_utf8_lossy(&response).into_owned()
+        })
+        .await
+        .expect("the request's thread");
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP response from Flower: {response:?}"));
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            unchunk(body)
+        } else {
+            body.to_owned()
+        };
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+}
+
+/// The body of a chunked HTTP response.
+fn unchunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+impl Drop for Flower {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- Flower log ---\n{}", self.log());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -8,4 +8,4 @@
 mod skip;
 
 #[allow(unused_imports)] // as above: each test binary uses part of this
-pub use skip::{amqp_url, python_with_celery, redis_url};
+pub use skip::{amqp_url, python_with_celery, redis_url, skip};
