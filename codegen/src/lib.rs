@@ -25,6 +25,7 @@
 
 mod build;
 mod checked;
+mod crontab;
 mod diagnostic;
 mod locate;
 mod lower;
@@ -41,6 +42,6 @@ pub use build::{Error, GeneratedFile, Generator, compile, compile_all, generate_
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use locate::Position;
 pub use schema::{
-    BackoffKind, FieldDef, FieldSpec, RetrySpec, SchemaFile, TaskDef, TaskOptions, TypeDef,
-    json_schema,
+    BackoffKind, FieldDef, FieldSpec, RetrySpec, ScheduleDef, ScheduleOptions, SchemaFile, TaskDef,
+    TaskOptions, TypeDef, json_schema,
 };

@@ -20,6 +20,8 @@ pub(crate) struct Model {
     pub tasks: Vec<TaskModel>,
     /// Worker components, in order of first use.
     pub components: Vec<ComponentModel>,
+    /// Periodic tasks, in declaration order.
+    pub schedules: Vec<ScheduleModel>,
 }
 
 /// A generated struct (a named type, or a task's argument struct).
@@ -200,6 +202,45 @@ pub(crate) struct ComponentModel {
     pub register_fn: String,
     /// Its tasks (copies of the entries of `Model::tasks`, which templates iterate here).
     pub tasks: Vec<TaskModel>,
+}
+
+/// A periodic task: an entry of the generated `SCHEDULES` table and the function that
+/// builds its arguments.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ScheduleModel {
+    /// The schedule's name, as a Rust string literal.
+    pub name_literal: String,
+    /// The schedule's name, for documentation.
+    pub name: String,
+    /// Documentation lines of the arguments function.
+    pub doc: Vec<String>,
+    /// The task's wire name, for documentation.
+    pub task_wire_name: String,
+    /// Name of the task's static `TaskSpec`.
+    pub spec: String,
+    /// The function that builds the arguments (`__schedule_args_0`).
+    pub args_fn: String,
+    /// The task's argument struct.
+    pub args_struct: String,
+    /// Each field of the argument struct with the Rust expression of its value.
+    pub fields: Vec<ScheduleArgModel>,
+    /// The `Recurrence` expression.
+    pub recurrence: String,
+    /// The queue, as a string literal.
+    pub queue: Option<String>,
+    /// The priority, as an integer literal.
+    pub priority: Option<String>,
+    /// A `Duration` expression.
+    pub expires: Option<String>,
+}
+
+/// A field of a task's argument struct, as a schedule sets it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ScheduleArgModel {
+    /// The field's Rust identifier.
+    pub name: String,
+    /// The Rust expression of its value.
+    pub expr: String,
 }
 
 /// Documentation text split into lines for `///` comments.
