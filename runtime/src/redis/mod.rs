@@ -15,3 +15,4 @@ mod scripts;
 
 pub use backend::{RedisBackend, TASK_META_PREFIX};
 pub use broker::RedisBroker;
+pub(crate) use connection::RedisConnection;

@@ -33,6 +33,7 @@ pub use args::decode_args;
 pub use dispatch::Invoke;
 use refuse::DEFAULT_MAX_MESSAGE_SIZE;
 
+use crate::beat::Schedule;
 use crate::client::Client;
 use crate::container::{Component, ContainerBuilder, Singleton};
 use crate::error::{Error, ErrorKind, Result};
@@ -65,6 +66,7 @@ pub struct WorkerBuilder {
     max_message_size: usize,
     max_held_eta: usize,
     result_extended: bool,
+    schedules: Vec<Schedule>,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -92,7 +94,16 @@ impl WorkerBuilder {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_held_eta: DEFAULT_MAX_HELD_ETA,
             result_extended: false,
+            schedules: Vec::new(),
         }
+    }
+
+    /// Adds periodic tasks (a generated `SCHEDULES` table) for the scheduler that the
+    /// worker program runs inside this worker (`--beat`) or on its own (`beat`). The
+    /// worker itself only lists them: registering a schedule sends nothing.
+    pub fn schedules(&mut self, schedules: &[Schedule]) -> &mut Self {
+        self.schedules.extend_from_slice(schedules);
+        self
     }
 
     /// How many tasks the worker holds for their ETA or countdown (pending retries
@@ -208,6 +219,7 @@ impl WorkerBuilder {
             max_message_size: self.max_message_size,
             max_held_eta: self.max_held_eta,
             result_extended: self.result_extended,
+            schedules: self.schedules.clone(),
         }
     }
 
@@ -380,6 +392,8 @@ pub struct WorkerSettings {
     pub max_held_eta: usize,
     /// Whether results record the task's name, arguments, worker, retries and queue.
     pub result_extended: bool,
+    /// The periodic tasks registered, in the order they were.
+    pub schedules: Vec<Schedule>,
 }
 
 /// A running worker.
@@ -506,6 +520,15 @@ impl Worker {
     /// signal during the graceful shutdown exits the process at once (status 130), as
     /// Celery's cold shutdown does.
     pub async fn run_until_signal(self) -> Result<()> {
+        self.run_until_signal_and(async {}).await
+    }
+
+    /// As [`Self::run_until_signal`], running `before_shutdown` (stopping a scheduler
+    /// that runs beside the worker) once shutdown is requested, before the worker drains.
+    pub(crate) async fn run_until_signal_and(
+        self,
+        before_shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<()> {
         tokio::select! {
             signalled = wait_for_signal() => {
                 signalled?;
@@ -515,6 +538,7 @@ impl Worker {
                 tracing::warn!("shutdown requested by remote control: finishing running tasks (signal to exit now)");
             }
         }
+        before_shutdown.await;
         tokio::select! {
             () = self.shutdown() => Ok(()),
             result = wait_for_signal() => {
@@ -556,7 +580,8 @@ fn expand_hostname(template: &str) -> String {
     out
 }
 
-async fn wait_for_signal() -> Result<()> {
+/// Waits for SIGINT or SIGTERM (Ctrl-C elsewhere).
+pub(crate) async fn wait_for_signal() -> Result<()> {
     let signal_error = |e: std::io::Error| {
         Error::new(ErrorKind::Config, "could not listen for signals").with_source(e)
     };
