@@ -17,7 +17,7 @@ mod support;
 use support::redis_url;
 
 #[test]
-fn the_banner_shows_the_configuration_and_every_task_with_its_queue() {
+fn the_banner_shows_the_configuration_every_task_with_its_queue_and_every_schedule() {
     let app = App::memory();
     let mut builder = app.worker();
     celerity_shop::register(&mut builder);
@@ -32,7 +32,8 @@ fn the_banner_shows_the_configuration_and_every_task_with_its_queue() {
     )
     .visibility_timeout(Duration::from_secs(600))
     .health_url("http://127.0.0.1:9100/healthz".into())
-    .ready_file("/tmp/celerity.ready".into());
+    .ready_file("/tmp/celerity.ready".into())
+    .now("2026-03-01T10:00:05Z".parse().unwrap());
     let expected = format!(
         "\
 celery@shop-1 v{version} (celerity)
@@ -61,6 +62,11 @@ celery@shop-1 v{version} (celerity)
   . tasks.process_order     orders
   . tasks.send_email        email
   . tasks.summarize_orders  orders
+
+[schedules] not sent by this worker (--beat, or the `beat` command, sends them)
+  . canary                tasks.ping → shop                every 1s                          next 2026-03-01T10:00:06Z
+  . session-cleanup       tasks.cleanup_sessions → shop    every 10m                         next 2026-03-01T10:10:00Z
+  . nightly-sales-report  tasks.generate_report → reports  crontab 30 2 * * * Europe/London  next 2026-03-02T02:30:00Z (2026-03-02 02:30 GMT)
 ",
         version = env!("CARGO_PKG_VERSION")
     );
