@@ -50,4 +50,5 @@ pub use crontab::Crontab;
 pub use schedule::{Recurrence, Schedule};
 pub use scheduler::{
     Beat, BeatHandle, BeatSettings, DEFAULT_GROUP, DEFAULT_LEASE, DEFAULT_STATE_FILE, RUN_HEADER,
+    run_id,
 };

@@ -402,8 +402,10 @@ impl Beat {
     }
 }
 
-/// The task id of a run: the same for the same run of the same schedule in one group.
-fn run_id(group: &str, schedule: &str, run: DateTime<Utc>) -> String {
+/// The task id of the run of `schedule` due at `run`, as the schedulers of `group` send
+/// it: the same for the same run whichever replica sends it, so its result can be looked
+/// up (`Client::result`) knowing only when it was due.
+pub fn run_id(group: &str, schedule: &str, run: DateTime<Utc>) -> String {
     let name = format!("{group}\n{schedule}\n{}", run.timestamp_millis());
     uuid::Uuid::new_v5(&RUN_ID_NAMESPACE, name.as_bytes()).to_string()
 }
