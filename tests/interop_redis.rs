@@ -148,3 +148,11 @@ async fn a_celerity_revoke_reaches_a_python_worker() {
     };
     cases::celerity_revoke_reaches_python(&transport, &python).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_celerity_schedulers_runs_run_on_python_and_celerity_workers() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    cases::scheduled_runs_on_python_and_celerity(&transport, &python).await;
+}
