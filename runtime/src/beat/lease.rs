@@ -32,14 +32,17 @@ pub(crate) enum Claim {
     NotLeader,
 }
 
-/// How schedulers coordinate: through Redis beside the broker or the result backend, or
-/// alone with a local state file.
+/// How schedulers coordinate: through Redis beside the broker or the result backend, through
+/// RabbitMQ when there is no Redis, or alone with a local state file.
 pub(crate) enum Coordinator {
     /// One scheduler, its runs remembered in a file.
     Local(LocalState),
     /// A lease and the runs in Redis.
     #[cfg(feature = "redis")]
-    Redis(Box<super::redis_lease::RedisLease>),
+    Redis(Box<crate::redis::beat_lease::RedisLease>),
+    /// An exclusive queue as the lease, the runs in a message, on RabbitMQ.
+    #[cfg(feature = "amqp")]
+    Amqp(Box<crate::amqp::beat_lease::AmqpLease>),
 }
 
 impl Coordinator {
@@ -49,6 +52,8 @@ impl Coordinator {
             Coordinator::Local(state) => format!("alone, state in {}", state.path.display()),
             #[cfg(feature = "redis")]
             Coordinator::Redis(lease) => lease.describe(),
+            #[cfg(feature = "amqp")]
+            Coordinator::Amqp(lease) => lease.describe(),
         }
     }
 
@@ -58,6 +63,8 @@ impl Coordinator {
             Coordinator::Local(_) => Ok(Acquire::Held),
             #[cfg(feature = "redis")]
             Coordinator::Redis(lease) => lease.acquire().await,
+            #[cfg(feature = "amqp")]
+            Coordinator::Amqp(lease) => lease.acquire().await,
         }
     }
 
@@ -67,6 +74,8 @@ impl Coordinator {
             Coordinator::Local(_) => Ok(true),
             #[cfg(feature = "redis")]
             Coordinator::Redis(lease) => lease.renew().await,
+            #[cfg(feature = "amqp")]
+            Coordinator::Amqp(lease) => lease.renew().await,
         }
     }
 
@@ -76,6 +85,8 @@ impl Coordinator {
             Coordinator::Local(_) => {}
             #[cfg(feature = "redis")]
             Coordinator::Redis(lease) => lease.release().await,
+            #[cfg(feature = "amqp")]
+            Coordinator::Amqp(lease) => lease.release().await,
         }
     }
 
@@ -85,6 +96,8 @@ impl Coordinator {
             Coordinator::Local(state) => state.read(),
             #[cfg(feature = "redis")]
             Coordinator::Redis(lease) => lease.last_runs().await,
+            #[cfg(feature = "amqp")]
+            Coordinator::Amqp(lease) => lease.last_runs().await,
         }
     }
 
@@ -94,6 +107,8 @@ impl Coordinator {
             Coordinator::Local(state) => state.claim(schedule, run),
             #[cfg(feature = "redis")]
             Coordinator::Redis(lease) => lease.claim(schedule, run).await,
+            #[cfg(feature = "amqp")]
+            Coordinator::Amqp(lease) => lease.claim(schedule, run).await,
         }
     }
 }

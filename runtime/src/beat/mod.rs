@@ -29,9 +29,16 @@
 //!   side take over. Clocks need not agree: the lease expiry is Redis's, and a run earlier
 //!   than the last claimed is refused whoever's clock computed it.
 //!
-//! Without Redis (a `memory://` or AMQP broker with no Redis result backend) a scheduler
-//! runs alone and keeps its record in a local file (`celerity-beat.json`, like Celery
-//! beat's `celerybeat-schedule`): run one per file.
+//! On RabbitMQ alone (an AMQP broker and no Redis result backend) the lease is a
+//! single-active-consumer queue, which RabbitMQ hands to another consumer as soon as the
+//! holder's connection closes, and the record is one message the holder replaces in a
+//! transaction on that same channel, so the same rules hold: a claim commits only while
+//! its scheduler leads. A leader that dies is replaced at once; one cut off from RabbitMQ
+//! when RabbitMQ closes its connection for missed heartbeats.
+//!
+//! Without either (a `memory://` broker) a scheduler runs alone and keeps its record in a
+//! local file (`celerity-beat.json`, like Celery beat's `celerybeat-schedule`): run one
+//! per file.
 //!
 //! # Missed runs
 //!
@@ -40,9 +47,7 @@
 //! not once per missed run. A schedule never run before starts with its next run.
 
 mod crontab;
-mod lease;
-#[cfg(feature = "redis")]
-mod redis_lease;
+pub(crate) mod lease;
 mod schedule;
 mod scheduler;
 

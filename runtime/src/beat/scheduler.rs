@@ -142,7 +142,7 @@ impl Beat {
         master_name: Option<&str>,
         settings: BeatSettings,
     ) -> Result<Beat> {
-        let lease = super::redis_lease::RedisLease::open(
+        let lease = crate::redis::beat_lease::RedisLease::open(
             url,
             master_name,
             &settings.group,
@@ -158,8 +158,31 @@ impl Beat {
         )
     }
 
+    /// A scheduler whose replicas share a lease and the record of runs on the RabbitMQ at
+    /// `url` (an `amqp://`, `amqps://` or `pyamqp://` URL, as for the broker): the lease is
+    /// an exclusive queue, which RabbitMQ gives up when its holder's connection closes, and
+    /// the record a message the holder replaces in a transaction on that connection.
+    #[cfg(feature = "amqp")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "amqp")))]
+    pub async fn amqp(
+        client: Client,
+        schedules: &[Schedule],
+        url: &str,
+        settings: BeatSettings,
+    ) -> Result<Beat> {
+        let lease =
+            crate::amqp::beat_lease::AmqpLease::open(url, &settings.group, settings.lease).await?;
+        Beat::new(
+            client,
+            schedules,
+            Coordinator::Amqp(Box::new(lease)),
+            settings,
+        )
+    }
+
     /// The scheduler the worker program runs: coordinated through the broker's Redis,
-    /// else the result backend's, else alone with a state file.
+    /// else the result backend's, else the broker's RabbitMQ, else alone with a state
+    /// file.
     pub(crate) async fn for_urls(
         client: Client,
         schedules: &[Schedule],
@@ -177,6 +200,13 @@ impl Beat {
             if matches!(scheme, "redis" | "rediss" | "sentinel") {
                 return Beat::on_redis(client, schedules, url, master_name, settings).await;
             }
+        }
+        #[cfg(feature = "amqp")]
+        if matches!(
+            broker_url.split_once("://").map(|(scheme, _)| scheme),
+            Some("amqp" | "amqps" | "pyamqp")
+        ) {
+            return Beat::amqp(client, schedules, broker_url, settings).await;
         }
         let _ = (broker_url, backend_url, urls);
         Beat::local(client, schedules, settings)

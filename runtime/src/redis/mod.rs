@@ -3,6 +3,7 @@
 //! and its pub/sub listener, chords and saved groups.
 
 mod backend;
+pub(crate) mod beat_lease;
 mod broker;
 mod chord;
 mod connection;
@@ -15,4 +16,4 @@ mod scripts;
 
 pub use backend::{RedisBackend, TASK_META_PREFIX};
 pub use broker::RedisBroker;
-pub(crate) use connection::RedisConnection;
+use connection::RedisConnection;

@@ -16,9 +16,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::lease::{Acquire, Claim};
+use super::RedisConnection;
+use crate::beat::lease::{Acquire, Claim};
 use crate::error::{ErrorKind, Result};
-use crate::redis::RedisConnection;
 
 /// KEYS: lease. ARGV: token, lease in ms. 1 when renewed, 0 when another holds it.
 const RENEW_SCRIPT: &str = r#"
