@@ -15,6 +15,10 @@
 //!
 //! Each test has a Redis database of its own, since they share the `shop` queue's name.
 //! Needs Redis; skips without it unless `CELERITY_REQUIRE_BROKERS=1`.
+//!
+//! On RabbitMQ alone (an `amqp://` broker, `rpc://` results) the replicas share a
+//! single-active-consumer queue instead: the leader SIGKILLed, the other takes over at
+//! once and no run is logged as sent twice. Needs RabbitMQ; skips likewise.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,8 +29,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 mod support;
-use support::redis_url;
 use support::worker::{WorkerProcess, signal, wait_until};
+use support::{amqp_url, redis_url};
 
 /// The worker program's default lease.
 const LEASE: Duration = Duration::from_secs(10);
@@ -113,15 +117,22 @@ fn database(db: u8) -> Option<String> {
 /// A replica: the worker program's `beat` command, or a worker with `--beat` (consuming
 /// a queue nothing is sent to, so the `shop` queue is left to the test).
 fn replica(url: &str, name: &str, embedded: bool) -> WorkerProcess {
+    replica_of(url, url, "default", name, embedded)
+}
+
+/// A replica of scheduler group `group` on broker `url` and result backend `backend`.
+fn replica_of(url: &str, backend: &str, group: &str, name: &str, embedded: bool) -> WorkerProcess {
     let hostname = format!("{name}@%h");
     let idle_queue = format!("celerity-beat-idle-{}", uuid::Uuid::new_v4());
     let mut args = vec![
         "--broker-url",
         url,
         "--result-backend",
-        url,
+        backend,
         "--hostname",
         &hostname,
+        "--beat-group",
+        group,
     ];
     if embedded {
         args.extend(["--beat", "--queues", &idle_queue]);
@@ -313,4 +324,63 @@ fn a_paused_leader_resumes_fenced_and_sends_no_run_twice() {
         .filter(|s| s.at > resumed_at && s.origin.starts_with(&paused_origin))
         .collect();
     assert!(resumed_sends.is_empty(), "{resumed_sends:?}\n{paused_log}");
+}
+
+/// The runs of `canary` a replica logged as sent.
+fn logged_runs(log: &str) -> Vec<DateTime<Utc>> {
+    log.lines()
+        .filter(|line| line.contains("Scheduler: Sending due task canary"))
+        .filter_map(|line| line.rsplit(" for ").next()?.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn on_rabbitmq_alone_a_replica_takes_over_from_a_killed_leader_at_once() {
+    let Some(url) = amqp_url() else { return };
+    let group = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let mut a = replica_of(&url, "rpc://", &group, "beat-a", false);
+    let mut b = replica_of(&url, "rpc://", &group, "beat-b", false);
+    let start = Instant::now();
+    let killed_id = leader(&a, &b).0.id();
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(start.elapsed()));
+    signal(killed_id, "KILL");
+    let killed_at = Instant::now();
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(start.elapsed()));
+    let (killed, survivor) = if a.id() == killed_id {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    stop(survivor);
+    let killed_log = killed.stderr();
+    let survivor_log = survivor.stderr();
+    let took_over = survivor.stderr_seen(HOLDS).expect("the survivor leads");
+
+    let mut runs = logged_runs(&killed_log);
+    let before = runs.len();
+    runs.extend(logged_runs(&survivor_log));
+    let distinct: std::collections::BTreeSet<_> = runs.iter().collect();
+    let doubled = runs.len() - distinct.len();
+    let takeover = took_over.saturating_duration_since(killed_at);
+    println!(
+        "beat failover on RabbitMQ: takeover {:.1} s after SIGKILL, {} runs sent ({before} before), {doubled} sent twice",
+        takeover.as_secs_f64(),
+        runs.len()
+    );
+    assert!(before > 0, "{killed_log}");
+    assert!(logged_runs(&survivor_log).len() > 3, "{survivor_log}");
+    assert_eq!(doubled, 0, "{killed_log}\n{survivor_log}");
+    assert!(
+        takeover < Duration::from_secs(3),
+        "took over after {takeover:?}"
+    );
+
+    let broker = celerity::broker::AmqpBroker::connect(&url).await.unwrap();
+    for queue in ["lease", "runs"] {
+        broker
+            .delete_queue(&format!("celerity.beat.{group}.{queue}"))
+            .await
+            .unwrap();
+    }
+    broker.close().await;
 }
