@@ -14,6 +14,8 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// What asking for the lease gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Only a shared lease (Redis, RabbitMQ) is ever busy.
+#[cfg_attr(not(any(feature = "redis", feature = "amqp")), allow(dead_code))]
 pub(crate) enum Acquire {
     /// This scheduler holds it now.
     Held,
@@ -23,6 +25,8 @@ pub(crate) enum Acquire {
 
 /// What claiming a run gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Only a shared lease (Redis, RabbitMQ) can be lost.
+#[cfg_attr(not(any(feature = "redis", feature = "amqp")), allow(dead_code))]
 pub(crate) enum Claim {
     /// This scheduler is to send it.
     Claimed,

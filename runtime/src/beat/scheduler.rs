@@ -183,6 +183,7 @@ impl Beat {
     /// The scheduler the worker program runs: coordinated through the broker's Redis,
     /// else the result backend's, else the broker's RabbitMQ, else alone with a state
     /// file.
+    #[cfg(feature = "cli")]
     pub(crate) async fn for_urls(
         client: Client,
         schedules: &[Schedule],
