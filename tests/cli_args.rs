@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use celerity::App;
-use celerity::cli::{LogFormat, WorkerArgs};
+use celerity::cli::{Command, LogFormat, WorkerArgs};
 use clap::Parser;
 
-const VARIABLES: [&str; 15] = [
+const VARIABLES: [&str; 19] = [
     "CELERITY_BROKER_URL",
     "CELERITY_RESULT_BACKEND",
     "CELERITY_QUEUES",
@@ -24,6 +24,10 @@ const VARIABLES: [&str; 15] = [
     "CELERITY_READY_FILE",
     "CELERITY_WORKER_MAX_HELD_ETA",
     "CELERITY_RESULT_EXTENDED",
+    "CELERITY_BEAT",
+    "CELERITY_BEAT_GROUP",
+    "CELERITY_BEAT_LEASE",
+    "CELERITY_BEAT_STATE_FILE",
 ];
 
 fn parse(args: &[&str]) -> Result<WorkerArgs, clap::Error> {
@@ -59,6 +63,14 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert_eq!(defaults.ready_file, None);
     assert_eq!(defaults.max_held_eta, celerity::DEFAULT_MAX_HELD_ETA);
     assert!(!defaults.result_extended, "off by default, as in Celery");
+    assert!(!defaults.beat, "no scheduler unless asked, as in Celery");
+    assert_eq!(defaults.beat_group, "default");
+    assert_eq!(defaults.beat_lease, Duration::from_secs(10));
+    assert_eq!(
+        defaults.beat_state_file,
+        std::path::Path::new("celerity-beat.json")
+    );
+    assert_eq!(defaults.command, None);
 
     set("CELERITY_BROKER_URL", "redis://127.0.0.1:6379/0");
     set("CELERITY_RESULT_BACKEND", "redis://127.0.0.1:6379/1");
@@ -75,6 +87,10 @@ fn flags_win_over_variables_which_win_over_defaults() {
     set("CELERITY_READY_FILE", "/tmp/celerity.ready");
     set("CELERITY_WORKER_MAX_HELD_ETA", "1000");
     set("CELERITY_RESULT_EXTENDED", "false");
+    set("CELERITY_BEAT", "yes");
+    set("CELERITY_BEAT_GROUP", "billing");
+    set("CELERITY_BEAT_LEASE", "30s");
+    set("CELERITY_BEAT_STATE_FILE", "/var/lib/celerity/beat.json");
     let from_env = parse(&[]).unwrap();
     assert_eq!(from_env.broker_url, "redis://127.0.0.1:6379/0");
     assert_eq!(from_env.result_backend, "redis://127.0.0.1:6379/1");
@@ -100,6 +116,13 @@ fn flags_win_over_variables_which_win_over_defaults() {
     );
     assert_eq!(from_env.max_held_eta, 1000);
     assert!(!from_env.result_extended);
+    assert!(from_env.beat);
+    assert_eq!(from_env.beat_group, "billing");
+    assert_eq!(from_env.beat_lease, Duration::from_secs(30));
+    assert_eq!(
+        from_env.beat_state_file,
+        std::path::Path::new("/var/lib/celerity/beat.json")
+    );
 
     let flags = parse(&[
         "-b",
@@ -155,6 +178,31 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert!(settings.result_extended);
     set("CELERITY_RESULT_EXTENDED", "1");
     assert!(parse(&[]).unwrap().result_extended);
+
+    // The scheduler alone: its flags, and the connection flags, come after `beat` too.
+    let beat = parse(&[
+        "beat",
+        "-b",
+        "redis://cache:6379/2",
+        "--beat-group",
+        "nightly",
+        "--beat-lease",
+        "3s",
+        "-l",
+        "debug",
+    ])
+    .unwrap();
+    assert_eq!(beat.command, Some(Command::Beat));
+    assert_eq!(beat.broker_url, "redis://cache:6379/2");
+    assert_eq!(beat.beat_group, "nightly");
+    assert_eq!(beat.beat_lease, Duration::from_secs(3));
+    assert_eq!(beat.log_level, "debug");
+    let flag = parse(&["-B", "--beat-lease", "0"]).unwrap_err().to_string();
+    assert!(
+        flag.contains("--beat-lease") && flag.contains("must be longer than 0"),
+        "{flag}"
+    );
+    assert!(parse(&["-B"]).unwrap().beat);
 
     // Mistakes are reported with the flag and a reason.
     let zero = parse(&["-c", "0"]).unwrap_err().to_string();

@@ -17,6 +17,10 @@
 //! every task with its queue), then logs one line per task event, readable or JSON; it
 //! stops gracefully on SIGINT/SIGTERM. `--health-addr` and `--ready-file` tell an
 //! orchestrator that the worker is alive and consuming.
+//!
+//! The same program runs the scheduler of the periodic tasks registered with
+//! [`WorkerBuilder::schedules`]: inside the worker with `--beat` (Celery's `worker -B`), or
+//! alone as `worker beat` (Celery's `celery beat`); see [`crate::beat`].
 
 mod banner;
 mod health;
