@@ -13,7 +13,7 @@ use crate::locate::{KeyPath, Segment};
 use crate::model::{
     ComponentModel, EnumModel, FieldModel, Model, OptionsModel, RateModel, RetryModel,
     ScheduleArgModel, ScheduleModel, SignatureModel, StructModel, TaskModel, VariantModel,
-    doc_lines, literal,
+    doc_lines, literal, raw_literal,
 };
 use crate::names;
 use crate::report::{Reporter, child, item};
@@ -648,7 +648,7 @@ impl Lowering<'_, '_, '_> {
                 // Composite values are decoded from their JSON form, which validation
                 // already checked against the type.
                 let json = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
-                format!("__celerity::default_value(r#\"{json}\"#)")
+                format!("__celerity::default_value({})", raw_literal(&json))
             }
         }
     }

@@ -258,3 +258,29 @@ pub(crate) fn doc_lines(text: Option<&str>) -> Vec<String> {
 pub(crate) fn literal(text: &str) -> String {
     format!("{text:?}")
 }
+
+/// A raw Rust string literal for `text` (JSON stays readable), with as few hashes as it
+/// needs: none without a `"`, else one more than the longest run of `#` after a `"`, so
+/// that nothing in the text ends the literal early (clippy's pedantic
+/// `needless_raw_string_hashes` refuses more).
+pub(crate) fn raw_literal(text: &str) -> String {
+    let hashes = text
+        .match_indices('"')
+        .map(|(at, _)| 1 + text[at + 1..].chars().take_while(|c| *c == '#').count())
+        .max()
+        .unwrap_or(0);
+    let hashes = "#".repeat(hashes);
+    format!("r{hashes}\"{text}\"{hashes}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_literals_have_the_fewest_hashes_that_keep_them_whole() {
+        assert_eq!(raw_literal("[9900]"), r#"r"[9900]""#);
+        assert_eq!(raw_literal(r#"{"a":1}"#), r##"r#"{"a":1}"#"##);
+        assert_eq!(raw_literal(r##"["#",1]"##), r###"r##"["#",1]"##"###);
+    }
+}
