@@ -16,9 +16,11 @@ pub mod tasks {
 
 pub use components::{Outbox, SessionStore, UserDirectory};
 
-/// Registers every task of the shop on `worker`, with the singletons its components use.
+/// Registers every task of the shop on `worker`, with the singletons its components use,
+/// and the shop's periodic tasks (sent when the worker program runs its scheduler).
 pub fn register(worker: &mut celerity::WorkerBuilder) {
     worker
+        .schedules(tasks::SCHEDULES)
         .singleton(SessionStore::default())
         .singleton(Outbox::default())
         .singleton(UserDirectory::default());

@@ -2,12 +2,10 @@
 //! Redis: it becomes ready (ready file, health endpoint), runs a task sent to it, and on
 //! SIGTERM stops consuming, drains and exits with status 0.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use celerity::cli::Banner;
 use celerity::{App, TaskState};
@@ -15,9 +13,10 @@ use celerity_shop::tasks::TasksRegistry;
 
 mod support;
 use support::redis_url;
+use support::worker::{WorkerProcess, signal, wait_until, worker_binary};
 
 #[test]
-fn the_banner_shows_the_configuration_and_every_task_with_its_queue() {
+fn the_banner_shows_the_configuration_every_task_with_its_queue_and_every_schedule() {
     let app = App::memory();
     let mut builder = app.worker();
     celerity_shop::register(&mut builder);
@@ -32,7 +31,8 @@ fn the_banner_shows_the_configuration_and_every_task_with_its_queue() {
     )
     .visibility_timeout(Duration::from_secs(600))
     .health_url("http://127.0.0.1:9100/healthz".into())
-    .ready_file("/tmp/celerity.ready".into());
+    .ready_file("/tmp/celerity.ready".into())
+    .now("2026-03-01T10:00:05Z".parse().unwrap());
     let expected = format!(
         "\
 celery@shop-1 v{version} (celerity)
@@ -62,6 +62,11 @@ celery@shop-1 v{version} (celerity)
   . tasks.process_order     orders
   . tasks.send_email        email
   . tasks.summarize_orders  orders
+
+[schedules] not sent by this worker (--beat, or the `beat` command, sends them)
+  . canary                tasks.ping → shop                every 1s                          next 2026-03-01T10:00:06Z
+  . session-cleanup       tasks.cleanup_sessions → shop    every 10m                         next 2026-03-01T10:10:00Z
+  . nightly-sales-report  tasks.generate_report → reports  crontab 30 2 * * * Europe/London  next 2026-03-02T02:30:00Z (2026-03-02 02:30 GMT)
 ",
         version = env!("CARGO_PKG_VERSION")
     );
@@ -224,7 +229,7 @@ async fn the_worker_example_runs_tasks_reports_health_and_drains_on_sigterm() {
         .await
         .unwrap();
 
-    signal(worker.child.id(), "TERM");
+    signal(worker.id(), "TERM");
     let status = worker.wait(Duration::from_secs(30));
     assert_eq!(status, Some(0), "a graceful shutdown exits with 0");
     assert!(
@@ -262,151 +267,6 @@ async fn the_worker_example_runs_tasks_reports_health_and_drains_on_sigterm() {
             );
             assert_eq!(sent.state().await.unwrap(), TaskState::Success);
         }
-    }
-}
-
-/// The `worker` example, built if needed (a plain `cargo test` builds examples; a test
-/// run on its own does not).
-fn worker_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let status = Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--quiet",
-                    // The workspace's features, as `cargo test --workspace` built them:
-                    // `-p` alone would build every dependency again with other features.
-                    "--workspace",
-                    "--example",
-                    "worker",
-                ])
-                .status()
-                .expect("cargo runs");
-            assert!(status.success(), "the worker example builds");
-            // target/<profile>/deps/cli-<hash> → target/<profile>/examples/worker
-            let exe = std::env::current_exe().unwrap();
-            let profile_dir = exe.parent().and_then(Path::parent).unwrap();
-            profile_dir.join("examples").join("worker")
-        })
-        .clone()
-}
-
-/// A running worker example whose output is collected as it comes.
-struct WorkerProcess {
-    child: Child,
-    stdout: mpsc::Receiver<String>,
-    stdout_seen: String,
-    stderr: Option<std::thread::JoinHandle<String>>,
-}
-
-impl WorkerProcess {
-    fn start(args: &[&str]) -> Self {
-        Self::start_with(args, |_| {})
-    }
-
-    /// Starts it with `args` and whatever else `configure` sets (the environment).
-    fn start_with(args: &[&str], configure: impl FnOnce(&mut Command)) -> Self {
-        let mut command = Command::new(worker_binary());
-        configure(&mut command);
-        let mut child = command
-            .args(args)
-            .env("CELERITY_LOG_LEVEL", "info")
-            .env("CELERITY_LOG_FORMAT", "human")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the worker example starts");
-        let (lines, stdout) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = lines.send(line);
-            }
-        });
-        let mut err = child.stderr.take().unwrap();
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            text
-        });
-        WorkerProcess {
-            child,
-            stdout,
-            stdout_seen: String::new(),
-            stderr: Some(stderr),
-        }
-    }
-
-    fn stdout_line_containing(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.stdout.recv_timeout(left) {
-                Ok(line) => {
-                    self.stdout_seen.push_str(&line);
-                    self.stdout_seen.push('\n');
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "no `{needle}` in the worker's output:\n{}",
-            self.stdout_seen
-        );
-    }
-
-    fn stdout(&mut self) -> String {
-        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(1)) {
-            self.stdout_seen.push_str(&line);
-            self.stdout_seen.push('\n');
-        }
-        self.stdout_seen.clone()
-    }
-
-    fn stderr(&mut self) -> String {
-        self.stderr
-            .take()
-            .map(|reader| reader.join().unwrap())
-            .unwrap_or_default()
-    }
-
-    /// The exit code, or `None` if it did not exit in time (it is then killed).
-    fn wait(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        // A failed assertion must not leave a worker consuming the test queue.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-}
-
-fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

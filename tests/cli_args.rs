@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use celerity::App;
-use celerity::cli::{LogFormat, WorkerArgs};
+use celerity::cli::{Command, LogFormat, WorkerArgs};
 use clap::Parser;
 
-const VARIABLES: [&str; 17] = [
+const VARIABLES: [&str; 21] = [
     "CELERITY_BROKER_URL",
     "CELERITY_RESULT_BACKEND",
     "CELERITY_QUEUES",
@@ -26,6 +26,10 @@ const VARIABLES: [&str; 17] = [
     "CELERITY_RESULT_EXTENDED",
     "CELERITY_WORKER_METRICS",
     "CELERITY_WORKER_SEND_TASK_EVENTS",
+    "CELERITY_BEAT",
+    "CELERITY_BEAT_GROUP",
+    "CELERITY_BEAT_LEASE",
+    "CELERITY_BEAT_STATE_FILE",
 ];
 
 fn parse(args: &[&str]) -> Result<WorkerArgs, clap::Error> {
@@ -63,6 +67,14 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert!(!defaults.result_extended, "off by default, as in Celery");
     assert!(!defaults.metrics);
     assert!(!defaults.task_events, "off by default, as in Celery");
+    assert!(!defaults.beat, "no scheduler unless asked, as in Celery");
+    assert_eq!(defaults.beat_group, "default");
+    assert_eq!(defaults.beat_lease, Duration::from_secs(10));
+    assert_eq!(
+        defaults.beat_state_file,
+        std::path::Path::new("celerity-beat.json")
+    );
+    assert_eq!(defaults.command, None);
 
     set("CELERITY_BROKER_URL", "redis://127.0.0.1:6379/0");
     set("CELERITY_RESULT_BACKEND", "redis://127.0.0.1:6379/1");
@@ -81,6 +93,10 @@ fn flags_win_over_variables_which_win_over_defaults() {
     set("CELERITY_RESULT_EXTENDED", "false");
     set("CELERITY_WORKER_METRICS", "yes");
     set("CELERITY_WORKER_SEND_TASK_EVENTS", "yes");
+    set("CELERITY_BEAT", "yes");
+    set("CELERITY_BEAT_GROUP", "billing");
+    set("CELERITY_BEAT_LEASE", "30s");
+    set("CELERITY_BEAT_STATE_FILE", "/var/lib/celerity/beat.json");
     let from_env = parse(&[]).unwrap();
     assert_eq!(from_env.broker_url, "redis://127.0.0.1:6379/0");
     assert_eq!(from_env.result_backend, "redis://127.0.0.1:6379/1");
@@ -108,6 +124,13 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert!(!from_env.result_extended);
     assert!(from_env.metrics);
     assert!(from_env.task_events);
+    assert!(from_env.beat);
+    assert_eq!(from_env.beat_group, "billing");
+    assert_eq!(from_env.beat_lease, Duration::from_secs(30));
+    assert_eq!(
+        from_env.beat_state_file,
+        std::path::Path::new("/var/lib/celerity/beat.json")
+    );
 
     let flags = parse(&[
         "-b",
@@ -169,6 +192,31 @@ fn flags_win_over_variables_which_win_over_defaults() {
     assert!(parse(&["--task-events"]).unwrap().task_events);
     set("CELERITY_RESULT_EXTENDED", "1");
     assert!(parse(&[]).unwrap().result_extended);
+
+    // The scheduler alone: its flags, and the connection flags, come after `beat` too.
+    let beat = parse(&[
+        "beat",
+        "-b",
+        "redis://cache:6379/2",
+        "--beat-group",
+        "nightly",
+        "--beat-lease",
+        "3s",
+        "-l",
+        "debug",
+    ])
+    .unwrap();
+    assert_eq!(beat.command, Some(Command::Beat));
+    assert_eq!(beat.broker_url, "redis://cache:6379/2");
+    assert_eq!(beat.beat_group, "nightly");
+    assert_eq!(beat.beat_lease, Duration::from_secs(3));
+    assert_eq!(beat.log_level, "debug");
+    let flag = parse(&["-B", "--beat-lease", "0"]).unwrap_err().to_string();
+    assert!(
+        flag.contains("--beat-lease") && flag.contains("must be longer than 0"),
+        "{flag}"
+    );
+    assert!(parse(&["-B"]).unwrap().beat);
 
     // Mistakes are reported with the flag and a reason.
     let zero = parse(&["-c", "0"]).unwrap_err().to_string();

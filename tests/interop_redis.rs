@@ -164,3 +164,11 @@ async fn celery_sees_both_workers_of_a_mixed_fleet() {
     };
     interop::events::celery_sees_both_workers_of_a_mixed_fleet(&transport, &python).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_celerity_schedulers_runs_run_on_python_and_celerity_workers() {
+    let Some((transport, python)) = redis_and_python() else {
+        return;
+    };
+    cases::scheduled_runs_on_python_and_celerity(&transport, &python).await;
+}

@@ -20,6 +20,8 @@ pub(crate) struct Schema {
     pub types: Vec<TypeDecl>,
     /// Tasks, in declaration order.
     pub tasks: Vec<Task>,
+    /// Periodic tasks, in declaration order.
+    pub schedules: Vec<Schedule>,
     /// What each type name declared under `types:` is.
     pub table: TypeTable,
 }
@@ -130,4 +132,37 @@ pub(crate) struct Retry {
     pub jitter: Option<bool>,
     /// The `exc_type` names to retry on; `None` for every error.
     pub on: Option<Vec<String>>,
+}
+
+/// A periodic task whose task, arguments, timing and options are checked.
+#[derive(Debug)]
+pub(crate) struct Schedule {
+    /// Its key: the schedule's name.
+    pub name: String,
+    pub description: Option<String>,
+    /// The task it sends, as an index into [`Schema::tasks`].
+    pub task: usize,
+    /// The value given for each of the task's arguments, in the task's order; `None` for
+    /// an argument given neither by position nor by name (it takes its default).
+    pub args: Vec<Option<Value>>,
+    pub recurrence: Recurrence,
+    /// Sending options over the task's own.
+    pub queue: Option<String>,
+    pub priority: Option<u8>,
+    /// In milliseconds.
+    pub expires: Option<u64>,
+}
+
+/// When a schedule's runs are due.
+#[derive(Debug)]
+pub(crate) enum Recurrence {
+    /// An interval, in milliseconds.
+    Every(u64),
+    /// A crontab, read in an IANA time zone.
+    Crontab {
+        /// As written, for display.
+        expression: String,
+        fields: crate::crontab::Crontab,
+        timezone: String,
+    },
 }

@@ -40,6 +40,7 @@
 mod breaking;
 mod build;
 mod checked;
+mod crontab;
 mod diagnostic;
 mod locate;
 mod lower;
@@ -62,6 +63,6 @@ pub use build::{
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use locate::Position;
 pub use schema::{
-    BackoffKind, FieldDef, FieldSpec, RetrySpec, SchemaFile, TaskDef, TaskOptions, TypeDef,
-    json_schema,
+    BackoffKind, FieldDef, FieldSpec, RetrySpec, ScheduleDef, ScheduleOptions, SchemaFile, TaskDef,
+    TaskOptions, TypeDef, json_schema,
 };

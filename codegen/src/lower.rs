@@ -8,11 +8,12 @@ use std::collections::{HashMap, HashSet};
 use indexmap::IndexMap;
 use serde_yaml::Value;
 
-use crate::checked::{self, Field, Options, Schema, Shape, Task, TypeKind};
+use crate::checked::{self, Field, Options, Recurrence, Schema, Shape, Task, TypeKind};
 use crate::locate::{KeyPath, Segment};
 use crate::model::{
     ComponentModel, EnumModel, FieldModel, Model, OptionsModel, RateModel, RetryModel,
-    SignatureModel, StructModel, TaskModel, VariantModel, doc_lines, literal,
+    ScheduleArgModel, ScheduleModel, SignatureModel, StructModel, TaskModel, VariantModel,
+    doc_lines, literal, raw_literal,
 };
 use crate::names;
 use crate::report::{Reporter, child, item};
@@ -28,6 +29,7 @@ pub(crate) fn lower(reporter: &mut Reporter<'_>, schema: &Schema, source_name: &
     lowering.type_names(schema);
     let (structs, enums) = lowering.named_types(schema);
     let (tasks, components) = lowering.tasks(schema);
+    let schedules = lowering.schedules(schema, &tasks);
     Model {
         source_name: source_name.to_owned(),
         doc: doc_lines(schema.description.as_deref()),
@@ -35,6 +37,7 @@ pub(crate) fn lower(reporter: &mut Reporter<'_>, schema: &Schema, source_name: &
         enums,
         tasks,
         components,
+        schedules,
     }
 }
 
@@ -371,6 +374,59 @@ impl Lowering<'_, '_, '_> {
         (out, components)
     }
 
+    /// Each schedule as an entry of `SCHEDULES`: its task's static, and the function that
+    /// builds the task's argument struct from the values the schedule gives (the others
+    /// take their default, as the client's call would).
+    fn schedules(&mut self, schema: &Schema, tasks: &[TaskModel]) -> Vec<ScheduleModel> {
+        let mut out = Vec::new();
+        for (index, schedule) in schema.schedules.iter().enumerate() {
+            let task = &schema.tasks[schedule.task];
+            // A task that could not be lowered is reported already.
+            let Some(model) = tasks.iter().find(|model| model.wire_name == task.wire) else {
+                continue;
+            };
+            let mut fields = Vec::new();
+            for (arg, value) in task.args.iter().zip(&schedule.args) {
+                let Some(field) = model.args.fields.iter().find(|f| f.wire_name == arg.wire) else {
+                    continue;
+                };
+                let expr = match (value, &field.default_fn) {
+                    (Some(value), _) => self.default_expr(value, &arg.ty),
+                    (None, Some(default_fn)) => format!("{default_fn}()"),
+                    (None, None) => "::core::option::Option::None".into(),
+                };
+                fields.push(ScheduleArgModel {
+                    name: field.name.clone(),
+                    expr,
+                });
+            }
+            let mut doc = vec![format!(
+                "The arguments the schedule `{}` sends the task `{}` with.",
+                schedule.name, task.wire
+            )];
+            let description = doc_lines(schedule.description.as_deref());
+            if !description.is_empty() {
+                doc.push(String::new());
+                doc.extend(description);
+            }
+            out.push(ScheduleModel {
+                name_literal: literal(&schedule.name),
+                name: schedule.name.clone(),
+                doc,
+                task_wire_name: task.wire.clone(),
+                spec: model.spec.clone(),
+                args_fn: format!("__schedule_args_{index}"),
+                args_struct: model.args.name.clone(),
+                fields,
+                recurrence: recurrence_expr(&schedule.recurrence),
+                queue: schedule.queue.as_deref().map(literal),
+                priority: schedule.priority.map(|p| p.to_string()),
+                expires: schedule.expires.map(duration_expr),
+            });
+        }
+        out
+    }
+
     /// A task's method name, checked against what the generated code already names: the
     /// client's own methods and the static listing every task.
     fn check_method(&mut self, task: &Task, last: &str, method: &str) {
@@ -398,15 +454,20 @@ impl Lowering<'_, '_, '_> {
                 Some(rename.clone()),
             );
         }
-        if names::shouty_snake_case(last).is_ok_and(|spec| spec == names::TASK_LIST_STATIC) {
-            self.reporter.error_at_key(
-                path,
-                format!(
-                    "task `{key}` generates the static `{0}`, which collides with `{0}`, the generated list of every task",
-                    names::TASK_LIST_STATIC
-                ),
-                Some(rename),
-            );
+        let spec = names::shouty_snake_case(last).unwrap_or_default();
+        for (list, of) in [
+            (names::TASK_LIST_STATIC, "task"),
+            (names::SCHEDULE_LIST_STATIC, "schedule"),
+        ] {
+            if spec == list {
+                self.reporter.error_at_key(
+                    path,
+                    format!(
+                        "task `{key}` generates the static `{list}`, which collides with `{list}`, the generated list of every {of}"
+                    ),
+                    Some(rename.clone()),
+                );
+            }
         }
     }
 
@@ -587,8 +648,40 @@ impl Lowering<'_, '_, '_> {
                 // Composite values are decoded from their JSON form, which validation
                 // already checked against the type.
                 let json = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
-                format!("__celerity::default_value(r#\"{json}\"#)")
+                format!("__celerity::default_value({})", raw_literal(&json))
             }
+        }
+    }
+}
+
+/// The `Recurrence` expression of a schedule: an interval, or a crontab whose fields are
+/// listed expanded (a field that is `*` is left at the builder's "every value").
+fn recurrence_expr(recurrence: &Recurrence) -> String {
+    match recurrence {
+        Recurrence::Every(ms) => format!("__celerity::Recurrence::Every({})", duration_expr(*ms)),
+        Recurrence::Crontab {
+            expression,
+            fields,
+            timezone,
+        } => {
+            let mut expr = format!(
+                "__celerity::Crontab::new({}, {})",
+                literal(expression),
+                literal(timezone)
+            );
+            for (setter, field) in [
+                ("minutes", &fields.minutes),
+                ("hours", &fields.hours),
+                ("days_of_month", &fields.days_of_month),
+                ("months", &fields.months),
+                ("days_of_week", &fields.days_of_week),
+            ] {
+                if let Some(values) = field {
+                    let values: Vec<String> = values.iter().map(u8::to_string).collect();
+                    expr.push_str(&format!(".{setter}(&[{}])", values.join(", ")));
+                }
+            }
+            format!("__celerity::Recurrence::Crontab({expr})")
         }
     }
 }
@@ -838,6 +931,48 @@ mod tests {
                 "6:3 task `new` would become the method `TasksRegistry::new`, which the generated client already has: it builds the registry from a `Client`",
                 "6:16 argument `ctx` collides with `ctx`, the parameter through which the worker trait method `new` receives the task context",
                 "7:3 tasks `new` and `x.new` both become the Rust method `new`",
+            ]
+        );
+    }
+
+    #[test]
+    fn schedules_take_their_tasks_static_and_give_every_argument_a_value() {
+        let (model, messages) = lowered(
+            "version: 1\ntasks:\n  purge:\n    args: {days: u32, dry_run: {type: bool, default: false}, note: string?}\n\
+             schedules:\n  nightly: {task: purge, args: [7], crontab: \"0 3 * * sun\", timezone: Europe/Berlin}\n",
+        );
+        assert!(messages.is_empty(), "{messages:?}");
+        let schedule = &model.schedules[0];
+        assert_eq!(
+            (schedule.spec.as_str(), schedule.args_fn.as_str()),
+            ("PURGE", "__schedule_args_0")
+        );
+        let fields: Vec<(&str, &str)> = schedule
+            .fields
+            .iter()
+            .map(|f| (f.name.as_str(), f.expr.as_str()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("days", "7"),
+                ("dry_run", "__default_purge_args_dry_run()"),
+                ("note", "::core::option::Option::None"),
+            ]
+        );
+        assert_eq!(
+            schedule.recurrence,
+            "__celerity::Recurrence::Crontab(__celerity::Crontab::new(\"0 3 * * sun\", \"Europe/Berlin\").minutes(&[0]).hours(&[3]).days_of_week(&[0]))"
+        );
+    }
+
+    #[test]
+    fn a_task_cannot_take_the_name_of_the_schedule_table() {
+        let (_, messages) = lowered("version: 1\ntasks:\n  jobs.schedules: {}\n");
+        assert_eq!(
+            messages,
+            [
+                "3:3 task `jobs.schedules` generates the static `SCHEDULES`, which collides with `SCHEDULES`, the generated list of every schedule"
             ]
         );
     }

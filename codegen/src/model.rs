@@ -20,6 +20,8 @@ pub(crate) struct Model {
     pub tasks: Vec<TaskModel>,
     /// Worker components, in order of first use.
     pub components: Vec<ComponentModel>,
+    /// Periodic tasks, in declaration order.
+    pub schedules: Vec<ScheduleModel>,
 }
 
 /// A generated struct (a named type, or a task's argument struct).
@@ -202,6 +204,45 @@ pub(crate) struct ComponentModel {
     pub tasks: Vec<TaskModel>,
 }
 
+/// A periodic task: an entry of the generated `SCHEDULES` table and the function that
+/// builds its arguments.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ScheduleModel {
+    /// The schedule's name, as a Rust string literal.
+    pub name_literal: String,
+    /// The schedule's name, for documentation.
+    pub name: String,
+    /// Documentation lines of the arguments function.
+    pub doc: Vec<String>,
+    /// The task's wire name, for documentation.
+    pub task_wire_name: String,
+    /// Name of the task's static `TaskSpec`.
+    pub spec: String,
+    /// The function that builds the arguments (`__schedule_args_0`).
+    pub args_fn: String,
+    /// The task's argument struct.
+    pub args_struct: String,
+    /// Each field of the argument struct with the Rust expression of its value.
+    pub fields: Vec<ScheduleArgModel>,
+    /// The `Recurrence` expression.
+    pub recurrence: String,
+    /// The queue, as a string literal.
+    pub queue: Option<String>,
+    /// The priority, as an integer literal.
+    pub priority: Option<String>,
+    /// A `Duration` expression.
+    pub expires: Option<String>,
+}
+
+/// A field of a task's argument struct, as a schedule sets it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ScheduleArgModel {
+    /// The field's Rust identifier.
+    pub name: String,
+    /// The Rust expression of its value.
+    pub expr: String,
+}
+
 /// Documentation text split into lines for `///` comments.
 pub(crate) fn doc_lines(text: Option<&str>) -> Vec<String> {
     text.map(|t| {
@@ -216,4 +257,30 @@ pub(crate) fn doc_lines(text: Option<&str>) -> Vec<String> {
 /// A Rust string literal for `text`.
 pub(crate) fn literal(text: &str) -> String {
     format!("{text:?}")
+}
+
+/// A raw Rust string literal for `text` (JSON stays readable), with as few hashes as it
+/// needs: none without a `"`, else one more than the longest run of `#` after a `"`, so
+/// that nothing in the text ends the literal early (clippy's pedantic
+/// `needless_raw_string_hashes` refuses more).
+pub(crate) fn raw_literal(text: &str) -> String {
+    let hashes = text
+        .match_indices('"')
+        .map(|(at, _)| 1 + text[at + 1..].chars().take_while(|c| *c == '#').count())
+        .max()
+        .unwrap_or(0);
+    let hashes = "#".repeat(hashes);
+    format!("r{hashes}\"{text}\"{hashes}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_literals_have_the_fewest_hashes_that_keep_them_whole() {
+        assert_eq!(raw_literal("[9900]"), r#"r"[9900]""#);
+        assert_eq!(raw_literal(r#"{"a":1}"#), r##"r#"{"a":1}"#"##);
+        assert_eq!(raw_literal(r##"["#",1]"##), r###"r##"["#",1]"##"###);
+    }
 }

@@ -31,6 +31,9 @@ pub(crate) const CLIENT_METHODS: &[(&str, &str)] = &[
 /// the per-task statics (`SEND_EMAIL`).
 pub(crate) const TASK_LIST_STATIC: &str = "TASKS";
 
+/// The static listing every schedule (`templates/schedules.rs.hbs`), in the same namespace.
+pub(crate) const SCHEDULE_LIST_STATIC: &str = "SCHEDULES";
+
 /// The parameter through which every worker trait method receives its task context
 /// (`templates/worker.rs.hbs`), before the task's arguments.
 pub(crate) const CONTEXT_PARAMETER: &str = "ctx";

@@ -16,6 +16,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("tasks", include_str!("../templates/tasks.rs.hbs")),
     ("client", include_str!("../templates/client.rs.hbs")),
     ("worker", include_str!("../templates/worker.rs.hbs")),
+    ("schedules", include_str!("../templates/schedules.rs.hbs")),
 ];
 
 /// Partials shared by several templates.
@@ -129,6 +130,7 @@ mod tests {
             enums: Vec::new(),
             tasks: Vec::new(),
             components: Vec::new(),
+            schedules: Vec::new(),
         }
     }
 

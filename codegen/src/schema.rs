@@ -35,6 +35,10 @@ pub struct SchemaFile {
     /// The tasks, keyed by name. The key is the wire name unless `name` overrides it.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub tasks: IndexMap<String, TaskDef>,
+    /// Periodic tasks (Celery beat's schedule), keyed by a name of your choosing: which
+    /// task the scheduler sends, with which arguments, and when.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub schedules: IndexMap<String, ScheduleDef>,
 }
 
 /// A named type: a struct when it has `fields`, a string enum when it has `enum`.
@@ -209,6 +213,71 @@ pub enum BackoffKind {
     Fixed,
     /// `delay * 2^retries`, capped by `max_delay`.
     Exponential,
+}
+
+/// A periodic task: a task of this schema, its arguments, and when the scheduler sends it,
+/// either `every` (an interval) or on a `crontab`.
+///
+/// ```yaml
+/// schedules:
+///   nightly-report:
+///     task: tasks.generate_report
+///     args: [nightly, "2026-01-01"]
+///     kwargs: {format: pdf}
+///     crontab: "30 2 * * *"
+///     timezone: Europe/London
+///     options: {expires: 1h}
+/// ```
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleDef {
+    /// The task to send: its key under `tasks:`, or its wire name.
+    pub task: String,
+    /// Documentation, shown beside the entry in the generated `SCHEDULES` table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Arguments by position, checked against the task's argument types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Vec<serde_json::Value>>")]
+    pub args: Option<serde_yaml::Value>,
+    /// Arguments by name, checked against the task's argument types. Arguments given
+    /// neither way take their default; a required one must be given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<IndexMap<String, serde_json::Value>>")]
+    pub kwargs: Option<serde_yaml::Value>,
+    /// Send at this interval (e.g. `30s`, `5m`, `1h`), on multiples of it since the Unix
+    /// epoch. Give either `every` or `crontab`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<DurationSchema>")]
+    pub every: Option<serde_yaml::Value>,
+    /// Send when the wall clock of `timezone` matches: Celery's five fields (`minute hour
+    /// day-of-month month day-of-week`, e.g. `*/15 9-17 * * mon-fri`) or a shortcut:
+    /// `@hourly`, `@daily`, `@midnight`, `@weekly`, `@monthly`, `@yearly`, `@annually`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crontab: Option<String>,
+    /// The IANA time zone a crontab is read in (e.g. `Europe/Berlin`). Default: `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// How each run is sent, over the task's own options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<ScheduleOptions>,
+}
+
+/// How each run of a schedule is sent (Celery beat's entry `options`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleOptions {
+    /// Queue each run is sent to. Default: the task's queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Message priority, 0 to 9. Default: the task's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// A run not started within this long after it was sent is revoked (e.g. `5m`); at
+    /// most the interval, so that runs a busy worker could not start do not pile up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "DurationSchema")]
+    pub expires: Option<serde_yaml::Value>,
 }
 
 /// A duration: a number of seconds, or a string such as `500ms`, `30s`, `5m`, `2h`, `1d`.

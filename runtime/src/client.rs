@@ -334,6 +334,24 @@ impl Client {
     }
 }
 
+/// The arguments of a call of `spec` as Celery sends them: positionally, in schema order
+/// (an argument struct), or as given (a list).
+pub fn encode_args<A: Serialize + ?Sized>(spec: &TaskSpec, args: &A) -> Result<Vec<Value>> {
+    match serde_json::to_value(args) {
+        Ok(Value::Object(map)) => Ok(map.into_iter().map(|(_, v)| v).collect()),
+        Ok(Value::Array(items)) => Ok(items),
+        Ok(_) => Err(Error::new(
+            ErrorKind::Encode,
+            format!("arguments of `{}` are not a struct", spec.name),
+        )),
+        Err(e) => Err(Error::new(
+            ErrorKind::Encode,
+            format!("could not encode the arguments of `{}`", spec.name),
+        )
+        .with_source(e)),
+    }
+}
+
 fn encode(message: &TaskMessage) -> Result<crate::protocol::RawMessage> {
     message.to_raw().map_err(|e| {
         Error::new(ErrorKind::Encode, "could not encode the task message").with_source(e)
@@ -466,19 +484,7 @@ impl<A: Serialize + Send + 'static, R: Send + 'static> TaskCall<A, R> {
     /// Arguments as Celery sends them: positionally, in schema order (an argument struct),
     /// or as given (a list).
     pub fn encode_args(&self) -> Result<Vec<Value>> {
-        match serde_json::to_value(&self.args) {
-            Ok(Value::Object(map)) => Ok(map.into_iter().map(|(_, v)| v).collect()),
-            Ok(Value::Array(items)) => Ok(items),
-            Ok(_) => Err(Error::new(
-                ErrorKind::Encode,
-                format!("arguments of `{}` are not a struct", self.spec.name),
-            )),
-            Err(e) => Err(Error::new(
-                ErrorKind::Encode,
-                format!("could not encode the arguments of `{}`", self.spec.name),
-            )
-            .with_source(e)),
-        }
+        encode_args(self.spec, &self.args)
     }
 
     /// This call as a signature, to send later or as a step of a workflow (Celery's

@@ -34,6 +34,7 @@ mod amqp;
 mod app;
 pub mod backend;
 mod backoff;
+pub mod beat;
 mod bounded;
 pub mod broker;
 mod call_type;
@@ -142,14 +143,17 @@ pub mod __codegen {
     /// Version 1 of the generated-code interface.
     pub mod v1 {
         pub use crate::__task_call as task_call;
+        pub use crate::beat::{Crontab, Recurrence, Schedule};
         pub use crate::canvas::{Sig, Takes, arg};
+        pub use crate::client::encode_args;
         pub use crate::values::default_value;
         pub use crate::{
             ArgSpec, AsyncResult, BuildError, Client, Component, Container, Dependencies,
-            FromClient, Invoke, Requirement, RetryPolicy, SendOptions, TaskCall, TaskContext,
-            TaskResult, TaskSpec, WorkerBuilder,
+            FromClient, Invoke, Requirement, Result, RetryPolicy, SendOptions, TaskCall,
+            TaskContext, TaskResult, TaskSpec, WorkerBuilder,
         };
         pub use schemars;
         pub use serde;
+        pub use serde_json;
     }
 }

@@ -26,6 +26,9 @@ pub struct TaskContext {
     pub eta: Option<chrono::DateTime<chrono::Utc>>,
     /// When the message expires.
     pub expires: Option<chrono::DateTime<chrono::Utc>>,
+    /// The schedule that sent this run, when a scheduler sent it (the `periodic_task_name`
+    /// header, which Celery tasks read as `self.request.periodic_task_name`).
+    pub periodic_task_name: Option<String>,
     pub(crate) client: Client,
     pub(crate) soft_deadline: Option<tokio::time::Instant>,
 }
@@ -58,6 +61,7 @@ impl TaskContext {
             parent_id: None,
             eta: None,
             expires: None,
+            periodic_task_name: None,
             client,
             soft_deadline: None,
         }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use celerity::beat::{Beat, BeatSettings, run_id};
 use celerity::canvas::{Sig, Signature, Takes, chain, chord, group};
 use celerity::{AsyncResult, Decimal, ResultError, TaskFailure, TaskState};
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
@@ -10,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::python::{Call, Python};
 use super::rust_worker;
-use super::tasks::{self, Address, Customer, Profile, TasksRegistry};
+use super::tasks::{self, Address, Customer, Profile, Scheduled, TasksRegistry};
 use super::transport::Transport;
 use super::unique_queue;
 
@@ -1490,4 +1491,65 @@ pub async fn python_restores_a_celerity_group(transport: &Transport, python: &Py
     assert_eq!(sent.get(WAIT).await.unwrap(), [11, 22, 33, 44, 55]);
     sent.delete().await.expect("the saved group is deleted");
     worker.shutdown().await;
+}
+
+/// A Celerity scheduler's runs (the interop schema's `SCHEDULES`, sent to a queue of this
+/// case's own) are run by a Python Celery worker, which reads the schedule's name and
+/// Celery beat's mark from its request, then by a Celerity worker, which reads the name
+/// from its context. Each run's result is found by the id made from the run.
+pub async fn scheduled_runs_on_python_and_celerity(transport: &Transport, python: &Python) {
+    let queue: &'static str = Box::leak(unique_queue("beat").into_boxed_str());
+    let schedule = tasks::SCHEDULES[0].queue(queue);
+    assert_eq!(schedule.name, "interop-every-second");
+    let app = transport.app().await;
+    for kind in ["python", "rust"] {
+        let group = format!("{queue}-{kind}");
+        let (python_worker, rust) = match kind {
+            "python" => (Some(python.worker(transport, queue).await), None),
+            _ => (None, Some(rust_worker::start(&app, queue).await)),
+        };
+        let settings = BeatSettings::default()
+            .group(&group)
+            .lease(Duration::from_secs(3));
+        let beat = Beat::redis(app.client(), &[schedule], &transport.broker, settings)
+            .await
+            .unwrap();
+        let started = Utc::now();
+        let handle = beat.spawn();
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        handle.stop().await;
+        let stopped = Utc::now();
+
+        // The runs surely sent: from a second after the scheduler started (it starts with
+        // the next run) to the last due a second before it stopped.
+        let mut ran = Vec::new();
+        let mut second = started.timestamp() + 2;
+        while second < stopped.timestamp() {
+            let run = DateTime::from_timestamp(second, 0).unwrap();
+            let result = app
+                .client()
+                .result::<Scheduled>(run_id(&group, schedule.name, run));
+            let scheduled = result
+                .get(Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "the run at {run} on the {kind} worker: {e}\n{}",
+                        python_worker.as_ref().map(|w| w.log()).unwrap_or_default()
+                    )
+                });
+            ran.push(scheduled);
+            second += 1;
+        }
+        assert!(ran.len() >= 2, "{kind}: {ran:?}");
+        for scheduled in &ran {
+            assert_eq!(scheduled.label, "tick");
+            assert_eq!(scheduled.schedule.as_deref(), Some("interop-every-second"));
+            assert_eq!(scheduled.worker, kind);
+        }
+        if let Some(rust) = rust {
+            rust.shutdown().await;
+        }
+        drop(python_worker);
+    }
 }

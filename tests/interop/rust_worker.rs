@@ -11,7 +11,7 @@ use celerity::{
 use chrono::Utc;
 use serde_json::Value;
 
-use super::tasks::{self, Customer, Interop, Profile, Tagged, Tally, Timing};
+use super::tasks::{self, Customer, Interop, Profile, Scheduled, Tagged, Tally, Timing};
 
 /// How many times `interop.tally` ran on one Celerity worker, by key: a worker's
 /// singleton, read with `Worker::singleton::<Tallies>()`.
@@ -151,6 +151,14 @@ impl Interop for RustInterop {
         Ok(Timing {
             eta: ctx.eta,
             ran_at: Utc::now(),
+        })
+    }
+
+    async fn scheduled(&self, ctx: &TaskContext, label: String) -> TaskResult<Scheduled> {
+        Ok(Scheduled {
+            label,
+            schedule: ctx.periodic_task_name.clone(),
+            worker: "rust".into(),
         })
     }
 

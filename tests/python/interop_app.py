@@ -144,6 +144,18 @@ def tally(items, key):
     return {"items": items, "worker": "python"}
 
 
+@app.task(name="interop.scheduled", bind=True)
+def scheduled(self, label):
+    # What Celery beat (and django-celery-beat) sent it with, read as Celery tasks do.
+    return {
+        "label": label,
+        "schedule": getattr(self.request, "periodic_task_name", None)
+        if getattr(self.request, "celery_beat_task", False)
+        else None,
+        "worker": "python",
+    }
+
+
 # A task of the Python service that the schema does not declare: Celerity sends it
 # through an untyped signature (`Sig::from_signature`).
 @app.task(name="pyonly.mul")

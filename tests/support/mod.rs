@@ -6,6 +6,7 @@
 
 #[path = "../../runtime/tests/support/skip.rs"]
 mod skip;
+pub mod worker;
 
 #[allow(unused_imports)] // as above: each test binary uses part of this
 pub use skip::{amqp_url, python_with_celery, redis_url, skip};

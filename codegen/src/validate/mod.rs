@@ -7,9 +7,11 @@
 //! - [`types`]: type expressions, references, recursion;
 //! - [`values`]: defaults against their types, durations, rate limits;
 //! - [`options`]: each task's options merged over `defaults:` and checked;
+//! - [`schedules`]: each periodic task against the task it sends;
 //! - here: what holds across tasks (wire names, argument order, components).
 
 mod options;
+mod schedules;
 mod structure;
 mod types;
 mod values;
@@ -21,7 +23,7 @@ use serde_yaml::Value;
 use crate::checked::{Field, Schema, Task};
 use crate::locate::{KeyPath, Position, Segment};
 use crate::report::{Reporter, child};
-use crate::schema::{SchemaFile, TaskDef, TaskOptions, TypeDef};
+use crate::schema::{ScheduleDef, ScheduleOptions, SchemaFile, TaskDef, TaskOptions, TypeDef};
 
 /// The only version of the schema language.
 pub(crate) const SCHEMA_VERSION: u64 = 1;
@@ -75,6 +77,22 @@ pub(crate) fn validate(reporter: &mut Reporter<'_>, root: &Value) -> Schema {
         ok
     });
 
+    let schedules =
+        structure::collect::<ScheduleDef>(reporter, root, "schedules", |reporter, path, value| {
+            let ok = structure::check_keys::<ScheduleDef>(reporter, path, value, "a schedule");
+            if let Some(options) = value.get_mut("options") {
+                if !structure::check_keys::<ScheduleOptions>(
+                    reporter,
+                    &child(path, "options"),
+                    options,
+                    "schedule options",
+                ) {
+                    *options = Value::Null;
+                }
+            }
+            ok
+        });
+
     let table = types::table(reporter, &types);
     let types = types
         .iter()
@@ -99,10 +117,12 @@ pub(crate) fn validate(reporter: &mut Reporter<'_>, root: &Value) -> Schema {
         })
         .collect();
     let tasks = self::tasks(reporter, &tasks, &defaults, &table);
+    let schedules = schedules::schedules(reporter, &schedules, &tasks, &table);
     Schema {
         description,
         types,
         tasks,
+        schedules,
         table,
     }
 }

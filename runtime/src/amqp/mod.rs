@@ -20,6 +20,7 @@
 //! URLs, each connection goes to the first broker that answers and, once lost, moves on
 //! to the next one, round-robin (`link`).
 
+pub(crate) mod beat_lease;
 mod consumer;
 mod link;
 mod mailbox;

@@ -4,10 +4,14 @@
 use std::fmt;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
+use crate::beat::{Recurrence, Schedule};
 use crate::worker::WorkerSettings;
 
 /// What the worker prints at start: node name and version, broker, backend, limits,
-/// health checks, the queues it consumes and every task with its queue.
+/// health checks, the queues it consumes, every task with its queue, and the periodic
+/// tasks registered with their next run.
 ///
 /// ```
 /// let app = celerity::App::memory();
@@ -25,6 +29,8 @@ pub struct Banner {
     health_url: Option<String>,
     metrics_url: Option<String>,
     ready_file: Option<String>,
+    beat: Option<String>,
+    now: DateTime<Utc>,
 }
 
 impl Banner {
@@ -39,7 +45,22 @@ impl Banner {
             health_url: None,
             metrics_url: None,
             ready_file: None,
+            beat: None,
+            now: Utc::now(),
         }
+    }
+
+    /// Says that this worker runs the scheduler, coordinated as described.
+    pub fn beat(mut self, coordination: String) -> Self {
+        self.beat = Some(coordination);
+        self
+    }
+
+    /// Shows the next run of each schedule as seen at `now` (default: when the banner was
+    /// made).
+    pub fn now(mut self, now: DateTime<Utc>) -> Self {
+        self.now = now;
+        self
     }
 
     /// Shows the Redis broker's visibility timeout: how long a task taken by a worker that
@@ -132,7 +153,130 @@ impl fmt::Display for Banner {
             };
             writeln!(f, "  . {:<width$}  {}{note}", task.name, task.queue)?;
         }
+        if !s.schedules.is_empty() {
+            writeln!(f)?;
+            match &self.beat {
+                Some(coordination) => writeln!(
+                    f,
+                    "[schedules] sent by this worker's scheduler: {coordination}"
+                )?,
+                None => writeln!(
+                    f,
+                    "[schedules] not sent by this worker (--beat, or the `beat` command, sends them)"
+                )?,
+            }
+            schedules(f, &s.schedules, self.now)?;
+        }
         Ok(())
+    }
+}
+
+/// What the `beat` command prints at start: its name and version, the broker it sends to,
+/// how it coordinates with its replicas, and each schedule with its next run.
+///
+/// ```
+/// let app = celerity::App::memory();
+/// let worker = app.worker();
+/// let banner = celerity::cli::BeatBanner::new(&worker.settings(), "memory://", "alone");
+/// assert!(banner.to_string().contains("[schedules]"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct BeatBanner {
+    hostname: String,
+    schedules: Vec<Schedule>,
+    broker: String,
+    coordination: String,
+    now: DateTime<Utc>,
+}
+
+impl BeatBanner {
+    /// The banner of a scheduler of the schedules in `settings`, sending to the described
+    /// broker and coordinated as described.
+    pub fn new(settings: &WorkerSettings, broker: &str, coordination: &str) -> Self {
+        BeatBanner {
+            hostname: settings.hostname.clone(),
+            schedules: settings.schedules.clone(),
+            broker: broker.to_owned(),
+            coordination: coordination.to_owned(),
+            now: Utc::now(),
+        }
+    }
+
+    /// Shows the next run of each schedule as seen at `now`.
+    pub fn now(mut self, now: DateTime<Utc>) -> Self {
+        self.now = now;
+        self
+    }
+}
+
+impl fmt::Display for BeatBanner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} v{} (celerity beat)",
+            self.hostname,
+            env!("CARGO_PKG_VERSION")
+        )?;
+        writeln!(f)?;
+        writeln!(f, "[config]")?;
+        writeln!(f, ".> transport:   {}", self.broker)?;
+        writeln!(f, ".> lease:       {}", self.coordination)?;
+        writeln!(f)?;
+        writeln!(f, "[schedules]")?;
+        schedules(f, &self.schedules, self.now)
+    }
+}
+
+/// One line per schedule: its name, task, queue, when it runs and its next run (in UTC,
+/// and on the crontab's own wall clock).
+fn schedules(
+    f: &mut fmt::Formatter<'_>,
+    schedules: &[Schedule],
+    now: DateTime<Utc>,
+) -> fmt::Result {
+    let rows: Vec<[String; 4]> = schedules
+        .iter()
+        .map(|schedule| {
+            let next = match schedule.recurrence.next_after(now) {
+                None => "never".to_owned(),
+                Some(at) => {
+                    let utc = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                    match (&schedule.recurrence, schedule_tz(schedule)) {
+                        (Recurrence::Crontab(_), Some(tz)) if tz != chrono_tz::UTC => {
+                            format!(
+                                "{utc} ({})",
+                                at.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z")
+                            )
+                        }
+                        _ => utc,
+                    }
+                }
+            };
+            [
+                schedule.name.to_owned(),
+                format!("{} → {}", schedule.task.name, schedule.queue_name()),
+                schedule.recurrence.to_string(),
+                next,
+            ]
+        })
+        .collect();
+    let width = |column: usize| {
+        rows.iter()
+            .map(|row| row[column].chars().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let (name, task, when) = (width(0), width(1), width(2));
+    for [a, b, c, next] in &rows {
+        writeln!(f, "  . {a:<name$}  {b:<task$}  {c:<when$}  next {next}")?;
+    }
+    Ok(())
+}
+
+fn schedule_tz(schedule: &Schedule) -> Option<chrono_tz::Tz> {
+    match schedule.recurrence {
+        Recurrence::Crontab(crontab) => crontab.tz(),
+        Recurrence::Every(_) => None,
     }
 }
 

@@ -17,6 +17,10 @@
 //! every task with its queue), then logs one line per task event, readable or JSON; it
 //! stops gracefully on SIGINT/SIGTERM. `--health-addr` and `--ready-file` tell an
 //! orchestrator that the worker is alive and consuming.
+//!
+//! The same program runs the scheduler of the periodic tasks registered with
+//! [`WorkerBuilder::schedules`]: inside the worker with `--beat` (Celery's `worker -B`), or
+//! alone as `worker beat` (Celery's `celery beat`); see [`crate::beat`].
 
 mod banner;
 mod health;
@@ -29,12 +33,13 @@ use std::time::Duration;
 
 use clap::Parser;
 
-pub use banner::Banner;
+pub use banner::{Banner, BeatBanner};
 pub use logging::{LogFormat, subscriber};
 
 use crate::app::{App, Settings, parse_duration as duration, parse_timeout as timeout};
+use crate::beat::{Beat, BeatSettings};
 use crate::error::{Error, ErrorKind, Result};
-use crate::worker::{DEFAULT_HOSTNAME, DEFAULT_PREFETCH_MULTIPLIER, WorkerBuilder};
+use crate::worker::{DEFAULT_HOSTNAME, DEFAULT_PREFETCH_MULTIPLIER, WorkerBuilder, WorkerSettings};
 
 /// The worker's command line. Every flag can also be set by its `CELERITY_*` variable;
 /// a flag wins over its variable.
@@ -51,6 +56,7 @@ pub struct WorkerArgs {
     #[arg(
         short = 'b',
         long,
+        global = true,
         env = crate::app::BROKER_URL_VAR,
         hide_env_values = true,
         default_value = crate::app::DEFAULT_URL,
@@ -61,6 +67,7 @@ pub struct WorkerArgs {
     /// Result backend URL: memory://, redis://[:password@]host[:port][/db], rediss://…, sentinel://… or rpc://
     #[arg(
         long,
+        global = true,
         env = crate::app::RESULT_BACKEND_VAR,
         hide_env_values = true,
         default_value = crate::app::DEFAULT_URL,
@@ -87,7 +94,7 @@ pub struct WorkerArgs {
     pub prefetch_multiplier: usize,
 
     /// Node name; %h is the host name, %n its first label, %d the rest
-    #[arg(short = 'n', long, env = "CELERITY_HOSTNAME", default_value = DEFAULT_HOSTNAME, value_name = "NAME")]
+    #[arg(short = 'n', long, global = true, env = "CELERITY_HOSTNAME", default_value = DEFAULT_HOSTNAME, value_name = "NAME")]
     pub hostname: String,
 
     /// Log level or filter: error, warn, info, debug, trace, or directives such as `info,my_app=debug`
@@ -95,6 +102,7 @@ pub struct WorkerArgs {
         short = 'l',
         long,
         visible_alias = "loglevel",
+        global = true,
         env = "CELERITY_LOG_LEVEL",
         default_value = "info",
         value_name = "LEVEL"
@@ -102,7 +110,7 @@ pub struct WorkerArgs {
     pub log_level: String,
 
     /// Log lines for people (human) or for log pipelines (json)
-    #[arg(long, env = "CELERITY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    #[arg(long, global = true, env = "CELERITY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
 
     /// How long a shutdown waits for running tasks: seconds, or a number with ms, s, m, h or d
@@ -118,11 +126,11 @@ pub struct WorkerArgs {
     pub result_retry_window: Option<Duration>,
 
     /// The master a sentinel:// broker's sentinels watch (kombu's master_name transport option) [default: the URL's ?master_name=]
-    #[arg(long, env = crate::app::BROKER_MASTER_NAME_VAR, value_name = "NAME")]
+    #[arg(long, global = true, env = crate::app::BROKER_MASTER_NAME_VAR, value_name = "NAME")]
     pub broker_master_name: Option<String>,
 
     /// The master a sentinel:// result backend's sentinels watch [default: the URL's ?master_name=]
-    #[arg(long, env = crate::app::RESULT_BACKEND_MASTER_NAME_VAR, value_name = "NAME")]
+    #[arg(long, global = true, env = crate::app::RESULT_BACKEND_MASTER_NAME_VAR, value_name = "NAME")]
     pub result_backend_master_name: Option<String>,
 
     /// Refuse messages larger than this (body and headers): bytes, or a number with KiB, MiB, GiB, KB, MB or GB; refused messages are logged, rejected, and fail their task id
@@ -154,6 +162,35 @@ pub struct WorkerArgs {
     /// Keep this file while consuming: written at start, touched every 5 s, removed at shutdown
     #[arg(long, env = "CELERITY_READY_FILE", value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+
+    /// Also run the scheduler of periodic tasks in this worker (Celery's worker -B); replicas share a lease, one sends
+    // The variable reads true/false, 1/0, yes/no and on/off.
+    #[arg(short = 'B', long, env = "CELERITY_BEAT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub beat: bool,
+
+    /// The scheduler group: the schedulers of one group share one lease and one record of runs, and one of them sends
+    #[arg(long, global = true, env = "CELERITY_BEAT_GROUP", default_value = crate::beat::DEFAULT_GROUP, value_name = "NAME")]
+    pub beat_group: String,
+
+    /// How long the scheduler's lease lasts unrenewed (renewed every third of it): the longest a replica waits to take over from a dead one
+    #[arg(long, global = true, env = "CELERITY_BEAT_LEASE", default_value = "10s", value_parser = timeout, value_name = "DURATION")]
+    pub beat_lease: Duration,
+
+    /// Where a scheduler without Redis (memory:// or AMQP broker, no Redis result backend) keeps the last run of each schedule
+    #[arg(long, global = true, env = "CELERITY_BEAT_STATE_FILE", default_value = crate::beat::DEFAULT_STATE_FILE, value_name = "PATH")]
+    pub beat_state_file: PathBuf,
+
+    /// `beat`: run only the scheduler of periodic tasks, no worker
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the worker program runs instead of a worker.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+#[non_exhaustive]
+pub enum Command {
+    /// Runs the scheduler of periodic tasks alone (Celery's `celery beat`): it sends each run of the registered schedules and consumes nothing
+    Beat,
 }
 
 /// Parses the command line and the environment, sets up logging, runs the worker with the
@@ -209,26 +246,29 @@ impl WorkerArgs {
     where
         F: FnOnce(&mut WorkerBuilder),
     {
+        if self.command == Some(Command::Beat) {
+            return self.run_beat(register).await;
+        }
         // Bound first: a port already in use stops the worker before it takes a message.
         let health = match self.health_addr {
             Some(addr) => Some(health::HealthServer::bind(addr).await?),
             None => None,
         };
-        let settings = Settings {
-            visibility_timeout: self.visibility_timeout,
-            result_retry_window: self.result_retry_window,
-            broker_master_name: self.broker_master_name.clone(),
-            result_backend_master_name: self.result_backend_master_name.clone(),
+        let (app, builder, settings) = self.connect(register).await?;
+        let worker_settings = builder.settings();
+        let beat = if self.beat {
+            Some(self.beat(&app, &worker_settings, &settings).await?)
+        } else {
+            None
         };
-        let app = App::from_urls_with(&self.broker_url, &self.result_backend, &settings).await?;
-        let mut builder = app.worker();
-        register(&mut builder);
-        self.configure(&mut builder);
         let mut banner = Banner::new(
-            &builder.settings(),
+            &worker_settings,
             &app.broker().describe(),
             &app.backend().describe(),
         );
+        if let Some(beat) = &beat {
+            banner = banner.beat(beat.coordination());
+        }
         if let Some(timeout) = app.visibility_timeout() {
             banner = banner.visibility_timeout(timeout);
         }
@@ -253,7 +293,14 @@ impl WorkerArgs {
         let ready_file = self
             .ready_file
             .map(|path| tokio::spawn(health::keep_ready_file(path, worker.status())));
-        let outcome = worker.run_until_signal().await;
+        let beat = beat.map(Beat::spawn);
+        let outcome = worker
+            .run_until_signal_and(async {
+                if let Some(beat) = beat {
+                    beat.stop().await;
+                }
+            })
+            .await;
         if let Some(ready_file) = ready_file {
             // It removes the file as soon as consuming stops; wait for that.
             let _ = ready_file.await;
@@ -261,6 +308,73 @@ impl WorkerArgs {
         // Close broker connections cleanly (AMQP sends connection.close) before exiting.
         app.close().await;
         outcome
+    }
+
+    /// Runs the scheduler alone (the `beat` command): connects, prints its banner, sends
+    /// the runs of the registered schedules until SIGINT or SIGTERM, then releases its
+    /// lease.
+    async fn run_beat<F>(self, register: F) -> Result<()>
+    where
+        F: FnOnce(&mut WorkerBuilder),
+    {
+        let (app, builder, settings) = self.connect(register).await?;
+        let worker_settings = builder.settings();
+        if worker_settings.schedules.is_empty() {
+            tracing::warn!(
+                "no schedule is registered: add the generated SCHEDULES with WorkerBuilder::schedules"
+            );
+        }
+        let beat = self.beat(&app, &worker_settings, &settings).await?;
+        let banner = BeatBanner::new(
+            &worker_settings,
+            &app.broker().describe(),
+            &beat.coordination(),
+        );
+        println!("{banner}");
+        let beat = beat.spawn();
+        let outcome = crate::worker::wait_for_signal().await;
+        tracing::warn!("shutdown requested: the scheduler stops");
+        beat.stop().await;
+        tracing::info!("scheduler stopped");
+        app.close().await;
+        outcome
+    }
+
+    /// The scheduler of the registered schedules, coordinated as the URLs allow.
+    async fn beat(&self, app: &App, worker: &WorkerSettings, settings: &Settings) -> Result<Beat> {
+        let beat_settings = BeatSettings::default()
+            .group(&self.beat_group)
+            .lease(self.beat_lease)
+            .state_file(&self.beat_state_file)
+            .hostname(&worker.hostname);
+        Beat::for_urls(
+            app.client(),
+            &worker.schedules,
+            &self.broker_url,
+            &self.result_backend,
+            settings,
+            beat_settings,
+        )
+        .await
+    }
+
+    /// The app of the URLs and a worker builder with what `register` adds and these
+    /// settings applied.
+    async fn connect<F>(&self, register: F) -> Result<(App, WorkerBuilder, Settings)>
+    where
+        F: FnOnce(&mut WorkerBuilder),
+    {
+        let settings = Settings {
+            visibility_timeout: self.visibility_timeout,
+            result_retry_window: self.result_retry_window,
+            broker_master_name: self.broker_master_name.clone(),
+            result_backend_master_name: self.result_backend_master_name.clone(),
+        };
+        let app = App::from_urls_with(&self.broker_url, &self.result_backend, &settings).await?;
+        let mut builder = app.worker();
+        register(&mut builder);
+        self.configure(&mut builder);
+        Ok((app, builder, settings))
     }
 
     /// Applies these settings to `builder` (after the application registered its tasks).

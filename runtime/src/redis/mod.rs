@@ -3,6 +3,7 @@
 //! and its pub/sub listener, chords and saved groups.
 
 mod backend;
+pub(crate) mod beat_lease;
 mod broker;
 mod chord;
 mod connection;
@@ -16,3 +17,4 @@ mod scripts;
 
 pub use backend::{RedisBackend, TASK_META_PREFIX};
 pub use broker::RedisBroker;
+use connection::RedisConnection;

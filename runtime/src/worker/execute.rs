@@ -365,6 +365,12 @@ async fn execute(
             parent_id: message.headers.parent_id.clone(),
             eta,
             expires,
+            periodic_task_name: message
+                .headers
+                .extra
+                .get("periodic_task_name")
+                .and_then(|name| name.as_str())
+                .map(str::to_owned),
             client: shared.client.child_of(&id, &root_id),
             soft_deadline: soft_time_limit.map(|d| tokio::time::Instant::now() + d),
         };

@@ -35,6 +35,7 @@ pub use dispatch::Invoke;
 pub use metrics::WorkerMetrics;
 use refuse::DEFAULT_MAX_MESSAGE_SIZE;
 
+use crate::beat::Schedule;
 use crate::client::Client;
 use crate::container::{Component, ContainerBuilder, Singleton};
 use crate::error::{Error, ErrorKind, Result};
@@ -70,6 +71,7 @@ pub struct WorkerBuilder {
     result_extended: bool,
     metrics: bool,
     task_events: bool,
+    schedules: Vec<Schedule>,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -99,7 +101,16 @@ impl WorkerBuilder {
             result_extended: false,
             metrics: false,
             task_events: false,
+            schedules: Vec::new(),
         }
+    }
+
+    /// Adds periodic tasks (a generated `SCHEDULES` table) for the scheduler that the
+    /// worker program runs inside this worker (`--beat`) or on its own (`beat`). The
+    /// worker itself only lists them: registering a schedule sends nothing.
+    pub fn schedules(&mut self, schedules: &[Schedule]) -> &mut Self {
+        self.schedules.extend_from_slice(schedules);
+        self
     }
 
     /// How many tasks the worker holds for their ETA or countdown (pending retries
@@ -237,6 +248,7 @@ impl WorkerBuilder {
             max_held_eta: self.max_held_eta,
             result_extended: self.result_extended,
             task_events: self.task_events,
+            schedules: self.schedules.clone(),
         }
     }
 
@@ -436,6 +448,8 @@ pub struct WorkerSettings {
     pub result_extended: bool,
     /// Whether the worker sends task events at start.
     pub task_events: bool,
+    /// The periodic tasks registered, in the order they were.
+    pub schedules: Vec<Schedule>,
 }
 
 /// A running worker.
@@ -594,6 +608,15 @@ impl Worker {
     /// signal during the graceful shutdown exits the process at once (status 130), as
     /// Celery's cold shutdown does.
     pub async fn run_until_signal(self) -> Result<()> {
+        self.run_until_signal_and(async {}).await
+    }
+
+    /// As [`Self::run_until_signal`], running `before_shutdown` (stopping a scheduler
+    /// that runs beside the worker) once shutdown is requested, before the worker drains.
+    pub(crate) async fn run_until_signal_and(
+        self,
+        before_shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<()> {
         tokio::select! {
             signalled = wait_for_signal() => {
                 signalled?;
@@ -603,6 +626,7 @@ impl Worker {
                 tracing::warn!("shutdown requested by remote control: finishing running tasks (signal to exit now)");
             }
         }
+        before_shutdown.await;
         tokio::select! {
             () = self.shutdown() => Ok(()),
             result = wait_for_signal() => {
@@ -648,7 +672,8 @@ fn expand_hostname(template: &str) -> String {
     out
 }
 
-async fn wait_for_signal() -> Result<()> {
+/// Waits for SIGINT or SIGTERM (Ctrl-C elsewhere).
+pub(crate) async fn wait_for_signal() -> Result<()> {
     let signal_error = |e: std::io::Error| {
         Error::new(ErrorKind::Config, "could not listen for signals").with_source(e)
     };
