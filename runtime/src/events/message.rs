@@ -13,7 +13,7 @@
 use serde_json::{Map, Value};
 
 use super::Event;
-use crate::protocol::{Properties, RawMessage, to_python_json};
+use crate::protocol::{Properties, RawMessage, to_python_json_sized};
 
 /// The most task events in one message: Celery's `buffer_limit`.
 const TASK_EVENTS_PER_MESSAGE: usize = 24;
@@ -28,7 +28,8 @@ pub(crate) fn messages(events: &[Event]) -> Vec<(String, RawMessage)> {
     for event in events {
         if event.task_id().is_none() {
             flush(&mut tasks, &mut messages);
-            messages.push((event.routing_key(), message(event.hostname(), event)));
+            let single = message(event.hostname(), event, event.size());
+            messages.push((event.routing_key(), single));
             continue;
         }
         tasks.push(event);
@@ -43,14 +44,15 @@ pub(crate) fn messages(events: &[Event]) -> Vec<(String, RawMessage)> {
 /// The task events gathered, as one list, if there are any.
 fn flush(tasks: &mut Vec<&Event>, messages: &mut Vec<(String, RawMessage)>) {
     if let Some(first) = tasks.first() {
-        let list = message(first.hostname(), &*tasks);
+        let size = tasks.iter().map(|event| event.size()).sum();
+        let list = message(first.hostname(), &*tasks, size);
         messages.push((TASK_MULTI.to_owned(), list));
         tasks.clear();
     }
 }
 
-/// A message from `hostname` with `body`.
-fn message(hostname: &str, body: &impl serde::Serialize) -> RawMessage {
+/// A message from `hostname` with `body`, written in about `size` bytes.
+fn message(hostname: &str, body: &impl serde::Serialize, size: usize) -> RawMessage {
     let mut headers = Map::new();
     headers.insert("hostname".into(), Value::from(hostname));
     RawMessage {
@@ -62,7 +64,7 @@ fn message(hostname: &str, body: &impl serde::Serialize) -> RawMessage {
         },
         content_type: "application/json".into(),
         content_encoding: "utf-8".into(),
-        body: to_python_json(body).unwrap_or_default(),
+        body: to_python_json_sized(body, size).unwrap_or_default(),
     }
 }
 

@@ -10,7 +10,16 @@ use super::result::parse_celery_time;
 /// and `ensure_ascii` (every non-ASCII character escaped as `\uXXXX`). Celery readers do
 /// not care, but byte-identical messages make wire comparisons with Celery exact.
 pub fn to_python_json(value: &impl Serialize) -> serde_json::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(128);
+    to_python_json_sized(value, 128)
+}
+
+/// [`to_python_json`] into a buffer made for about `capacity` bytes, so that a large
+/// value is not copied again each time the buffer grows.
+pub(crate) fn to_python_json_sized(
+    value: &impl Serialize,
+    capacity: usize,
+) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(capacity);
     let mut serializer = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
     value.serialize(&mut serializer)?;
     Ok(out)

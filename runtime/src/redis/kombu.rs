@@ -12,7 +12,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::protocol::{Properties, RawMessage, to_python_json};
+use crate::protocol::{Properties, RawMessage, to_python_json_sized};
 
 /// kombu's separator between a queue name and its priority step (`sep`).
 pub const PRIORITY_SEPARATOR: &str = "\x06\x16";
@@ -200,8 +200,10 @@ pub fn wrap(message: &RawMessage, info: &DeliveryInfo, delivery_tag: &str) -> Ve
             delivery_tag,
         },
     };
+    // The body, the headers (about as large for a task message) and the properties.
+    let size = envelope.body.len() + message.body.len() + 512;
     // Serialising strings, maps and numbers cannot fail.
-    to_python_json(&envelope).unwrap_or_default()
+    to_python_json_sized(&envelope, size).unwrap_or_default()
 }
 
 /// Reads a kombu envelope. The body is base64-decoded when `body_encoding` says so and
