@@ -357,10 +357,7 @@ impl RedisBroker {
         }
         self.shared
             .connection
-            .run("register queue bindings", |mut c| {
-                let pipeline = &pipeline;
-                async move { pipeline.query_async::<()>(&mut c).await }
-            })
+            .run_pipeline("register queue bindings", &pipeline)
             .await
     }
 }

@@ -188,6 +188,18 @@ impl RedisConnection {
         self.run_within(action, self.retry_window, operation).await
     }
 
+    /// Runs `pipeline` as [`Self::run`] runs an operation, its replies ignored.
+    pub(crate) async fn run_pipeline(
+        &self,
+        action: &str,
+        pipeline: &redis::Pipeline,
+    ) -> Result<()> {
+        self.run(action, |mut c| async move {
+            pipeline.query_async::<()>(&mut c).await
+        })
+        .await
+    }
+
     /// As [`Self::run`], retrying for `window` instead of the connection's retry window.
     pub(crate) async fn run_within<T, F, Fut>(
         &self,

@@ -450,10 +450,7 @@ impl Acknowledger for RedisAcker {
                 .ignore();
             shared
                 .connection
-                .run("acknowledge a task", |mut c| {
-                    let pipeline = &pipeline;
-                    async move { pipeline.query_async::<()>(&mut c).await }
-                })
+                .run_pipeline("acknowledge a task", &pipeline)
                 .await?;
             Ok(())
         })

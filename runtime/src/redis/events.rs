@@ -30,10 +30,7 @@ pub(crate) async fn publish(connection: &RedisConnection, events: &[Event]) -> R
         pipeline.cmd("PUBLISH").arg(channel).arg(envelope).ignore();
     }
     connection
-        .run("publish monitoring events", |mut c| {
-            let pipeline = &pipeline;
-            async move { pipeline.query_async::<()>(&mut c).await }
-        })
+        .run_pipeline("publish monitoring events", &pipeline)
         .await
 }
 

@@ -118,10 +118,7 @@ impl Mailbox for RedisMailbox {
                 pipeline.cmd("LPUSH").arg(queue).arg(&payload).ignore();
             }
             self.connection
-                .run("answer a control command", |mut c| {
-                    let pipeline = &pipeline;
-                    async move { pipeline.query_async::<()>(&mut c).await }
-                })
+                .run_pipeline("answer a control command", &pipeline)
                 .await
         })
     }
