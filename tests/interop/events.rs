@@ -5,12 +5,12 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use celerity::{ResultError, Worker};
 use serde_json::{Value, json};
 
-use super::python::Python;
+use super::python::{Python, wait_until_ready};
 use super::rust_worker;
 use super::tasks::TasksRegistry;
 use super::transport::Transport;
@@ -75,28 +75,22 @@ impl EventMonitor {
                     .push_str(&text);
             });
             let stdin = child.stdin.take();
+            // Made first, so that a receiver that does not start is stopped as it is dropped.
             let mut monitor = EventMonitor {
                 child,
                 stdin,
                 lines,
                 log,
             };
-            let deadline = Instant::now() + MONITOR_START;
-            while Instant::now() < deadline {
-                if ready.recv_timeout(Duration::from_millis(100)).is_ok() {
-                    return monitor;
-                }
-                if let Ok(Some(status)) = monitor.child.try_wait() {
-                    panic!(
-                        "events.py on {name} exited ({status}) before it consumed:\n{}",
-                        monitor.log()
-                    );
-                }
-            }
-            panic!(
-                "events.py on {name} did not consume within {MONITOR_START:?}:\n{}",
-                monitor.log()
+            let what = format!("events.py on {name}");
+            wait_until_ready(
+                &mut monitor.child,
+                &ready,
+                &monitor.log,
+                MONITOR_START,
+                &what,
             );
+            monitor
         })
         .await
         .expect("the receiver's start-up thread")
@@ -227,18 +221,16 @@ pub async fn celery_sees_celerity_events(transport: &Transport, python: &Python)
         .queue(&queue)
         .await
         .unwrap();
+    // Revoked before it is sent, so the revoke is there when its countdown ends.
+    let revoked_id = uuid::Uuid::new_v4().to_string();
+    app.client().result::<i64>(&revoked_id).revoke().await.unwrap();
     let revoked = tasks
         .add(3, 3)
-        .countdown(Duration::from_secs(1))
+        .task_id(&revoked_id)
+        .countdown(Duration::from_secs(2))
         .queue(&queue)
         .await
         .unwrap();
-    monitor
-        .until("the held task's task-received", |line| {
-            about(line, "task-received", revoked.id())
-        })
-        .await;
-    revoked.revoke().await.unwrap();
 
     assert_eq!(added.get(WAIT).await.unwrap(), 3);
     assert!(matches!(

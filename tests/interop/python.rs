@@ -261,28 +261,15 @@ impl PythonWorker {
                 }
             });
         }
-        let deadline = Instant::now() + WORKER_START;
+        // Made first, so that a worker that does not start is stopped as it is dropped.
         let mut worker = PythonWorker {
             child,
             log,
             node: String::new(),
         };
-        while Instant::now() < deadline {
-            if let Ok(node) = ready.recv_timeout(Duration::from_millis(100)) {
-                worker.node = node;
-                return worker;
-            }
-            if let Ok(Some(status)) = worker.child.try_wait() {
-                panic!(
-                    "the Python worker on {transport} exited ({status}) before it was ready:\n{}",
-                    worker.log()
-                );
-            }
-        }
-        panic!(
-            "the Python worker on {transport} was not ready within {WORKER_START:?}:\n{}",
-            worker.log()
-        );
+        let what = format!("the Python worker on {transport}");
+        worker.node = wait_until_ready(&mut worker.child, &ready, &worker.log, WORKER_START, &what);
+        worker
     }
 
     /// Everything the worker printed so far.
@@ -312,6 +299,28 @@ impl Drop for PythonWorker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// What `ready` receives once the process `child` (named by `what`) says it is ready,
+/// waiting at most `within`; a panic showing `log` if it exits first or takes longer.
+pub(super) fn wait_until_ready<T>(
+    child: &mut Child,
+    ready: &mpsc::Receiver<T>,
+    log: &Mutex<String>,
+    within: Duration,
+    what: &str,
+) -> T {
+    let log = || log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(said) = ready.recv_timeout(Duration::from_millis(100)) {
+            return said;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}) before it was ready:\n{}", log());
+        }
+    }
+    panic!("{what} was not ready within {within:?}:\n{}", log());
 }
 
 /// One call `drive.py` makes.
