@@ -163,6 +163,39 @@ fn leader<'a>(
     }
 }
 
+/// Two replicas (the `beat` command) on database `db`, its queue watched, from `start`,
+/// once one of them, `leader`, leads.
+struct Pair {
+    watch: QueueWatch,
+    a: WorkerProcess,
+    b: WorkerProcess,
+    start: Instant,
+    leader: u32,
+}
+
+fn pair(db: u8) -> Option<Pair> {
+    let url = database(db)?;
+    let watch = QueueWatch::start(&url);
+    let a = replica(&url, "beat-a", false);
+    let b = replica(&url, "beat-b", false);
+    let start = Instant::now();
+    let leader = leader(&a, &b).0.id();
+    Some(Pair {
+        watch,
+        a,
+        b,
+        start,
+        leader,
+    })
+}
+
+/// Sends signal `name` to process `pid` at `at`; returns when it was sent.
+fn signal_at(pid: u32, name: &str, at: Instant) -> Instant {
+    std::thread::sleep(at.saturating_duration_since(Instant::now()));
+    signal(pid, name);
+    Instant::now()
+}
+
 /// How many times each run was sent.
 fn runs(sent: &[Sent]) -> BTreeMap<DateTime<Utc>, usize> {
     let mut runs = BTreeMap::new();
@@ -224,15 +257,17 @@ fn two_replicas_send_each_run_once() {
 
 #[test]
 fn a_replica_takes_over_from_a_killed_leader_within_the_lease_and_sends_no_run_twice() {
-    let Some(url) = database(8) else { return };
-    let watch = QueueWatch::start(&url);
-    let mut a = replica(&url, "beat-a", false);
-    let mut b = replica(&url, "beat-b", false);
-    let start = Instant::now();
-    let killed_id = leader(&a, &b).0.id();
-    std::thread::sleep(Duration::from_secs(10).saturating_sub(start.elapsed()));
-    signal(killed_id, "KILL");
-    let killed_at = Instant::now();
+    let Some(Pair {
+        watch,
+        mut a,
+        mut b,
+        start,
+        leader: killed_id,
+    }) = pair(8)
+    else {
+        return;
+    };
+    let killed_at = signal_at(killed_id, "KILL", start + Duration::from_secs(10));
     std::thread::sleep(RUN_FOR.saturating_sub(start.elapsed()));
     let survivor = if a.id() == killed_id { &mut b } else { &mut a };
     stop(survivor);
@@ -272,20 +307,24 @@ fn a_replica_takes_over_from_a_killed_leader_within_the_lease_and_sends_no_run_t
 
 #[test]
 fn a_paused_leader_resumes_fenced_and_sends_no_run_twice() {
-    let Some(url) = database(9) else { return };
-    let watch = QueueWatch::start(&url);
-    let mut a = replica(&url, "beat-a", false);
-    let mut b = replica(&url, "beat-b", false);
-    let start = Instant::now();
-    let paused_id = leader(&a, &b).0.id();
-    std::thread::sleep(Duration::from_secs(5).saturating_sub(start.elapsed()));
+    let Some(Pair {
+        watch,
+        mut a,
+        mut b,
+        start,
+        leader: paused_id,
+    }) = pair(9)
+    else {
+        return;
+    };
     // Cut off from Redis for longer than its lease: its renewals stop, as they would
     // across a partition, and the other replica takes over.
-    signal(paused_id, "STOP");
-    let paused_at = Instant::now();
-    std::thread::sleep(LEASE + Duration::from_secs(5));
-    signal(paused_id, "CONT");
-    let resumed_at = Instant::now();
+    let paused_at = signal_at(paused_id, "STOP", start + Duration::from_secs(5));
+    let resumed_at = signal_at(
+        paused_id,
+        "CONT",
+        paused_at + LEASE + Duration::from_secs(5),
+    );
     std::thread::sleep(RUN_FOR.saturating_sub(start.elapsed()));
     stop(&mut a);
     stop(&mut b);
