@@ -223,7 +223,11 @@ pub async fn celery_sees_celerity_events(transport: &Transport, python: &Python)
         .unwrap();
     // Revoked before it is sent, so the revoke is there when its countdown ends.
     let revoked_id = uuid::Uuid::new_v4().to_string();
-    app.client().result::<i64>(&revoked_id).revoke().await.unwrap();
+    app.client()
+        .result::<i64>(&revoked_id)
+        .revoke()
+        .await
+        .unwrap();
     let revoked = tasks
         .add(3, 3)
         .task_id(&revoked_id)
