@@ -9,8 +9,10 @@ mod repr;
 mod result;
 
 pub(crate) use json::decode_kombu;
+#[cfg(any(feature = "redis", feature = "amqp"))]
+pub(crate) use json::to_python_json_sized;
+pub(crate) use json::value_repr;
 pub use json::{args_repr, from_kombu_json, kwargs_repr, to_python_json};
-pub(crate) use json::{to_python_json_sized, value_repr};
 pub use message::{Embed, Headers, MessageError, Properties, RawMessage, TaskMessage};
 pub(crate) use repr::{REPR_MAXSIZE, bounded, short};
 pub use result::{ExceptionInfo, ResultMeta, TaskState, celery_time, parse_celery_time};
