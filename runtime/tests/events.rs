@@ -138,6 +138,22 @@ fn task_kinds<'a>(events: &'a [Event], id: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The `task-received` and `task-revoked` of task `id`, once revoked; nothing else came
+/// about it.
+async fn revoked_after_receipt(events: &mut MemoryEvents, id: &str) -> (Event, Event) {
+    let seen = until(events, is("task-revoked", id)).await;
+    assert_eq!(task_kinds(&seen, id), ["task-received", "task-revoked"]);
+    let mut about = seen.into_iter().filter(|e| e.task_id() == Some(id));
+    (about.next().unwrap(), about.next().unwrap())
+}
+
+/// `terminated`, `signum` and `expired` of a `task-revoked`.
+fn revocation(revoked: &Event) -> (Value, Value, Value) {
+    let fields = revoked.fields();
+    let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
+    (field("terminated"), field("signum"), field("expired"))
+}
+
 fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -297,21 +313,12 @@ async fn failures_retries_revokes_and_unknown_tasks_are_reported_as_celery_repor
         .expires_at(chrono::Utc::now() - chrono::Duration::seconds(5))
         .await
         .unwrap();
-    let seen = until(&mut events, is("task-revoked", expired.id())).await;
+    let (received, revoked) = revoked_after_receipt(&mut events, expired.id()).await;
+    assert!(received.get("expires").unwrap().is_string());
     assert_eq!(
-        task_kinds(&seen, expired.id()),
-        ["task-received", "task-revoked"]
+        revocation(&revoked),
+        (json!(false), Value::Null, json!(true))
     );
-    let revoked = seen.last().unwrap().fields();
-    assert_eq!(
-        (
-            &revoked["terminated"],
-            &revoked["signum"],
-            &revoked["expired"]
-        ),
-        (&json!(false), &Value::Null, &json!(true))
-    );
-    assert!(seen[seen.len() - 2].get("expires").unwrap().is_string());
 
     // Revoked before it is sent, so the revoke is there when its countdown ends.
     let id = uuid::Uuid::new_v4().to_string();
@@ -322,19 +329,10 @@ async fn failures_retries_revokes_and_unknown_tasks_are_reported_as_celery_repor
         .countdown(Duration::from_millis(500))
         .await
         .unwrap();
-    let seen = until(&mut events, is("task-revoked", later.id())).await;
+    let (_, revoked) = revoked_after_receipt(&mut events, later.id()).await;
     assert_eq!(
-        task_kinds(&seen, later.id()),
-        ["task-received", "task-revoked"]
-    );
-    let revoked = seen.last().unwrap().fields();
-    assert_eq!(
-        (
-            &revoked["terminated"],
-            &revoked["signum"],
-            &revoked["expired"]
-        ),
-        (&json!(false), &Value::Null, &json!(false))
+        revocation(&revoked),
+        (json!(false), Value::Null, json!(false))
     );
 
     // `Consumer.on_unknown_task`: failed with `NotRegistered`, no traceback.
