@@ -57,6 +57,18 @@ struct TransportLabels {
     transport: String,
 }
 
+/// Registers each `(name, help, metric)`.
+fn register_each<'a, M>(
+    registry: &mut Registry,
+    metrics: impl IntoIterator<Item = (&'static str, &'static str, &'a M)>,
+) where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    for (name, help, metric) in metrics {
+        registry.register(name, help, metric.clone());
+    }
+}
+
 /// A task name's series, by queue.
 type ByQueue = HashMap<Box<str>, Arc<Series>>;
 
@@ -143,9 +155,7 @@ impl Metrics {
                 &f.revoked,
             ),
         ];
-        for (name, help, family) in counters {
-            registry.register(name, help, family.clone());
-        }
+        register_each(&mut registry, counters);
         registry.register(
             "celery_task_failed",
             "Tasks that failed for good, by exception type",
@@ -184,9 +194,7 @@ impl Metrics {
                 &f.concurrency,
             ),
         ];
-        for (name, help, family) in gauges {
-            registry.register(name, help, family.clone());
-        }
+        register_each(&mut registry, gauges);
         registry.register(
             "celerity_reconnects",
             "Connections to Redis or RabbitMQ re-established after a loss, by this process",
